@@ -1,0 +1,100 @@
+"""The one exception tree of fwagent.
+
+Every error carries a stable ``code`` (kebab-case) that scripts, reports and
+logs can rely on. A leaf also subclasses the builtin it is a kind of
+(``ValueError`` for malformed input, ``PermissionError`` for a refused
+manifest, ``FileNotFoundError`` ...), so callers that only know the builtins
+still catch it. ``str(err)`` is one line, fit for ``error: <code>: <detail>``.
+"""
+
+from __future__ import annotations
+
+
+class FwagentError(Exception):
+    """Base of every error fwagent raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        if code is not None:
+            self.code = code
+
+    @property
+    def detail(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def one_line(self) -> str:
+        return f"{self.code}: {self.detail}".replace("\n", " ")
+
+
+class UsageError(FwagentError, ValueError):
+    """A command line or a file given by the user does not make sense."""
+
+    code = "usage"
+
+
+class ConfigError(FwagentError, ValueError):
+    """A configuration or spec file is invalid; the detail names the key."""
+
+    code = "config"
+
+
+class InputFileError(FwagentError, FileNotFoundError):
+    """A file named by the user cannot be read."""
+
+    code = "file"
+
+
+# --- manifests -------------------------------------------------------------
+
+
+class ManifestError(FwagentError):
+    """A SUIT envelope was rejected. ``code`` is the rejection reason."""
+
+    code = "manifest"
+
+
+class CborError(ManifestError, ValueError):
+    """Bytes that are not the strict CBOR a manifest must be."""
+
+    code = "cbor-malformed"
+
+
+class ManifestFormatError(ManifestError, ValueError):
+    """Well-formed CBOR that is not a valid SUIT envelope or manifest."""
+
+    code = "manifest-format"
+
+
+class AuthenticationError(ManifestError, PermissionError):
+    """Digest, signature, MAC or trust checks failed."""
+
+    code = "authentication"
+
+
+class PolicyError(ManifestError, PermissionError):
+    """An authentic manifest that this device must not apply (rollback, identity)."""
+
+    code = "policy"
+
+
+class ProcessingError(ManifestError, RuntimeError):
+    """A command sequence failed or cannot be executed."""
+
+    code = "processing"
+
+
+class KeyFileError(FwagentError, ValueError):
+    """A key file is missing, unreadable or of a kind fwagent does not use."""
+
+    code = "key"
+
+
+# --- bundles ---------------------------------------------------------------
+
+
+class BundleError(FwagentError, ValueError):
+    """An update bundle is malformed, truncated or does not match its manifest."""
+
+    code = "bundle"
