@@ -73,8 +73,9 @@ def plan(manifest: VerifiedManifest, device: DeviceIdentity = DeviceIdentity(),
         executor.note("manifest members of other drafts are ignored: "
                       + ", ".join(map(str, manifest.ignored_members)))
     Processor(manifest, device, executor, allow_severed=True).check_shared()
-    for procedure in ("update", "invoke"):
-        Processor(manifest, device, executor, allow_severed=True).run(procedure)
+    Processor(manifest, device, executor, allow_severed=True).run("update")
+    if {"load", "invoke"} & set(manifest.sequences):  # boot-time procedure, when there is one
+        Processor(manifest, device, executor, allow_severed=True).run("invoke")
     return CheckResult(manifest, executor.actions, executor.notes)
 
 
