@@ -98,3 +98,24 @@ class BundleError(FwagentError, ValueError):
     """An update bundle is malformed, truncated or does not match its manifest."""
 
     code = "bundle"
+
+
+# --- bootloaders (bootloader_bridge/) --------------------------------------
+
+
+class BootloaderError(FwagentError, RuntimeError):
+    """The bootloader environment cannot be read or changed."""
+
+    code = "bootloader"
+
+
+class BootEnvCorruptError(BootloaderError, ValueError):
+    """A boot environment is unreadable or inconsistent; it is never "repaired" with defaults."""
+
+    code = "bootenv-corrupt"
+
+
+class BootloaderTimeoutError(BootloaderError, TimeoutError):
+    """A bootloader tool or hook did not finish in time."""
+
+    code = "bootloader-timeout"
