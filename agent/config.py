@@ -1,0 +1,228 @@
+"""The agent's configuration: TOML, validated once, into frozen dataclasses.
+
+Default path /etc/fwagent/agent.toml; ``--config PATH`` or ``FWAGENT_CONFIG``
+override it. Unknown keys and wrong types are errors that name the key
+(``[bootloader].reboot``). Relative paths are taken relative to the
+configuration file. docs/configuration.md lists every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError, InputFileError
+from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
+
+DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
+BOOTLOADERS = ("grub", "uboot", "custom", "file")
+SLOT_NAMES = ("A", "B")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str
+    vendor_id: uuid.UUID
+    class_id: uuid.UUID
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    keys: tuple[Path, ...]
+    hmac_keys: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class BootloaderConfig:
+    type: str
+    grubenv: Path = Path("/boot/grub/grubenv")
+    fw_env_config: Path = Path("/etc/fw_env.config")
+    script: Path = Path("/usr/lib/fwagent/bootloader-hook")
+    env_file: Path = Path("/var/lib/fwagent/bootenv")
+    cmdline: Path = Path("/proc/cmdline")
+    reboot: tuple[str, ...] | None = ("systemctl", "reboot")   # None: "simulate"
+    attempts: int = 3
+
+    @property
+    def simulate_reboot(self) -> bool:
+        return self.reboot is None
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    commands: tuple[tuple[str, ...], ...] = ()
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceConfig
+    trust: TrustConfig
+    bootloader: BootloaderConfig
+    slots: dict[str, dict[str, Path]]          # class -> {"A": device, "B": device}
+    health: HealthConfig = field(default_factory=HealthConfig)
+    path: Path | None = None
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("FWAGENT_CONFIG")
+    return Path(env) if env else DEFAULT_PATH
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, Path(path).resolve().parent, Path(path))
+
+
+class _Table:
+    """One TOML table being read: every key taken is remembered, the rest are unknown."""
+
+    def __init__(self, data: Any, name: str, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        self.data, self.name, self.base, self.taken = data, name, base, set()
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
+            required: bool = False) -> Any:
+        self.taken.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"[{self.name}].{key} is required")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"[{self.name}].{key} must be {names}, got {type(value).__name__}")
+        return value
+
+    def path(self, key: str, default: Path | None = None, *, required: bool = False) -> Path:
+        value = self.get(key, str, None, required=required)
+        if value is None:
+            assert default is not None
+            return default
+        if not value:
+            raise ConfigError(f"[{self.name}].{key} must not be empty")
+        return self.base / value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.taken)
+        if unknown:
+            raise ConfigError(f"[{self.name}].{unknown[0]} is not a known key")
+
+
+def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> Config:
+    top = _Table(data, "top level", base)
+    device = _device(_Table(top.get("device", dict, required=True), "device", base))
+    trust = _trust(_Table(top.get("trust", dict, required=True), "trust", base))
+    bootloader = _bootloader(_Table(top.get("bootloader", dict, required=True), "bootloader", base))
+    slots = _slots(top.get("slots", dict, required=True), base)
+    health = _health(_Table(top.get("health", dict, {}), "health", base))
+    top.done()
+    return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health, path=path)
+
+
+def _device(table: _Table) -> DeviceConfig:
+    device_id = table.get("id", str, required=True)
+    if not device_id or not device_id.isprintable() or "/" in device_id:
+        raise ConfigError("[device].id must be a printable name without '/'")
+    vendor = _identity(table, "vendor_id", "vendor_domain", None)
+    klass = _identity(table, "class_id", "class_name", vendor)
+    state_dir = table.path("state_dir", Path("/var/lib/fwagent"))
+    table.done()
+    return DeviceConfig(id=device_id, vendor_id=vendor, class_id=klass, state_dir=state_dir)
+
+
+def _identity(table: _Table, id_key: str, name_key: str, vendor: uuid.UUID | None) -> uuid.UUID:
+    given_id = table.get(id_key, str)
+    given_name = table.get(name_key, str)
+    if (given_id is None) == (given_name is None):
+        raise ConfigError(f"[device] needs exactly one of {id_key} and {name_key}")
+    if given_id is not None:
+        return parse_uuid(given_id, f"[device].{id_key}")
+    return vendor_from_domain(given_name) if vendor is None else class_from_name(vendor, given_name)
+
+
+def _trust(table: _Table) -> TrustConfig:
+    keys = _paths(table, "keys", required=True)
+    hmac_keys = _paths(table, "hmac_keys", required=False)
+    if not keys and not hmac_keys:
+        raise ConfigError("[trust].keys must name at least one public key")
+    table.done()
+    return TrustConfig(keys=keys, hmac_keys=hmac_keys)
+
+
+def _paths(table: _Table, key: str, required: bool) -> tuple[Path, ...]:
+    values = table.get(key, list, [], required=required)
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(f"[{table.name}].{key} must be a list of file paths")
+    return tuple(table.base / v for v in values)
+
+
+def _bootloader(table: _Table) -> BootloaderConfig:
+    kind = table.get("type", str, required=True)
+    if kind not in BOOTLOADERS:
+        raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(BOOTLOADERS)}")
+    defaults = BootloaderConfig(type=kind)
+    reboot_value = table.get("reboot", (list, str), list(defaults.reboot or ()))
+    if reboot_value == "simulate":
+        if kind != "file":
+            raise ConfigError('[bootloader].reboot = "simulate" needs type = "file"')
+        reboot: tuple[str, ...] | None = None
+    elif isinstance(reboot_value, list) and reboot_value and all(isinstance(a, str) for a in reboot_value):
+        reboot = tuple(reboot_value)
+    else:
+        raise ConfigError('[bootloader].reboot must be a command (list of strings) or "simulate"')
+    attempts = table.get("attempts", int, defaults.attempts)
+    if not 1 <= attempts <= 255:
+        raise ConfigError("[bootloader].attempts must be between 1 and 255")
+    config = BootloaderConfig(
+        type=kind, grubenv=table.path("grubenv", defaults.grubenv),
+        fw_env_config=table.path("fw_env_config", defaults.fw_env_config),
+        script=table.path("script", defaults.script), env_file=table.path("env_file", defaults.env_file),
+        cmdline=table.path("cmdline", defaults.cmdline), reboot=reboot, attempts=attempts)
+    table.done()
+    return config
+
+
+def _slots(data: dict[str, Any], base: Path) -> dict[str, dict[str, Path]]:
+    if not data:
+        raise ConfigError("[slots] must define at least one slot class, e.g. [slots.rootfs.A]")
+    slots: dict[str, dict[str, Path]] = {}
+    for slot_class, pair in data.items():
+        if not isinstance(pair, dict):
+            raise ConfigError(f"[slots.{slot_class}] must be a table with A and B")
+        if sorted(pair) != list(SLOT_NAMES):
+            raise ConfigError(f"[slots.{slot_class}] must have exactly the slots A and B, has "
+                              f"{', '.join(sorted(pair)) or 'none'}")
+        slots[slot_class] = {}
+        for name in SLOT_NAMES:
+            table = _Table(pair[name], f"slots.{slot_class}.{name}", base)
+            slots[slot_class][name] = table.path("device", required=True)
+            table.done()
+    return slots
+
+
+def _health(table: _Table) -> HealthConfig:
+    commands = table.get("commands", list, [])
+    if not all(isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in commands):
+        raise ConfigError("[health].commands must be a list of commands (each a list of strings)")
+    timeout = table.get("timeout", (int, float), 120)
+    if timeout <= 0:
+        raise ConfigError("[health].timeout must be positive")
+    table.done()
+    return HealthConfig(commands=tuple(tuple(c) for c in commands), timeout=float(timeout))

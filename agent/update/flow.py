@@ -1,0 +1,106 @@
+"""The A/B update flow as data: (state, event) -> state, and where a restart resumes.
+
+Pure: no I/O. The installer persists each state under its stable name before
+it performs that state's side effect, then feeds the outcome (an event) to
+``step``. The names below are written into journals in the field: never
+rename one; add new ones.
+
+    verify -> mark-bad -> write -> switch -> reboot -> check-boot -> health -> commit -> (committed)
+       |          |          |                           |              |
+       +----------+----------+--> failed                 +--------------+--> rollback -> (rolled back)
+
+Before ``switch`` nothing the bootloader boots has changed, so a failure ends
+in ``failed`` (the written slot stays marked bad). From ``switch`` on, the
+device may boot the new slot, so a failure ends in ``rollback``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class State(str, Enum):
+    VERIFY = "verify"          # check the manifest and the target slots
+    MARK_BAD = "mark-bad"      # mark the target slot bad before writing it
+    WRITE = "write"            # stream the payloads into the target slot, check them
+    SWITCH = "switch"          # make the target primary with one boot try
+    REBOOT = "reboot"          # reboot into the target
+    CHECK_BOOT = "check-boot"  # after the reboot: did the target boot?
+    HEALTH = "health"          # run the health checks on the new slot
+    COMMIT = "commit"          # mark good, store the new sequence number
+    ROLLBACK = "rollback"      # mark the target bad, old slot primary again
+    FAILED = "failed"          # final: nothing was activated
+    COMMITTED = "committed"    # final: the update is in place
+    ROLLED_BACK = "rolled-back"  # final: back on the old slot
+
+
+class Event(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    SAME_BOOT = "same-boot"      # check-boot: the reboot has not happened yet
+    FELL_BACK = "fell-back"      # check-boot: the bootloader booted the old slot
+    TOO_MANY_RESTARTS = "too-many-restarts"
+
+
+FINAL = frozenset({State.FAILED, State.COMMITTED, State.ROLLED_BACK})
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.VERIFY, Event.OK): State.MARK_BAD,
+    (State.VERIFY, Event.FAILED): State.FAILED,
+    (State.MARK_BAD, Event.OK): State.WRITE,
+    (State.MARK_BAD, Event.FAILED): State.FAILED,
+    (State.WRITE, Event.OK): State.SWITCH,
+    (State.WRITE, Event.FAILED): State.FAILED,
+    (State.SWITCH, Event.OK): State.REBOOT,
+    (State.SWITCH, Event.FAILED): State.ROLLBACK,
+    (State.REBOOT, Event.OK): State.CHECK_BOOT,
+    (State.REBOOT, Event.FAILED): State.ROLLBACK,
+    (State.CHECK_BOOT, Event.OK): State.HEALTH,
+    (State.CHECK_BOOT, Event.SAME_BOOT): State.REBOOT,
+    (State.CHECK_BOOT, Event.FELL_BACK): State.ROLLBACK,
+    (State.CHECK_BOOT, Event.FAILED): State.ROLLBACK,
+    (State.HEALTH, Event.OK): State.COMMIT,
+    (State.HEALTH, Event.FAILED): State.ROLLBACK,
+    (State.COMMIT, Event.OK): State.COMMITTED,
+    (State.ROLLBACK, Event.OK): State.ROLLED_BACK,
+}
+# Too many restarts within one update (a crash loop): take the failure path of
+# wherever the update is. COMMIT and ROLLBACK are short and idempotent: they finish.
+TRANSITIONS.update({(state, Event.TOO_MANY_RESTARTS): TRANSITIONS[(state, Event.FAILED)]
+                    for state in State if (state, Event.FAILED) in TRANSITIONS})
+
+# Where a restart continues from each persisted state. Every action is
+# idempotent, so most states simply run again. A persisted REBOOT means the
+# reboot may or may not have happened: check-boot compares boot ids to tell.
+RESUME: dict[State, State] = {
+    State.VERIFY: State.VERIFY,
+    State.MARK_BAD: State.MARK_BAD,
+    State.WRITE: State.WRITE,          # rewrite from the start: the slot is marked bad
+    State.SWITCH: State.SWITCH,
+    State.REBOOT: State.CHECK_BOOT,
+    State.CHECK_BOOT: State.CHECK_BOOT,
+    State.HEALTH: State.HEALTH,
+    State.COMMIT: State.COMMIT,
+    State.ROLLBACK: State.ROLLBACK,
+}
+
+# How many times an update may be resumed before it is forced down its failure path.
+MAX_RESTARTS = 5
+
+
+class FlowError(RuntimeError):
+    """An event that the table does not allow in a state: a bug, never a user error."""
+
+
+def step(state: State, event: Event) -> State:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise FlowError(f"no transition from {state.value} on {event.value}") from None
+
+
+def resume(state: State, restarts: int) -> tuple[State, bool]:
+    """The state to continue with after a restart, and whether the failure path is forced."""
+    if restarts > MAX_RESTARTS and state not in (State.ROLLBACK, State.COMMIT):
+        return step(state, Event.TOO_MANY_RESTARTS), True
+    return RESUME[state], False

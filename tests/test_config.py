@@ -1,0 +1,93 @@
+"""agent.toml: the documented keys load, and every mistake names its key."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.config import config_path, load_config
+from agent.errors import ConfigError, InputFileError
+
+GOOD = """
+[device]
+id = "gw-0001"
+vendor_domain = "example.com"
+class_name = "gw-board-rev1"
+state_dir = "state"
+
+[trust]
+keys = ["keys/release.pub.pem"]
+
+[bootloader]
+type = "file"
+env_file = "bootenv.json"
+cmdline = "cmdline"
+reboot = "simulate"
+
+[slots.rootfs.A]
+device = "slots/rootfs-a.img"
+[slots.rootfs.B]
+device = "slots/rootfs-b.img"
+
+[health]
+commands = [["true"], ["systemctl", "is-active", "myapp.service"]]
+timeout = 30
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_documented_keys_load(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    vendor = uuid.uuid5(uuid.NAMESPACE_DNS, "example.com")
+    assert (config.device.vendor_id, config.device.class_id) == (vendor, uuid.uuid5(vendor, "gw-board-rev1"))
+    assert config.device.state_dir == tmp_path / "state"
+    assert config.trust.keys == (tmp_path / "keys/release.pub.pem",)
+    assert config.bootloader.simulate_reboot and config.bootloader.env_file == tmp_path / "bootenv.json"
+    assert config.slots == {"rootfs": {"A": tmp_path / "slots/rootfs-a.img", "B": tmp_path / "slots/rootfs-b.img"}}
+    assert config.health.commands[1] == ("systemctl", "is-active", "myapp.service")
+    assert config.health.timeout == 30.0
+
+
+def test_absolute_device_paths_stay_absolute(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD.replace("slots/rootfs-a.img", "/dev/mmcblk0p2")))
+    assert config.slots["rootfs"]["A"] == Path("/dev/mmcblk0p2")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("[health]", "[health]\nretries = 2"), r"\[health\].retries is not a known key"),
+    (('type = "file"', 'type = "lilo"'), r"\[bootloader\].type 'lilo' is not one of grub, uboot, custom, file"),
+    (('type = "file"', 'type = "grub"'), r'reboot = "simulate" needs type = "file"'),
+    (("timeout = 30", 'timeout = "30"'), r"\[health\].timeout must be int or float, got str"),
+    (('id = "gw-0001"', "id = 7"), r"\[device\].id must be str, got int"),
+    (('vendor_domain = "example.com"', 'vendor_domain = "example.com"\nvendor_id = "%s"' % uuid.uuid4()),
+     r"exactly one of vendor_id and vendor_domain"),
+    (("[slots.rootfs.B]", "[slots.rootfs.C]"), r"\[slots.rootfs\] must have exactly the slots A and B, has A, C"),
+    (('device = "slots/rootfs-b.img"', 'path = "x"'), r"\[slots.rootfs.B\].device is required"),
+    (('keys = ["keys/release.pub.pem"]', "keys = []"), r"\[trust\].keys must name at least one public key"),
+    (("[trust]", "[trusted]"), r"\[trust\] is required|\[top level\].trust is required"),
+])
+def test_mistakes_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD.replace(*change, 1)))
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="cannot read configuration"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[device\n"))
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FWAGENT_CONFIG", raising=False)
+    assert config_path() == Path("/etc/fwagent/agent.toml")
+    monkeypatch.setenv("FWAGENT_CONFIG", "/tmp/x.toml")
+    assert config_path() == Path("/tmp/x.toml")
+    assert config_path(Path("given.toml")) == Path("given.toml")
