@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.cli import EXIT_OK, emit_json, read_input, write_output
+from agent.cli import EXIT_OK, emit_json
+from agent.files import read_input, write_output
 from agent.errors import ConfigError, UsageError
 from agent.manifest import cose
 from agent.manifest.cbor import DEFAULT_MAX_SIZE
