@@ -150,8 +150,8 @@ class Processor:
                                       "(command, argument) pairs", code="sequence-format")
         if selected is None and len(self.components) == 1:
             selected = [0]
-        elif selected is None and commands and commands[0] in COMMAND_NAMES \
-                and commands[0] != DIR_SET_COMPONENT_INDEX:
+        elif selected is None and commands and isinstance(commands[0], int) \
+                and commands[0] in COMMAND_NAMES and commands[0] != DIR_SET_COMPONENT_INDEX:
             # §6.2: with several components every sequence starts by selecting one.
             raise ManifestFormatError(f"{where}: with {len(self.components)} components the sequence must "
                                       "start with set-component-index", code="sequence-format")
