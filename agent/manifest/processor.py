@@ -95,6 +95,9 @@ class _SoftFailure(Exception):
     """A condition failed where soft-failure is set: the sequence ends, unsuccessfully."""
 
 
+_UNSET = object()
+
+
 class Processor:
     def __init__(self, manifest: VerifiedManifest, device: DeviceIdentity, executor: Executor,
                  *, allow_severed: bool = False) -> None:
@@ -106,6 +109,10 @@ class Processor:
         self.components = [Component(i, cid) for i, cid in enumerate(manifest.components)]
         self.parameters: list[dict[int, Any]] = [{} for _ in self.components]
         self.commands_run = 0
+        # (component, parameter, previous value) of every parameter set, so that a
+        # failed try-each alternative is undone without copying all parameters.
+        self._undo: list[tuple[int, int, Any]] = []
+        self._decoded: dict[bytes, Any] = {}  # a nested sequence run per component is decoded once
 
     # --- procedures ------------------------------------------------------------
 
@@ -144,7 +151,9 @@ class Processor:
         if depth > MAX_NESTING:
             raise ProcessingError(f"{where}: command sequences nested deeper than {MAX_NESTING}",
                                   code="sequence-too-deep")
-        commands = cbor.decode(encoded, what=f"{where} sequence")
+        commands = self._decoded.get(encoded)
+        if commands is None:
+            commands = self._decoded[encoded] = cbor.decode(encoded, what=f"{where} sequence")
         if not isinstance(commands, list) or len(commands) % 2:
             raise ManifestFormatError(f"{where}: a command sequence must be an array of "
                                       "(command, argument) pairs", code="sequence-format")
@@ -157,9 +166,7 @@ class Processor:
                                       "start with set-component-index", code="sequence-format")
         for position in range(0, len(commands), 2):
             command, argument = commands[position], commands[position + 1]
-            self.commands_run += 1
-            if self.commands_run > MAX_COMMANDS:
-                raise ProcessingError(f"more than {MAX_COMMANDS} commands executed", code="too-many-commands")
+            self._spend(len(selected) if selected else 1)  # a command runs once per selected component
             if not isinstance(command, int) or isinstance(command, bool) or command not in COMMAND_NAMES:
                 raise ProcessingError(f"{where}[{position // 2}]: unknown or unsupported command {command!r}",
                                       code="unsupported-command")
@@ -187,6 +194,11 @@ class Processor:
                 for index in selected:
                     self._command(command, argument, index, label, soft)
 
+    def _spend(self, count: int) -> None:
+        self.commands_run += count
+        if self.commands_run > MAX_COMMANDS:
+            raise ProcessingError(f"more than {MAX_COMMANDS} commands executed", code="too-many-commands")
+
     def _select(self, argument: Any, label: str) -> list[int]:
         count = len(self.components)
         if argument is True:
@@ -207,8 +219,12 @@ class Processor:
             names = ", ".join(_EXTENSION_PARAMETERS.get(k, str(k)) for k in unknown)
             raise ProcessingError(f"{label}: parameter(s) {names} of SUIT extensions are not supported",
                                   code="unsupported-parameter")
+        self._spend(len(selected) * len(argument))  # every parameter set counts, for each component
         for index in selected:
-            self.parameters[index].update(argument)
+            params = self.parameters[index]
+            for key, value in argument.items():
+                self._undo.append((index, key, params.get(key, _UNSET)))
+                params[key] = value
         if P_SOFT_FAILURE in argument:
             if not isinstance(argument[P_SOFT_FAILURE], bool):
                 raise ManifestFormatError(f"{label}: soft-failure must be a bool", code="sequence-format")
@@ -226,15 +242,23 @@ class Processor:
             if alternative is None:
                 self.executor.note(f"{label}: no alternative matched; the empty alternative is taken")
                 return
-            snapshot = [dict(p) for p in self.parameters]
+            mark = len(self._undo)
             try:
                 self._sequence(alternative, f"{label}/{number}", shared=shared, soft=True,
                                depth=depth + 1, selected=[index])
                 return
             except _SoftFailure:
-                self.parameters = snapshot  # a failed alternative leaves no parameters behind
+                self._rollback(mark)  # a failed alternative leaves no parameters behind
         raise ProcessingError(f"{label}: none of the {len(argument)} alternatives matched",
                               code="condition-failed")
+
+    def _rollback(self, mark: int) -> None:
+        while len(self._undo) > mark:
+            index, key, previous = self._undo.pop()
+            if previous is _UNSET:
+                del self.parameters[index][key]
+            else:
+                self.parameters[index][key] = previous
 
     # --- single commands ---------------------------------------------------------
 
