@@ -23,6 +23,7 @@ class DryRunExecutor:
     actions: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sequence: str = ""
+    _texts: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def enter(self, sequence: str) -> None:
         self.sequence = sequence
@@ -31,11 +32,18 @@ class DryRunExecutor:
         if message not in self.notes:
             self.notes.append(message)
 
+    def _text(self, kind: str, value: Any) -> str:
+        """Labels and hex dumps, made once: a manifest may repeat an action thousands of times."""
+        key = (kind, value)
+        if key not in self._texts:
+            self._texts[key] = (component_label(value) if kind == "label"
+                                else target_of(value).describe() if kind == "target" else value.hex())
+        return self._texts[key]
+
     def _record(self, action: str, component: Component, **details: Any) -> None:
-        target = target_of(component.id)
         self.actions.append({"sequence": self.sequence, "action": action,
-                             "component": component_label(component.id),
-                             "target": target.describe(), **details})
+                             "component": self._text("label", component.id),
+                             "target": self._text("target", component.id), **details})
 
     def component_slot(self, component: Component, slot: int) -> bool:
         if self.slot is None:
@@ -65,10 +73,10 @@ class DryRunExecutor:
         self._record("write", component, size=len(content))
 
     def copy(self, component: Component, source: Component) -> None:
-        self._record("copy", component, source=component_label(source.id))
+        self._record("copy", component, source=self._text("label", source.id))
 
     def swap(self, component: Component, other: Component) -> None:
-        self._record("swap", component, other=component_label(other.id))
+        self._record("swap", component, other=self._text("label", other.id))
 
     def invoke(self, component: Component, args: bytes | None) -> None:
-        self._record("invoke", component, args=args.hex() if args else None)
+        self._record("invoke", component, args=self._text("hex", args) if args else None)
