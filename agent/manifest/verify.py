@@ -89,7 +89,7 @@ def _read_manifest(envelope: Envelope, digest: bytes, blocks: list[BlockResult],
     if not isinstance(manifest, dict):
         raise ManifestFormatError("manifest is not a CBOR map")
     version = manifest.get(M_VERSION)
-    if version != 1:
+    if version != 1 or isinstance(version, bool):  # True == 1 in Python, not in CBOR
         raise ManifestFormatError(f"manifest-version {version!r} is not supported (expected 1)",
                                   code="manifest-version")
     sequence = manifest.get(M_SEQUENCE)
