@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=_lazy("agent.manifest_cli", "verify"), rejects=True)
 
+    from agent.install_cli import add_commands
+    add_commands(commands)
+
     bundle = commands.add_parser("bundle", help="pack and inspect update bundles")
     bsub = bundle.add_subparsers(title="bundle commands", metavar="COMMAND", required=True)
     bcreate = bsub.add_parser("create", help="pack a signed manifest and its payloads into one file")

@@ -69,18 +69,29 @@ def verify(args: argparse.Namespace) -> int:
 
 def check_from_args(data: bytes, args: argparse.Namespace) -> CheckResult:
     """Verify as a device configured by the --trust/--vendor-id/... options would."""
+    return check(data, trust_from_args(args), rollback=rollback_from_args(args),
+                 device=device_from_args(args), slot=args.slot)
+
+
+def trust_from_args(args: argparse.Namespace) -> Trust:
     anchors = tuple(cose.load_trust_anchor(p) for p in args.trust)
     mac_keys = tuple(cose.load_mac_key(p) for p in args.hmac_key)
     if not anchors and not mac_keys:
         raise UsageError("give at least one --trust PUB.pem (or --hmac-key FILE)")
+    return Trust(anchors, mac_keys)
+
+
+def device_from_args(args: argparse.Namespace) -> DeviceIdentity:
     try:
-        device = DeviceIdentity(
+        return DeviceIdentity(
             vendor_ids=(parse_uuid(args.vendor_id, "--vendor-id").bytes,) if args.vendor_id else (),
             class_ids=(parse_uuid(args.class_id, "--class-id").bytes,) if args.class_id else ())
     except ConfigError as err:
         raise UsageError(err.detail) from None
-    rollback = RollbackState(args.sequence) if args.sequence is not None else None
-    return check(data, Trust(anchors, mac_keys), rollback=rollback, device=device, slot=args.slot)
+
+
+def rollback_from_args(args: argparse.Namespace) -> RollbackState | None:
+    return RollbackState(args.sequence) if args.sequence is not None else None
 
 
 def print_check(result: CheckResult) -> None:

@@ -1,0 +1,94 @@
+"""Update sources for an install: a bundle file, or a signed manifest file.
+
+A bundle is read as one stream: the manifest first, then its payloads in
+fetch order, each checked against the verified manifest by the bundle reader
+as well as by the slot writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.bundle.reader import CHUNK, BundleReader, PayloadStream
+from agent.errors import InputFileError
+from agent.files import read_input
+from agent.install.sources import DirectorySource, SourceError
+from agent.manifest.cbor import DEFAULT_MAX_SIZE
+from agent.manifest.check import plan
+from agent.manifest.verify import VerifiedManifest
+
+CPIO_MAGIC = b"0707"
+
+
+class BundleSource:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._reader: BundleReader | None = None
+
+    def read_manifest(self) -> bytes:
+        self.close()
+        try:
+            self._file = open(self.path, "rb", buffering=0)
+        except OSError as exc:
+            raise InputFileError(f"{self.path}: cannot read bundle: {exc.strerror}") from None
+        self._reader = BundleReader(self._file)
+        return self._reader.manifest
+
+    def payloads(self, manifest: VerifiedManifest, slot: int | None) -> "_BundlePayloads":
+        assert self._reader is not None, "read_manifest first"
+        return _BundlePayloads(self._reader.payloads(plan(manifest, slot=slot)))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _BundlePayloads:
+    def __init__(self, streams: Iterator[PayloadStream]) -> None:
+        self.streams = streams
+
+    def open(self, uri: str, size: int | None) -> Iterator[memoryview]:
+        if not uri.startswith("#"):
+            raise SourceError(f"{uri}: a bundle install fetches only the payloads it carries",
+                              code="payload-missing")
+        stream = next(self.streams, None)
+        if stream is None or stream.ref.uri != uri:
+            raise SourceError(f"the bundle does not carry {uri} next", code="payload-missing")
+        return _chunks(stream)
+
+
+def _chunks(stream: PayloadStream) -> Iterator[memoryview]:
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    while count := stream.readinto(buffer):
+        yield view[:count]
+
+
+class ManifestFileSource:
+    """A signed manifest installed from a file, its payloads beside it or at their URIs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read_manifest(self) -> bytes:
+        return read_input(self.path, "manifest", DEFAULT_MAX_SIZE)
+
+    def payloads(self, manifest: VerifiedManifest, slot: int | None) -> DirectorySource:
+        return DirectorySource(self.path.parent)
+
+    def close(self) -> None:
+        """Nothing stays open between reads."""
+
+
+def open_update_source(source: str) -> BundleSource | ManifestFileSource:
+    path = Path(source)
+    try:
+        with open(path, "rb") as stream:
+            magic = stream.read(len(CPIO_MAGIC))
+    except OSError as exc:
+        raise InputFileError(f"{source}: cannot read: {exc.strerror}") from None
+    return BundleSource(path) if magic == CPIO_MAGIC else ManifestFileSource(path)

@@ -1,0 +1,110 @@
+"""The SUIT Executor that acts: fetch into a slot, check what was written.
+
+The processor (agent/manifest/processor.py) decides; this executor performs
+on the gateway's slots. Each component maps to a target slot of the group
+being written (the one not booted). Nothing is switched here: activation is
+the ``switch`` step of the update flow, after every image has been checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.errors import ProcessingError
+from agent.install.slots import SLOT_INDEX, Slot, SlotWriter, read_digest
+from agent.manifest.processor import Component, Digest
+from agent.manifest.targets import target_of
+
+Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, total or None)
+
+
+class PayloadSource(Protocol):
+    """Where fetched payloads come from: a bundle, files beside a manifest, or the network."""
+
+    def open(self, uri: str, size: int | None) -> Iterator[bytes | memoryview]: ...
+
+
+def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot]) -> Slot:
+    """The slot a component is written to, or a clear refusal."""
+    target = target_of(component_id)
+    if target.kind == "thing":
+        raise ProcessingError(f"component {target.describe()}: flashing Things is not available on "
+                              "this agent yet", code="target-unsupported")
+    if target.kind != "slot":
+        raise ProcessingError(f"component {target.name} names no gateway slot class", code="unknown-target")
+    if target.name not in slots:
+        raise ProcessingError(f"slot class {target.name!r} is not configured ([slots.{target.name}])",
+                              code="unknown-slot-class")
+    return slots[target.name]
+
+
+@dataclass
+class SlotExecutor:
+    """Fetches into ``slots`` (slot class -> the slot to write), records what went where."""
+
+    slots: dict[str, Slot]
+    source: PayloadSource
+    progress: Progress | None = None
+    written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
+    sequence: str = ""
+
+    def enter(self, sequence: str) -> None:
+        self.sequence = sequence
+
+    def note(self, message: str) -> None:
+        """Notes matter for dry runs; an install has already passed one."""
+
+    def slot_for(self, component: Component) -> Slot:
+        return slot_for(component.id, self.slots)
+
+    def component_slot(self, component: Component, slot: int) -> bool:
+        return SLOT_INDEX[self.slot_for(component).name] == slot
+
+    def fetch(self, component: Component, uri: str, digest: Digest | None, size: int | None) -> None:
+        slot = self.slot_for(component)
+        writer = SlotWriter(slot, size)
+        try:
+            for chunk in self.source.open(uri, size):
+                writer.write(chunk)
+                if self.progress:
+                    self.progress(slot.label, writer.written, size)
+            self.written[slot.label] = writer.finish()
+        finally:
+            writer.close()
+
+    def image_match(self, component: Component, digest: Digest, size: int | None) -> bool:
+        slot = self.slot_for(component)
+        if slot.label in self.written:
+            sha, written = self.written[slot.label]
+            return sha == digest.value and (size is None or size == written)
+        if size is None:
+            raise ProcessingError(f"{slot.label}: image-match on a slot not written now needs an image-size",
+                                  code="parameter-missing")
+        return read_digest(slot.device, size) == digest.value
+
+    def check_content(self, component: Component, content: bytes) -> bool:
+        slot = self.slot_for(component)
+        with open(slot.device, "rb") as stream:
+            return stream.read(len(content)) == content
+
+    def write(self, component: Component, content: bytes) -> None:
+        slot = self.slot_for(component)
+        writer = SlotWriter(slot, len(content))
+        try:
+            writer.write(content)
+            self.written[slot.label] = writer.finish()
+        finally:
+            writer.close()
+
+    def copy(self, component: Component, source: Component) -> None:
+        raise ProcessingError("copy between components is not supported on gateway slots",
+                              code="unsupported-command")
+
+    def swap(self, component: Component, other: Component) -> None:
+        raise ProcessingError("swap is not supported on gateway slots: A/B switching does it",
+                              code="unsupported-command")
+
+    def invoke(self, component: Component, args: bytes | None) -> None:
+        """Activation happens in the update flow's switch step, once every image is checked."""

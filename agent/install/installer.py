@@ -1,0 +1,292 @@
+"""The A/B install transaction (imperative shell around agent/update/flow.py).
+
+Each state of the flow is saved to the journal under its stable name before
+its side effect runs; the side effect returns an event; the table gives the
+next state. A restart continues where the resume map says. The final outcome
+(committed, rolled back, failed) is recorded in the same atomic journal write
+that ends the update, so it is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import Config
+from agent.errors import FwagentError, UsageError
+from agent.install.boot import BootInfo
+from agent.install.executor import Progress, SlotExecutor, slot_for
+from agent.install.health import run_health
+from agent.install.slots import OTHER, SLOT_INDEX, Slot, slot_size
+from agent.journal import Journal
+from agent.manifest import cose
+from agent.manifest.check import PayloadRef, check
+from agent.manifest.describe import manifest_view
+from agent.manifest.processor import DeviceIdentity, Processor
+from agent.manifest.verify import RollbackState, Trust, VerifiedManifest, verify_envelope
+from agent.update.flow import FINAL, Event, State, resume, step
+
+
+class InstallError(FwagentError, RuntimeError):
+    code = "install"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    result: str            # "success" | "failure" | "pending"
+    state: str
+    reason: str = ""
+    code: str = ""
+    version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Installer:
+    """Runs updates on the slots and bootloader that ``config`` describes."""
+
+    def __init__(self, config: Config, bootloader: Any, boot: BootInfo, *,
+                 reboot: Callable[[], None], open_source: Callable[[str], Any],
+                 progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None) -> None:
+        self.config = config
+        self.bootloader = bootloader
+        self.boot = boot
+        self.reboot_command = reboot
+        self.open_source = open_source
+        self.progress = progress
+        self.log = log
+        self.journal = Journal(config.device.state_dir)
+        self.trust = Trust(tuple(cose.load_trust_anchor(p) for p in config.trust.keys),
+                           tuple(cose.load_mac_key(p) for p in config.trust.hmac_keys))
+        self.device = DeviceIdentity((config.device.vendor_id.bytes,), (config.device.class_id.bytes,))
+
+    # --- entry points --------------------------------------------------------------
+
+    def install(self, source: str, *, no_reboot: bool = False) -> Outcome:
+        self.open_source(source).close()  # an unreadable source is refused before anything starts
+        record = self.journal.load()
+        if record["update"] is not None:
+            raise UsageError(f"an update is in progress (step {record['update']['state']}); "
+                             "run 'fwagent run --once' to finish it, or 'fwagent rollback'")
+        record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
+                            "no_reboot": no_reboot, "restarts": 0, "started": time.time()}
+        return self._run(record, State.VERIFY)
+
+    def resume(self) -> Outcome | None:
+        """Continue an update after a restart; None when there is none."""
+        record = self.journal.load()
+        update = record["update"]
+        if update is None:
+            return None
+        update["restarts"] += 1
+        state, forced = resume(State(update["state"]), update["restarts"])
+        if forced:
+            update["reason"] = f"{update['restarts']} restarts within one update"
+            update["code"] = "restart-loop"
+        return self._run(record, state)
+
+    def abort(self, reason: str) -> Outcome:
+        """Give up the update in flight: before the switch it fails, after it rolls back."""
+        record = self.journal.load()
+        update = record["update"]
+        if update is None:
+            raise UsageError("no update is in progress")
+        update["reason"], update["code"] = reason, "aborted"
+        state = State(update["state"])
+        if state in (State.VERIFY, State.MARK_BAD, State.WRITE):
+            return self._finish(record, State.FAILED)
+        return self._run(record, State.ROLLBACK)
+
+    def status(self) -> dict[str, Any]:
+        record = self.journal.load()
+        installed = record["installed"] or {}
+        booted = self.boot.booted_slot()
+        slots = {}
+        for name in OTHER:
+            version = installed.get("version") if installed.get("slot") == name else None
+            slots[name] = {"good": self.bootloader.get_state(name), "version": version,
+                           "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
+        update = record["update"]
+        return {"booted": booted, "primary": self.bootloader.get_primary(), "slots": slots,
+                "update": ({k: update.get(k) for k in ("id", "state", "source", "target", "version",
+                                                       "restarts", "reason")} if update else None),
+                "installed": record["installed"], "outbox": len(record["outbox"]),
+                "variables": self.bootloader.variables()}
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _run(self, record: dict[str, Any], state: State) -> Outcome:
+        update = record["update"]
+        while state not in FINAL:
+            update["state"] = state.value
+            self.journal.save(record)                  # persisted before its side effect
+            self.log(f"update {update['id'][:8]}: {state.value}")
+            event = self._act(state, update)
+            if event is None:                          # waiting: for a reboot, by hand or to come
+                return self._outcome(update, "pending", state.value)
+            state = step(state, event)
+        return self._finish(record, state)
+
+    def _act(self, state: State, update: dict[str, Any]) -> Event | None:
+        action = getattr(self, "_" + state.value.replace("-", "_"))
+        try:
+            return action(update)
+        except FwagentError as err:
+            update["reason"], update["code"] = err.detail, err.code
+            self.log(f"update {update['id'][:8]}: {state.value} failed: {err.one_line()}")
+            return Event.FAILED
+
+    # --- one method per state: the side effect, and the event it ends with ------------
+
+    def _verify(self, update: dict[str, Any]) -> Event:
+        source = self.open_source(update["source"])
+        try:
+            manifest_bytes = source.read_manifest()
+        finally:
+            source.close()
+        installed = self.journal.load()["installed"]
+        rollback = (RollbackState(installed["sequence"], bytes.fromhex(installed["digest"]))
+                    if installed else None)
+        booted = self._booted()
+        target = OTHER[booted]
+        result = check(manifest_bytes, self.trust, rollback=rollback, device=self.device,
+                       slot=SLOT_INDEX[target])
+        self._check_targets(result.payloads, target)
+        update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=target, previous=booted,
+                      sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
+                      version=_version(result.manifest))
+        return Event.OK
+
+    def _mark_bad(self, update: dict[str, Any]) -> Event:
+        if self._booted() == update["target"]:
+            raise InstallError(f"slot {update['target']} is booted; it is never written", code="slot-booted")
+        self.bootloader.set_state(update["target"], False)
+        return Event.OK
+
+    def _write(self, update: dict[str, Any]) -> Event:
+        manifest = self._manifest(update)
+        source = self.open_source(update["source"])
+        try:
+            source.read_manifest()  # a bundle streams: its payloads follow the manifest
+            payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
+            executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress)
+            Processor(manifest, self.device, executor).run("update")
+        finally:
+            source.close()
+        return Event.OK
+
+    def _switch(self, update: dict[str, Any]) -> Event:
+        # The boot this switch happens in; saved with the next state, before any reboot,
+        # so that check-boot can tell "not rebooted yet" from "the bootloader fell back".
+        update["boot_id"] = self.boot.boot_id()
+        self.bootloader.set_primary(update["target"])
+        return Event.OK
+
+    def _reboot(self, update: dict[str, Any]) -> Event | None:
+        if update.get("no_reboot"):
+            return None
+        self.reboot_command()
+        return Event.OK if self.boot.boot_id() != update["boot_id"] else None
+
+    def _check_boot(self, update: dict[str, Any]) -> Event | None:
+        if self.boot.boot_id() == update.get("boot_id"):
+            return None if update.get("no_reboot") else Event.SAME_BOOT
+        booted = self._booted()
+        if booted != update["target"]:
+            update["reason"] = f"the bootloader fell back to slot {booted}"
+            update["code"] = "fell-back"
+            return Event.FELL_BACK
+        return Event.OK
+
+    def _health(self, update: dict[str, Any]) -> Event:
+        healthy, reason = run_health(self.config.health)
+        if not healthy:
+            update["reason"], update["code"] = reason, "unhealthy"
+            return Event.FAILED
+        return Event.OK
+
+    def _commit(self, update: dict[str, Any]) -> Event:
+        self.bootloader.set_state(update["target"], True)
+        return Event.OK
+
+    def _rollback(self, update: dict[str, Any]) -> Event:
+        target, previous = update["target"], update["previous"]
+        self.bootloader.set_state(target, False)
+        self.bootloader.set_primary(previous)
+        self.bootloader.set_state(previous, True)
+        return Event.OK
+
+    # --- the end -----------------------------------------------------------------------
+
+    def _finish(self, record: dict[str, Any], state: State) -> Outcome:
+        update = record["update"]
+        result = "success" if state is State.COMMITTED else "failure"
+        outcome = self._outcome(update, result, state.value)
+        if state is State.COMMITTED:
+            record["installed"] = {"sequence": update["sequence"], "digest": update["digest"],
+                                   "version": update.get("version"), "slot": update["target"],
+                                   "time": time.time()}
+        record["outbox"].append(outcome.as_dict())
+        record["update"] = None
+        self.journal.save(record)                      # the outcome and the end, in one write
+        self.log(f"update {update['id'][:8]}: {state.value}"
+                 + (f": {outcome.code}: {outcome.reason}" if outcome.reason else ""))
+        if state is State.ROLLED_BACK and self._booted() == update.get("target"):
+            self.reboot_command()                      # running the bad slot: go back
+        return outcome
+
+    def _outcome(self, update: dict[str, Any], result: str, state: str) -> Outcome:
+        return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
+                       code=update.get("code", ""), version=update.get("version"))
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _booted(self) -> str:
+        booted = self.boot.booted_slot()
+        if booted not in OTHER:
+            raise InstallError("the booted slot is unknown: the kernel command line has no fwagent.slot=A|B",
+                               code="booted-unknown")
+        return booted
+
+    def _slots(self, group: str) -> dict[str, Slot]:
+        return {name: Slot(name, group, pair[group]) for name, pair in self.config.slots.items()}
+
+    def _manifest(self, update: dict[str, Any]) -> VerifiedManifest:
+        """The manifest of the update in flight, verified again (the journal is not trusted blindly)."""
+        data = base64.b64decode(update["manifest"])
+        manifest = verify_envelope(data, self.trust)
+        if manifest.digest.hex() != update["digest"]:
+            raise InstallError("the journal's manifest changed during the update", code="journal")
+        return manifest
+
+    def _check_targets(self, payloads: list[PayloadRef], target: str) -> None:
+        """Every payload goes to a configured slot of the target group that is not booted, and fits."""
+        if not payloads:
+            raise InstallError("the manifest fetches no payload", code="nothing-to-install")
+        slots, booted = self._slots(target), self._slots(OTHER[target])
+        for ref in payloads:
+            slot = slot_for(ref.component, slots)
+            if slot.device.resolve() == booted[slot.slot_class].device.resolve():
+                raise InstallError(f"{slot.label} is the booted slot's device; it is never written",
+                                   code="slot-booted")
+            capacity = slot_size(slot.device)
+            if ref.size is not None and ref.size > capacity:
+                raise InstallError(f"{slot.label} holds {_size(capacity)}, image is {_size(ref.size)}",
+                                   code="slot-too-small")
+
+
+def _size(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
+
+
+def _version(manifest: VerifiedManifest) -> str | None:
+    for component in manifest_view(manifest)["components"]:
+        if component.get("component-version"):
+            return component["component-version"]
+    return None

@@ -1,0 +1,106 @@
+"""A/B slots: which one is booted, which one to write, and writing it.
+
+A slot device is a block device or a regular file. Slots of every class are
+switched together as group A or group B: updating while group A runs writes
+the B device of each class. The booted group comes from the kernel command
+line (``fwagent.slot=A``), never guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import FwagentError
+
+CHUNK = 1 << 20
+OTHER = {"A": "B", "B": "A"}
+SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
+
+
+class SlotError(FwagentError, OSError):
+    code = "slot"
+
+
+@dataclass(frozen=True)
+class Slot:
+    slot_class: str
+    name: str          # "A" | "B"
+    device: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.slot_class}.{self.name}"
+
+
+def slot_size(device: Path) -> int:
+    """Size in bytes of a block device or a regular file."""
+    try:
+        with open(device, "rb") as stream:
+            return stream.seek(0, os.SEEK_END)
+    except OSError as exc:
+        raise SlotError(f"{device}: cannot open slot device: {exc.strerror}", code="slot-missing") from None
+
+
+class SlotWriter:
+    """Streams an image into a slot from offset 0, hashing what it writes.
+
+    The device is opened without O_CREAT or O_TRUNC: a slot must exist, and a
+    regular file keeps its size (the image covers its start). ``finish``
+    fsyncs before it returns the digest of what was written.
+    """
+
+    def __init__(self, slot: Slot, expected_size: int | None) -> None:
+        self.slot = slot
+        capacity = slot_size(slot.device)
+        if expected_size is not None and expected_size > capacity:
+            raise SlotError(f"{slot.label} holds {_mib(capacity)}, image is {_mib(expected_size)}",
+                            code="slot-too-small")
+        self.capacity = capacity
+        self.sha = hashlib.sha256()
+        self.written = 0
+        try:
+            self.fd = os.open(slot.device, os.O_WRONLY)
+        except OSError as exc:
+            raise SlotError(f"{slot.label}: cannot open {slot.device} for writing: {exc.strerror}") from None
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self.written + len(chunk) > self.capacity:
+            raise SlotError(f"{self.slot.label} holds {_mib(self.capacity)}; the payload is larger",
+                            code="slot-too-small")
+        view = memoryview(chunk)
+        while view:
+            done = os.write(self.fd, view)
+            view = view[done:]
+        self.sha.update(chunk)
+        self.written += len(chunk)
+
+    def finish(self) -> tuple[bytes, int]:
+        os.fsync(self.fd)
+        self.close()
+        return self.sha.digest(), self.written
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_digest(device: Path, size: int) -> bytes:
+    """SHA-256 of the first ``size`` bytes of a slot, read back from the device."""
+    sha = hashlib.sha256()
+    remaining = size
+    with open(device, "rb", buffering=0) as stream:
+        while remaining:
+            chunk = stream.read(min(CHUNK, remaining))
+            if not chunk:
+                raise SlotError(f"{device}: ends before {size} bytes")
+            sha.update(chunk)
+            remaining -= len(chunk)
+    return sha.digest()
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size} bytes"

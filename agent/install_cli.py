@@ -1,0 +1,154 @@
+"""``fwagent install | status | commit | rollback | run``: the A/B transaction by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.cli import EXIT_FAILED, EXIT_OK, emit_json
+from agent.config import Config, config_path, load_config
+from agent.errors import UsageError
+
+if TYPE_CHECKING:
+    from agent.install.installer import Installer, Outcome
+
+PROGRESS_INTERVAL = 0.25
+
+
+class ProgressPrinter:
+    """A bar on a terminal, JSON lines with --json, at most a few updates a second."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.last = 0.0
+
+    def __call__(self, slot: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL and done != total:
+            return
+        self.last = now
+        if self.as_json:
+            print(json.dumps({"event": "progress", "slot": slot, "done": done, "total": total}), flush=True)
+        elif sys.stderr.isatty():
+            share = done / total if total else 0.0
+            bar = "#" * int(share * 30)
+            sys.stderr.write(f"\r{slot}: [{bar:<30}] {share:4.0%} {done >> 20} MiB")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def log(self, message: str) -> None:
+        if self.as_json:
+            print(json.dumps({"event": "log", "message": message}), flush=True)
+        else:
+            print(message, file=sys.stderr)
+
+
+def _installer(args: argparse.Namespace, printer: ProgressPrinter | None = None) -> tuple[Config, Installer]:
+    from agent.install.compose import build_installer
+    config = load_config(config_path(args.config))
+    printer = printer or ProgressPrinter(getattr(args, "json", False))
+    return config, build_installer(config, progress=printer, log=printer.log)
+
+
+def _report(outcome: Outcome | None, as_json: bool) -> int:
+    if outcome is None:
+        if as_json:
+            emit_json({"event": "outcome", "result": "none"})
+        else:
+            print("no update in progress")
+        return EXIT_OK
+    if as_json:
+        print(json.dumps({"event": "outcome", **outcome.as_dict()}))
+    elif outcome.result == "pending":
+        print(f"update {outcome.id[:8]}: waiting at step {outcome.state} (reboot to continue)")
+    elif outcome.result == "success":
+        print(f"update {outcome.id[:8]}: committed" + (f", version {outcome.version}" if outcome.version else ""))
+    else:
+        print(f"update {outcome.id[:8]}: {outcome.state}: {outcome.code}: {outcome.reason}")
+    return EXIT_FAILED if outcome.result == "failure" else EXIT_OK
+
+
+def install(args: argparse.Namespace) -> int:
+    config, installer = _installer(args)
+    source = args.source
+    if source.startswith(("http://", "https://")):
+        source = str(_download(source, config.device.state_dir / "incoming"))
+    return _report(installer.install(source, no_reboot=args.no_reboot), args.json)
+
+
+def run(args: argparse.Namespace) -> int:
+    _, installer = _installer(args)
+    return _report(installer.resume(), args.json)
+
+
+def commit(args: argparse.Namespace) -> int:
+    _, installer = _installer(args)
+    outcome = installer.resume()
+    if outcome is None:
+        raise UsageError("no update is waiting to be committed")
+    return _report(outcome, args.json)
+
+
+def rollback(args: argparse.Namespace) -> int:
+    _, installer = _installer(args)
+    return _report(installer.abort("rolled back by hand"), args.json)
+
+
+def status(args: argparse.Namespace) -> int:
+    _, installer = _installer(args)
+    view = installer.status()
+    if args.json:
+        emit_json(view)
+        return EXIT_OK
+    print(f"booted slot:  {view['booted']}")
+    print(f"primary slot: {view['primary']}")
+    for name, slot in view["slots"].items():
+        version = f", version {slot['version']}" if slot.get("version") else ""
+        print(f"slot {name}:       {'good' if slot['good'] else 'bad'}{version}")
+    update = view["update"]
+    print("update:       " + (f"{update['id'][:8]} at step {update['state']}" if update else "none"))
+    if view["installed"]:
+        print(f"installed:    sequence {view['installed']['sequence']}, version {view['installed'].get('version')}")
+    print(f"unsent reports: {view['outbox']}")
+    print("bootloader:   " + " ".join(f"{k}={v}" for k, v in view["variables"].items()))
+    return EXIT_OK
+
+
+def _download(url: str, directory: Path) -> Path:
+    """Fetch a bundle before the transaction starts; nothing on the device changes meanwhile."""
+    from agent.install.sources import read_http_chunks
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "bundle.fwb"
+    partial = target.with_suffix(".part")
+    with open(partial, "wb") as out:
+        for chunk in read_http_chunks(url, None):
+            out.write(chunk)
+    partial.replace(target)
+    return target
+
+
+def add_commands(commands: Any) -> None:
+    def with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
+                            "/etc/fwagent/agent.toml)")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        return parser
+
+    inst = with_config(commands.add_parser("install", help="install a bundle or a signed manifest into "
+                                           "the inactive slots"))
+    inst.add_argument("source", metavar="SOURCE", help="bundle file or URL, or a signed manifest file")
+    inst.add_argument("--no-reboot", action="store_true", help="stop after the switch; reboot by hand")
+    inst.set_defaults(run=install)
+    with_config(commands.add_parser("status", help="slots, bootloader and the update in progress")
+                ).set_defaults(run=status)
+    with_config(commands.add_parser("commit", help="after the reboot: check health and commit by hand")
+                ).set_defaults(run=commit)
+    with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
+                ).set_defaults(run=rollback)
+    with_config(commands.add_parser("run", help="after a start: finish the update in progress")
+                ).set_defaults(run=run)
