@@ -11,12 +11,14 @@ import uuid
 from pathlib import Path
 
 import cbor2
+import libconf
 import pytest
 from conftest import require_tool
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.bundle.cpio import (ByteSum, Header, checksum, check_name, decode_header, decode_name,
                                encode_header, pad4, trailer)
+from agent.bundle.digest import MemberDigest
 from agent.bundle.reader import BundleReader, bundle_info, verify_bundle
 from agent.bundle.swdescription import quote, render, software_version, unquote
 from agent.bundle.writer import create_bundle
@@ -189,7 +191,7 @@ def test_name_refusals(name, code):
     assert info.value.code == code
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "/abs", "..", ".", "a..b", "tab\tname"])
+@pytest.mark.parametrize("name", ["", "a/b", "/abs", "..", ".", "a..b", "tab\tname", "é" * 128])
 def test_unsafe_names(name):
     with pytest.raises(BundleError) as info:
         check_name(name)
@@ -209,6 +211,19 @@ def test_byte_sum_over_a_reused_buffer():
                                                                   1000 * 255]
     buffer[:3] = b"\x01\x02\x03"
     assert summer.sum(3) == 6
+
+
+@pytest.mark.parametrize("crc", [True, False])
+def test_member_digest_matches_hashlib_and_sum(crc: bool):
+    data = os.urandom(3 * 200_000 + 11)
+    buffer = bytearray(200_000)
+    digest = MemberDigest(crc)
+    for start in range(0, len(data), len(buffer)):
+        chunk = data[start:start + len(buffer)]
+        buffer[:len(chunk)] = chunk
+        digest.update(buffer, len(chunk))
+    assert digest.sha256() == hashlib.sha256(data).digest()
+    assert digest.check == (sum(data) & 0xFFFFFFFF if crc else 0)
 
 
 # --- sw-description ---------------------------------------------------------------------
@@ -245,6 +260,23 @@ def test_sw_description_escapes_strings():
     text = render('1.0 "beta"\\', [], description='version = "9"')
     assert 'description = "version = \\"9\\"";' in text
     assert software_version(text) == '1.0 "beta"\\'
+
+
+def test_sw_description_parses_as_libconfig():
+    revision = 'r"1\\\n\x01'
+    text = render('1.2.0 "rc"', [("a.img", "00"), ("b.img", "11")],
+                  [("gw-imx8", "rev1"), ("gw-am62", revision), ("gw-imx8", "rev2")], 'say "hi"\\')
+    software = libconf.loads(text)["software"]
+    assert (software["version"], software["description"]) == ('1.2.0 "rc"', 'say "hi"\\')
+    assert list(software["gw-imx8"]["hardware-compatibility"]) == ["rev1", "rev2"]
+    assert list(software["gw-am62"]["hardware-compatibility"]) == [revision]
+    for board in ("gw-imx8", "gw-am62"):
+        assert [(i["filename"], i["sha256"]) for i in software[board]["images"]] == [("a.img", "00"),
+                                                                                   ("b.img", "11")]
+    bare = libconf.loads(render("1", [("a.img", "00")]))["software"]
+    assert "hardware-compatibility" not in bare
+    assert [i["filename"] for i in bare["images"]] == ["a.img"]
+    assert list(libconf.loads(render("1", []))["software"]["images"]) == []
 
 
 def test_software_version_skips_strings_and_comments():
@@ -293,6 +325,36 @@ def test_layout(bundle: Path, tmp_path: Path):
         assert data[m.data_offset:m.data_offset + m.size] == body
     assert software_version(info.sw_description) == "1.2.0"
     assert f'sha256 = "{hashlib.sha256(ROOTFS).hexdigest()}"' in info.sw_description
+
+
+def test_large_payload_round_trip(tmp_path: Path):
+    big = os.urandom(2 * 1024 * 1024 + 5)
+    envelope = make_envelope([("big.img", big)])
+    out = tmp_path / "big.bundle"
+    create_bundle(out, envelope, write_payloads(tmp_path, [("big.img", big)]), "1")
+    report = verify_bundle(out, TRUST)
+    assert [(m.name, m.size) for m in report.payloads] == [("big.img", len(big))]
+    with open(out, "rb") as f:
+        assert b"".join(next(BundleReader(f).payloads(check(envelope, TRUST)))) == big
+    data = bytearray(out.read_bytes())
+    data[-200] ^= 1                                   # inside the payload, near its end
+    out.write_bytes(data)
+    with pytest.raises(BundleError) as info:
+        verify_bundle(out, TRUST)
+    assert info.value.code == "bundle-digest-mismatch"
+
+
+def test_a_server_reading_only_the_first_member_finds_sw_description(bundle: Path):
+    """Servers such as goosebit read the first header, the name up to its NUL, then exactly 3
+    bytes of padding (right for a 14-character name) and the sw-description text after it."""
+    data = bundle.read_bytes()
+    size = int(data[54:62], 16)
+    end = data.index(b"\0", 110)
+    assert data[110:end] == b"sw-description"
+    text = data[end + 1 + 3:end + 1 + 3 + size].decode()
+    software = libconf.loads(text)["software"]
+    assert software["version"] == "1.2.0"
+    assert list(software["gw"]["hardware-compatibility"]) == ["rev1"]
 
 
 def test_remote_payloads_are_not_carried(tmp_path: Path):

@@ -138,7 +138,8 @@ def check_name(name: str) -> None:
     problem = ("is empty" if not name else
                "holds '/'" if "/" in name else
                "holds '..'" if ".." in name or name == "." else
-               "holds a NUL or control character" if any(ord(c) < 32 for c in name) else "")
+               "holds a NUL or control character" if any(ord(c) < 32 for c in name) else
+               f"is longer than {MAX_NAMESIZE - 1} bytes" if len(name.encode()) >= MAX_NAMESIZE else "")
     if problem:
         raise BundleError(f"member name {name!r} {problem}", code="bundle-name")
 

@@ -12,15 +12,15 @@ refused with a BundleError naming the member and its offset.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.bundle import MANIFEST, SW_DESCRIPTION, carried_payloads
-from agent.bundle.cpio import (FILE_TYPE_MASK, HEADER_SIZE, REGULAR_FILE, TRAILER, ByteSum, Header,
-                               Member, check_name, checksum, decode_header, decode_name)
+from agent.bundle.cpio import (FILE_TYPE_MASK, HEADER_SIZE, REGULAR_FILE, TRAILER, Header, Member,
+                               check_name, checksum, decode_header, decode_name)
+from agent.bundle.digest import MemberDigest
 from agent.bundle.swdescription import software_version
 from agent.errors import BundleError, InputFileError
 from agent.manifest.check import CheckResult, PayloadRef, check, payload_references
@@ -42,7 +42,6 @@ class BundleReader:
         self._offset = 0
         self._started = False
         self._buffer = bytearray(CHUNK)
-        self._summer: ByteSum | None = None
         self.format = ""
         self.members: list[Member] = []
         self.sw_description = self._small(SW_DESCRIPTION, MAX_SW_DESCRIPTION, "first",
@@ -181,11 +180,6 @@ class BundleReader:
             done += count
         self._offset += done
 
-    def _sum(self, buffer: Any, length: int) -> int:
-        if self._summer is None or self._summer.buffer is not buffer:
-            self._summer = ByteSum(buffer)
-        return self._summer.sum(length)
-
 
 class PayloadStream:
     """The bytes of one payload member, checked against its manifest reference as they are read.
@@ -205,8 +199,7 @@ class PayloadStream:
         self._header = header
         self._member = member
         self._remaining = member.size
-        self._sha = hashlib.sha256()
-        self._check = 0
+        self._digest = MemberDigest(crc=header.format == "crc")
         self._done = False
         self._error: BundleError | None = None
 
@@ -250,9 +243,7 @@ class PayloadStream:
         try:
             if count:
                 self._reader._fill(view[:count], f"payload {self.name}")
-                self._sha.update(view[:count])
-                if self._header.format == "crc":
-                    self._check += self._reader._sum(buffer, count)
+                self._digest.update(buffer, count)
                 self._remaining -= count
             if not self._remaining and not self._done:
                 self._finish()
@@ -263,11 +254,11 @@ class PayloadStream:
 
     def _finish(self) -> None:
         self._done = True
-        digest = self._sha.digest()
+        digest = self._digest.sha256()
         if digest != self.ref.digest:
             raise BundleError(f"payload {self.name} at offset {self.offset}: SHA-256 {digest.hex()}, the "
                               f"manifest says {self.ref.digest.hex()}", code="bundle-digest-mismatch")
-        self._reader._end_member(self._header, self._member, self._check & 0xFFFFFFFF)
+        self._reader._end_member(self._header, self._member, self._digest.check)
 
 
 @dataclass(frozen=True)

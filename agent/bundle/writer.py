@@ -13,7 +13,6 @@ copy it (and the copy is checked again, in case the file changed meanwhile).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.bundle import MANIFEST, RESERVED_NAMES, SW_DESCRIPTION, carried_payloads
-from agent.bundle.cpio import (FORMAT_MAGIC, ByteSum, Member, check_name, checksum, encode_header,
-                               pad4, trailer)
+from agent.bundle.cpio import (FORMAT_MAGIC, Member, check_name, checksum, encode_header, pad4,
+                               trailer)
+from agent.bundle.digest import MemberDigest
 from agent.bundle.swdescription import render
 from agent.errors import BundleError, InputFileError
 from agent.manifest.check import PayloadRef, payload_references
@@ -112,20 +112,18 @@ def _stream(path: Path, out: BinaryIO | None) -> tuple[int, bytes, int]:
     """Size, SHA-256 and byte sum of a file, copied to ``out`` on the way if given."""
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
-    summer = ByteSum(buffer)
-    sha = hashlib.sha256()
-    size = check = 0
+    digest = MemberDigest(crc=True)
+    size = 0
     try:
         with open(path, "rb", buffering=0) as source:
             while count := source.readinto(buffer):
-                sha.update(view[:count])
-                check += summer.sum(count)
+                digest.update(buffer, count)
                 size += count
                 if out is not None:
                     out.write(view[:count])
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read payload: {exc.strerror}") from None
-    return size, sha.digest(), check & 0xFFFFFFFF
+    return size, digest.sha256(), digest.check
 
 
 def _write(out: Path, fmt: str, sw_description: bytes, manifest: bytes,
