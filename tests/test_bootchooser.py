@@ -451,10 +451,11 @@ def test_uboot_unstored_write_is_detected(tmp_path: Path) -> None:
         registry.create("uboot", config=config, setenv=str(ignoring)).set_state("B", False)
 
 
-def test_uboot_missing_config(tmp_path: Path) -> None:
+def test_uboot_missing_config_is_a_tool_failure_not_corruption(tmp_path: Path) -> None:
     require_tool("fw_printenv")
-    with pytest.raises(BootloaderError, match="fw_env.config"):
+    with pytest.raises(BootloaderError, match=r"fw_printenv -c \S+/fw_env.config failed") as err:
         registry.create("uboot", config=tmp_path / "fw_env.config").set_primary("B")
+    assert not isinstance(err.value, BootEnvCorruptError)
 
 
 # --- custom script -------------------------------------------------------------
