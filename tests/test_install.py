@@ -1,0 +1,149 @@
+"""The A/B install transaction on a simulated gateway (file slots, the file bootloader)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.errors import FwagentError, UsageError
+from install_bench import Gateway, make_gateway
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    return make_gateway(tmp_path)
+
+
+def journal(gateway: Gateway) -> dict:
+    return json.loads((gateway.root / "state/journal.json").read_text())
+
+
+def test_install_commits_on_the_new_slot(gateway: Gateway) -> None:
+    factory = gateway.slot_digest("A")
+    bundle = gateway.bundle("u2", sequence=2)
+    outcome = gateway.installer().install(str(bundle))
+    assert (outcome.result, outcome.state, outcome.version) == ("success", "committed", "2.0.0")
+    assert gateway.booted() == "B"
+    image = (gateway.root / "u2.img").read_bytes()
+    assert (gateway.root / "rootfs-b.img").read_bytes()[:len(image)] == image
+    assert gateway.slot_digest("A") == factory                     # the booted slot was never written
+    boot = gateway.bootloader()
+    assert boot.get_primary() == "B" and boot.get_state("A") and boot.get_state("B")
+    record = journal(gateway)
+    assert record["installed"]["sequence"] == 2 and record["update"] is None
+    assert [o["result"] for o in record["outbox"]] == ["success"]
+
+
+def test_next_update_goes_back_to_a_and_rollback_is_refused(gateway: Gateway) -> None:
+    gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
+    assert gateway.installer().install(str(gateway.bundle("u3", sequence=3, seed=3))).result == "success"
+    assert gateway.booted() == "A"
+    old = gateway.bundle("u1", sequence=1, seed=5)
+    outcome = gateway.installer().install(str(old))
+    assert (outcome.result, outcome.code) == ("failure", "rollback")
+    assert gateway.booted() == "A" and gateway.bootloader().get_primary() == "A"
+
+
+def test_unhealthy_new_slot_rolls_back(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path, health='[["sh", "-c", "echo app down >&2; exit 3"]]')
+    outcome = gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
+    assert (outcome.result, outcome.state, outcome.code) == ("failure", "rolled-back", "unhealthy")
+    assert "exited 3: app down" in outcome.reason
+    assert gateway.booted() == "A"                                 # rebooted back into the old slot
+    boot = gateway.bootloader()
+    assert boot.get_primary() == "A" and not boot.get_state("B")
+    assert journal(gateway)["installed"] is None
+
+
+def test_new_slot_that_never_boots_falls_back(gateway: Gateway) -> None:
+    """The new kernel dies before fwagent runs: the try is used up and the bootloader falls back."""
+    installer = gateway.installer()
+    outcome = installer.install(str(gateway.bundle("u2", sequence=2)), no_reboot=True)
+    assert (outcome.result, outcome.state) == ("pending", "reboot")
+    gateway.power_cycle()       # boots B once: the system hangs before fwagent starts
+    assert gateway.booted() == "B"
+    gateway.power_cycle()       # B's only try is spent and it was never marked good
+    assert gateway.booted() == "A"
+    outcome = gateway.installer().resume()
+    assert (outcome.result, outcome.state, outcome.code) == ("failure", "rolled-back", "fell-back")
+    assert "fell back to slot A" in outcome.reason
+    assert gateway.bootloader().get_primary() == "A"
+
+
+def test_no_reboot_waits_and_commit_by_hand_after_the_reboot(gateway: Gateway, capsys) -> None:
+    bundle = gateway.bundle("u2", sequence=2)
+    config = ["--config", str(gateway.config_path)]
+    assert main(["install", str(bundle), "--no-reboot", *config]) == 0
+    assert "waiting at step reboot" in capsys.readouterr().out
+    assert main(["commit", *config]) == 0            # same boot: still waiting, nothing changes
+    assert "waiting at step check-boot" in capsys.readouterr().out
+    assert gateway.booted() == "A"
+    gateway.power_cycle()
+    assert main(["commit", *config, "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["event"] == "outcome" and lines[-1]["result"] == "success"
+    assert main(["status", *config, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["booted"], status["primary"], status["update"]) == ("B", "B", None)
+    assert status["slots"]["B"]["version"] == "2.0.0"
+
+
+def test_rollback_by_hand_before_and_after_the_switch(gateway: Gateway) -> None:
+    installer = gateway.installer()
+    installer.install(str(gateway.bundle("u2", sequence=2)), no_reboot=True)
+    outcome = gateway.installer().abort("operator said no")
+    assert (outcome.result, outcome.state, outcome.code) == ("failure", "rolled-back", "aborted")
+    assert gateway.bootloader().get_primary() == "A" and gateway.booted() == "A"
+    with pytest.raises(UsageError, match="no update is in progress"):
+        gateway.installer().abort("again")
+
+
+def refusal(gateway: Gateway, bundle: Path) -> tuple[str, str]:
+    before = (gateway.slot_digest("A"), gateway.slot_digest("B"), gateway.bootloader().variables())
+    outcome = gateway.installer().install(str(bundle))
+    assert outcome.result == "failure" and outcome.state == "failed"
+    after = (gateway.slot_digest("A"), gateway.slot_digest("B"), gateway.bootloader().variables())
+    assert after == before, "a refused update must change nothing"
+    return outcome.code, outcome.reason
+
+
+def test_refusals_change_nothing(gateway: Gateway) -> None:
+    assert refusal(gateway, gateway.bundle("big", sequence=2, size=5 << 20)) == (
+        "slot-too-small", "rootfs.B holds 4 MiB, image is 5 MiB")
+    code, reason = refusal(gateway, gateway.bundle("appfs", sequence=2, component="appfs"))
+    assert code == "unknown-slot-class" and "[slots.appfs]" in reason
+    code, _ = refusal(gateway, gateway.bundle("evil", sequence=2, key="other.pem"))
+    assert code == "untrusted-signer"
+    assert [o["code"] for o in journal(gateway)["outbox"]] == ["slot-too-small", "unknown-slot-class",
+                                                               "untrusted-signer"]
+
+
+def test_booted_slot_is_never_a_target(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path, slot_b="rootfs-a.img")
+    assert refusal(gateway, gateway.bundle("u2", sequence=2))[0] == "slot-booted"
+
+
+def test_corrupt_payload_leaves_the_slot_bad_and_activates_nothing(gateway: Gateway) -> None:
+    bundle = gateway.bundle("u2", sequence=2)
+    data = bytearray(bundle.read_bytes())
+    data[-4096] ^= 0xFF                       # inside the payload, after the manifest
+    bundle.write_bytes(bytes(data))
+    outcome = gateway.installer().install(str(bundle))
+    assert (outcome.state, outcome.code) == ("failed", "bundle-digest-mismatch")
+    boot = gateway.bootloader()
+    assert boot.get_primary() == "A" and not boot.get_state("B") and gateway.booted() == "A"
+
+
+def test_unreadable_source_is_refused_before_anything_starts(gateway: Gateway) -> None:
+    with pytest.raises(FwagentError, match="cannot read"):
+        gateway.installer().install(str(gateway.root / "missing.fwb"))
+    assert not (gateway.root / "state/journal.json").exists()
+
+
+def test_second_install_while_one_is_in_flight_is_refused(gateway: Gateway) -> None:
+    gateway.installer().install(str(gateway.bundle("u2", sequence=2)), no_reboot=True)
+    with pytest.raises(UsageError, match="an update is in progress"):
+        gateway.installer().install(str(gateway.bundle("u3", sequence=3)))
