@@ -66,9 +66,16 @@ def test_a_persisted_reboot_resumes_by_checking_the_boot() -> None:
     assert resume(State.WRITE, 1) == (State.WRITE, False)
 
 
+@pytest.mark.parametrize("state", [State.HEALTH, State.COMMIT])
+def test_health_and_commit_check_the_boot_again_after_a_restart(state: State) -> None:
+    """A power cut may have spent the new slot's try: never commit without checking what booted."""
+    assert resume(state, 1) == (State.CHECK_BOOT, False)
+
+
 def test_a_crash_loop_is_forced_down_the_failure_path() -> None:
     assert resume(State.WRITE, MAX_RESTARTS + 1) == (State.FAILED, True)
     assert resume(State.HEALTH, MAX_RESTARTS + 1) == (State.ROLLBACK, True)
+    assert resume(State.COMMIT, MAX_RESTARTS + 1) == (State.ROLLBACK, True)
     assert resume(State.ROLLBACK, MAX_RESTARTS + 10) == (State.ROLLBACK, False)
 
 

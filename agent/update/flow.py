@@ -65,13 +65,16 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.ROLLBACK, Event.OK): State.ROLLED_BACK,
 }
 # Too many restarts within one update (a crash loop): take the failure path of
-# wherever the update is. COMMIT and ROLLBACK are short and idempotent: they finish.
+# wherever the update is. ROLLBACK is short and idempotent: it finishes.
 TRANSITIONS.update({(state, Event.TOO_MANY_RESTARTS): TRANSITIONS[(state, Event.FAILED)]
                     for state in State if (state, Event.FAILED) in TRANSITIONS})
 
 # Where a restart continues from each persisted state. Every action is
 # idempotent, so most states simply run again. A persisted REBOOT means the
 # reboot may or may not have happened: check-boot compares boot ids to tell.
+# HEALTH and COMMIT also go back to check-boot: a power cut there may have
+# spent the new slot's only try, and the bootloader may now run the old slot;
+# committing then would mark good a slot that never proved itself.
 RESUME: dict[State, State] = {
     State.VERIFY: State.VERIFY,
     State.MARK_BAD: State.MARK_BAD,
@@ -79,8 +82,8 @@ RESUME: dict[State, State] = {
     State.SWITCH: State.SWITCH,
     State.REBOOT: State.CHECK_BOOT,
     State.CHECK_BOOT: State.CHECK_BOOT,
-    State.HEALTH: State.HEALTH,
-    State.COMMIT: State.COMMIT,
+    State.HEALTH: State.CHECK_BOOT,
+    State.COMMIT: State.CHECK_BOOT,
     State.ROLLBACK: State.ROLLBACK,
 }
 
@@ -101,6 +104,7 @@ def step(state: State, event: Event) -> State:
 
 def resume(state: State, restarts: int) -> tuple[State, bool]:
     """The state to continue with after a restart, and whether the failure path is forced."""
-    if restarts > MAX_RESTARTS and state not in (State.ROLLBACK, State.COMMIT):
-        return step(state, Event.TOO_MANY_RESTARTS), True
-    return RESUME[state], False
+    target = RESUME[state]
+    if restarts > MAX_RESTARTS and (target, Event.TOO_MANY_RESTARTS) in TRANSITIONS:
+        return step(target, Event.TOO_MANY_RESTARTS), True
+    return target, False
