@@ -58,14 +58,24 @@ class _BundlePayloads:
         stream = next(self.streams, None)
         if stream is None or stream.ref.uri != uri:
             raise SourceError(f"the bundle does not carry {uri} next", code="payload-missing")
-        return _chunks(stream)
+        return _CheckedStream(stream)
 
 
-def _chunks(stream: PayloadStream) -> Iterator[memoryview]:
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    while count := stream.readinto(buffer):
-        yield view[:count]
+class _CheckedStream:
+    """A payload member's bytes; the bundle reader checks its SHA-256 as the last chunk is read."""
+
+    def __init__(self, stream: PayloadStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[memoryview]:
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while count := self.stream.readinto(buffer):
+            yield view[:count]
+
+    @property
+    def checked_digest(self) -> bytes | None:
+        return self.stream.ref.digest if self.stream.verified else None
 
 
 class ManifestFileSource:

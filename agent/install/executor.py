@@ -8,7 +8,7 @@ the ``switch`` step of the update flow, after every image has been checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,9 +21,22 @@ Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, t
 
 
 class PayloadSource(Protocol):
-    """Where fetched payloads come from: a bundle, files beside a manifest, or the network."""
+    """Where fetched payloads come from: a bundle, files beside a manifest, or the network.
 
-    def open(self, uri: str, size: int | None) -> Iterator[bytes | memoryview]: ...
+    ``open`` yields the payload's bytes. A source that itself checks each payload
+    against the verified manifest (a bundle) returns a ``CheckedPayload``; the
+    slot writer then leaves the hashing to it instead of hashing twice.
+    """
+
+    def open(self, uri: str, size: int | None) -> Iterable[bytes | memoryview]: ...
+
+
+class CheckedPayload(Protocol):
+    def __iter__(self) -> Iterator[bytes | memoryview]: ...
+
+    @property
+    def checked_digest(self) -> bytes | None:
+        """The SHA-256 the source verified once the payload was read to its end, else None."""
 
 
 def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot]) -> Slot:
@@ -64,15 +77,23 @@ class SlotExecutor:
 
     def fetch(self, component: Component, uri: str, digest: Digest | None, size: int | None) -> None:
         slot = self.slot_for(component)
-        writer = SlotWriter(slot, size)
+        payload = self.source.open(uri, size)
+        checked = hasattr(payload, "checked_digest")
+        writer = SlotWriter(slot, size, hashing=not checked)
         try:
-            for chunk in self.source.open(uri, size):
+            for chunk in payload:
                 writer.write(chunk)
                 if self.progress:
                     self.progress(slot.label, writer.written, size)
-            self.written[slot.label] = writer.finish()
+            digest, written = writer.finish()
         finally:
             writer.close()
+        if checked:
+            digest = payload.checked_digest  # type: ignore[attr-defined]
+            if digest is None:
+                raise ProcessingError(f"{slot.label}: the payload source did not check {uri}",
+                                      code="image-mismatch")
+        self.written[slot.label] = (digest, written)
 
     def image_match(self, component: Component, digest: Digest, size: int | None) -> bool:
         slot = self.slot_for(component)

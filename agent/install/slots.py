@@ -52,14 +52,15 @@ class SlotWriter:
     fsyncs before it returns the digest of what was written.
     """
 
-    def __init__(self, slot: Slot, expected_size: int | None) -> None:
+    def __init__(self, slot: Slot, expected_size: int | None, *, hashing: bool = True) -> None:
+        """``hashing=False`` when the source already checks the digest (a bundle does)."""
         self.slot = slot
         capacity = slot_size(slot.device)
         if expected_size is not None and expected_size > capacity:
             raise SlotError(f"{slot.label} holds {_mib(capacity)}, image is {_mib(expected_size)}",
                             code="slot-too-small")
         self.capacity = capacity
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashing else None
         self.written = 0
         try:
             self.fd = os.open(slot.device, os.O_WRONLY)
@@ -74,13 +75,15 @@ class SlotWriter:
         while view:
             done = os.write(self.fd, view)
             view = view[done:]
-        self.sha.update(chunk)
+        if self.sha is not None:
+            self.sha.update(chunk)
         self.written += len(chunk)
 
-    def finish(self) -> tuple[bytes, int]:
+    def finish(self) -> tuple[bytes | None, int]:
+        """fsync, then the SHA-256 of what was written (None when not hashing) and its size."""
         os.fsync(self.fd)
         self.close()
-        return self.sha.digest(), self.written
+        return (self.sha.digest() if self.sha is not None else None), self.written
 
     def close(self) -> None:
         if self.fd >= 0:

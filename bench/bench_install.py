@@ -1,0 +1,102 @@
+"""A/B install throughput: a bundle from a local file into a file-backed slot.
+
+Not a timed test. For each image size, side by side in one run:
+
+* baseline: ``cat image > slot && sync`` then ``openssl dgst -sha256 image``;
+* fwagent: ``fwagent install bundle`` on a simulated gateway (file bootloader,
+  simulated reboot, health ``true``): manifest verified, payload streamed into
+  the slot while hashed, fsynced, checked, switched, committed.
+
+Wall and CPU time (user + system of the child processes) and peak RSS of the
+fwagent process; ratios against the baseline.
+Run: uv run python bench/bench_install.py [--sizes 256,1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from install_bench import make_gateway  # noqa: E402
+
+
+# Runs one fwagent command and reports its own peak RSS (KiB) on the last line of stderr.
+WITH_RSS = ("import resource, sys; from agent.cli import main; code = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
+def measure(command: list[str], **kwargs) -> tuple[float, float, str]:  # type: ignore[no-untyped-def]
+    """(wall s, cpu s of the child processes, their stderr)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, result.stderr
+
+
+def write_image(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as out:
+        for _ in range(size >> 20):
+            out.write(block)
+
+
+def run_size(size_mib: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+        root = Path(tmp)
+        gateway = make_gateway(root)
+        size = size_mib << 20
+        for name in ("rootfs-a.img", "rootfs-b.img"):
+            with open(root / name, "wb") as f:
+                f.truncate(size)
+        image = root / "image.img"
+        write_image(image, size)
+        # The bundle, made by the device maker's tools (not measured).
+        spec = root / "spec.toml"
+        spec.write_text('sequence = 2\nvendor_domain = "example.com"\nclass_name = "gw-test"\n'
+                        '[[component]]\nid = ["rootfs"]\nfile = "image.img"\nuri = "#image.img"\n')
+        fw = [sys.executable, "-m", "agent"]
+        subprocess.run([*fw, "manifest", "create", str(spec), "--out", str(root / "m.suit")], check=True,
+                       capture_output=True)
+        subprocess.run([*fw, "manifest", "sign", str(root / "m.suit"), "--key", str(root / "release.pem"),
+                        "--out", str(root / "s.suit")], check=True, capture_output=True)
+        subprocess.run([*fw, "bundle", "create", "--manifest", str(root / "s.suit"), "--version", "2",
+                        str(image), "--out", str(root / "u.fwb")], check=True, capture_output=True)
+        subprocess.run(["sync"], check=True)
+        slot = root / "baseline-slot.img"
+        base = measure(["sh", "-c", f"cat '{image}' > '{slot}' && sync && openssl dgst -sha256 '{image}'"])
+        ours = measure([sys.executable, "-c", WITH_RSS, "install", str(root / "u.fwb"), "--config",
+                        str(gateway.config_path)], cwd=ROOT)
+        assert gateway.booted() == "B", "the install did not commit"
+        rss_kib = int(ours[2].strip().splitlines()[-1])
+        return {"size": size_mib, "base_wall": base[0], "base_cpu": base[1], "wall": ours[0], "cpu": ours[1],
+                "rss": rss_kib / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256,1024", help="image sizes in MiB, comma-separated")
+    args = parser.parse_args()
+    print("| image | baseline wall s | fwagent wall s | wall ratio | baseline CPU s | fwagent CPU s | "
+          "CPU ratio | fwagent peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        r = run_size(size)
+        print(f"| {size} MiB | {r['base_wall']:.2f} | {r['wall']:.2f} | {r['wall'] / r['base_wall']:.2f}x | "
+              f"{r['base_cpu']:.2f} | {r['cpu']:.2f} | {r['cpu'] / r['base_cpu']:.2f}x | {r['rss']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
