@@ -216,8 +216,8 @@ def test_one_and_true_cannot_collide_as_keys() -> None:
     for hexed in ("a2 01 00 f5 01", "a2 f5 00 01 01"):
         with pytest.raises(CborError) as err:
             decode(h(hexed))
-        assert err.value.code in ("cbor-malformed", "cbor-duplicate-key")
-        assert "map key" in str(err.value)
+        assert err.value.code == "cbor-malformed"
+        assert "map key must be an integer, a string or an array of them" in str(err.value)
 
 
 def test_duplicate_key_names_the_offset() -> None:
