@@ -301,7 +301,7 @@ def test_sw_description_refusals(version, hardware):
 
 def test_round_trip(bundle: Path):
     report = verify_bundle(bundle, TRUST)
-    assert report.format == "crc"
+    assert report.format == "newc"
     assert [(m.name, m.size) for m in report.payloads] == [("rootfs.img", len(ROOTFS)),
                                                              ("app.img", len(APPFS))]
     assert report.remote == []
@@ -316,8 +316,8 @@ def test_layout(bundle: Path, tmp_path: Path):
     assert info.path.read_bytes() == bundle.read_bytes()    # reproducible: no time stamps
     assert [m.name for m in info.members] == ["sw-description", "manifest.suit", "rootfs.img", "app.img"]
     data = bundle.read_bytes()
-    assert data.startswith(b"070702") and data[110:125] == b"sw-description\0"
-    assert data.endswith(trailer("crc"))
+    assert data.startswith(b"070701") and data[110:125] == b"sw-description\0"
+    assert data.endswith(trailer("newc"))
     assert info.size == len(data)
     for m in info.members:
         body = info.sw_description.encode() if m.name == "sw-description" else \
@@ -634,7 +634,7 @@ def test_unread_streams_are_checked_when_the_next_is_asked_for():
 
 def test_bundle_info(bundle: Path):
     info = bundle_info(bundle)
-    assert info["format"] == "crc"
+    assert info["format"] == "newc"
     assert info["manifest_verified"] is False
     assert info["manifest_sequence"] == 1
     assert info["sw_description_version"] == "1.2.0"
@@ -643,7 +643,7 @@ def test_bundle_info(bundle: Path):
         ("rootfs.img", len(ROOTFS)), ("app.img", len(APPFS))]
     data = bundle.read_bytes()
     for m in info["members"]:
-        assert data[m["offset"]:m["offset"] + 6] == b"070702"
+        assert data[m["offset"]:m["offset"] + 6] == b"070701"
     assert [(p["uri"], p["digest"], p["size"], p["carried"]) for p in info["payloads"]] == [
         ("#rootfs.img", hashlib.sha256(ROOTFS).hexdigest(), len(ROOTFS), True),
         ("#app.img", hashlib.sha256(APPFS).hexdigest(), len(APPFS), True)]

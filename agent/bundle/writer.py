@@ -50,10 +50,12 @@ class _Payload:
 
 def create_bundle(out: Path, manifest: bytes, payloads: list[tuple[str, Path]], version: str,
                   hardware: list[tuple[str, str]] = (), description: str = "", *,
-                  fmt: str = "crc") -> BundleInfo:
+                  fmt: str = "newc") -> BundleInfo:
     """Write the bundle of ``manifest`` and ``payloads`` (member name, file) to ``out``.
 
-    ``fmt`` is "crc" (cpio -H crc, with per-member checksums) or "newc".
+    ``fmt`` is "newc" (cpio -H newc) or "crc" (cpio -H crc, with per-member byte sums).
+    "newc" is the default: every payload is covered by its SHA-256 in the signed
+    manifest, and the byte sum of "crc" costs a device as much CPU as the hash.
     """
     out = Path(out)
     if fmt not in FORMAT_MAGIC:

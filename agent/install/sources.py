@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import requests
-
 from agent.errors import FwagentError
 
 CHUNK = 1 << 20
@@ -34,6 +32,8 @@ def read_file_chunks(path: Path, size: int | None) -> Iterator[bytes]:
 
 
 def read_http_chunks(url: str, size: int | None) -> Iterator[bytes]:
+    import requests  # only for http sources: it costs several MiB of memory at import
+
     try:
         response = requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     except requests.RequestException as exc:

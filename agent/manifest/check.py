@@ -86,12 +86,9 @@ def payload_references(data: bytes) -> list[PayloadRef]:
 
 def _payloads(actions: list[dict[str, Any]], manifest: VerifiedManifest) -> list[PayloadRef]:
     labels = {component_label(c): c for c in manifest.components}
-    refs: list[PayloadRef] = []
+    refs: dict[PayloadRef, None] = {}   # ordered and de-duplicated in linear time
     for action in actions:
-        if action["action"] != "fetch":
-            continue
-        ref = PayloadRef(labels[action["component"]], action["uri"],
-                         bytes.fromhex(action["digest"]) if action["digest"] else None, action["size"])
-        if ref not in refs:
-            refs.append(ref)
-    return refs
+        if action["action"] == "fetch":
+            refs[PayloadRef(labels[action["component"]], action["uri"],
+                            bytes.fromhex(action["digest"]) if action["digest"] else None, action["size"])] = None
+    return list(refs)

@@ -24,12 +24,14 @@ class DryRunExecutor:
     notes: list[str] = field(default_factory=list)
     sequence: str = ""
     _texts: dict[Any, str] = field(default_factory=dict, repr=False)
+    _noted: set[str] = field(default_factory=set, repr=False)
 
     def enter(self, sequence: str) -> None:
         self.sequence = sequence
 
     def note(self, message: str) -> None:
-        if message not in self.notes:
+        if message not in self._noted:
+            self._noted.add(message)
             self.notes.append(message)
 
     def _text(self, kind: str, value: Any) -> str:
