@@ -34,8 +34,10 @@ from install_bench import make_gateway  # noqa: E402
 
 
 # Runs one fwagent command and reports its own peak RSS (KiB) on the last line of stderr.
-WITH_RSS = ("import resource, sys; from agent.cli import main; code = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+# VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts at its parent's RSS at fork.
+WITH_RSS = ("import sys; from agent.cli import main; code = main(sys.argv[1:]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print(hwm.split()[1], file=sys.stderr); sys.exit(code)")
 
 
 def measure(command: list[str], **kwargs) -> tuple[float, float, str]:  # type: ignore[no-untyped-def]
