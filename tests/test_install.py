@@ -147,3 +147,29 @@ def test_second_install_while_one_is_in_flight_is_refused(gateway: Gateway) -> N
     gateway.installer().install(str(gateway.bundle("u2", sequence=2)), no_reboot=True)
     with pytest.raises(UsageError, match="an update is in progress"):
         gateway.installer().install(str(gateway.bundle("u3", sequence=3)))
+
+
+def test_install_from_a_url_with_json_progress(gateway: Gateway, capsys) -> None:
+    import functools
+    import http.server
+    import threading
+
+    bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(gateway.root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{bundle.name}"
+        assert main(["install", url, "--config", str(gateway.config_path), "--json"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1] == {"event": "progress", "slot": "rootfs.B", "done": 3 << 20,
+                                         "total": 3 << 20}
+    assert [e["message"].split(": ")[1] for e in events if e["event"] == "log"][:3] == ["verify", "mark-bad",
+                                                                                     "write"]
+    assert events[-1]["event"] == "outcome" and events[-1]["result"] == "success"
+    assert gateway.booted() == "B"
