@@ -60,12 +60,27 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0     # fewer than stall_bytes in stall_timeout seconds is a stall
+    stall_bytes: int = 1024
+    max_attempts: int = 10
+    max_time: float = 3600.0        # seconds for one download, waits included
+    rate_limit: int = 0             # bytes per second; 0: no limit
+    ca_file: Path | None = None     # CA bundle; default: the system's
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    proxy: str | None = None        # default: the usual environment variables
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig
     trust: TrustConfig
     bootloader: BootloaderConfig
     slots: dict[str, dict[str, Path]]          # class -> {"A": device, "B": device}
     health: HealthConfig = field(default_factory=HealthConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
     path: Path | None = None
 
 
@@ -132,8 +147,10 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     bootloader = _bootloader(_Table(top.get("bootloader", dict, required=True), "bootloader", base))
     slots = _slots(top.get("slots", dict, required=True), base)
     health = _health(_Table(top.get("health", dict, {}), "health", base))
+    download = parse_download(_Table(top.get("download", dict, {}), "download", base))
     top.done()
-    return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health, path=path)
+    return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health,
+                  download=download, path=path)
 
 
 def _device(table: _Table) -> DeviceConfig:
@@ -226,3 +243,22 @@ def _health(table: _Table) -> HealthConfig:
         raise ConfigError("[health].timeout must be positive")
     table.done()
     return HealthConfig(commands=tuple(tuple(c) for c in commands), timeout=float(timeout))
+
+
+def parse_download(table: _Table) -> DownloadConfig:
+    d = DownloadConfig()
+    numbers = {key: table.get(key, (int, float), getattr(d, key))
+               for key in ("connect_timeout", "stall_timeout", "max_time")}
+    for key, value in numbers.items():
+        if value <= 0:
+            raise ConfigError(f"[download].{key} must be positive")
+    integers = {key: table.get(key, int, getattr(d, key)) for key in ("stall_bytes", "max_attempts", "rate_limit")}
+    if integers["stall_bytes"] < 1 or integers["max_attempts"] < 1 or integers["rate_limit"] < 0:
+        raise ConfigError("[download].stall_bytes and max_attempts must be at least 1, rate_limit not negative")
+    paths = {key: (table.path(key) if table.get(key, str) is not None else None)
+             for key in ("ca_file", "client_cert", "client_key")}
+    if (paths["client_cert"] is None) != (paths["client_key"] is None):
+        raise ConfigError("[download].client_cert and client_key go together")
+    proxy = table.get("proxy", str)
+    table.done()
+    return DownloadConfig(**{k: float(v) for k, v in numbers.items()}, **integers, **paths, proxy=proxy)

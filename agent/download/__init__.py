@@ -1,0 +1,1 @@
+"""Downloads that survive bad links and power cuts: resume, retry, verify (docs/download.md)."""

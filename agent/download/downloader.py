@@ -1,0 +1,346 @@
+"""Resumable, verified HTTP(S) downloads into a sink (imperative shell around retry.py).
+
+One ``fetch`` streams a URL into a Sink while hashing, in constant memory:
+
+* Resume: a dropped connection continues from the sink's offset with
+  ``Range`` and ``If-Range`` (the ETag, else Last-Modified), so a file changed
+  on the server is never spliced onto the old one: the server then answers 200
+  and the download restarts from zero. 416 means "nothing past this offset":
+  complete if the size is reached, else start over.
+* Across restarts and power cuts: ``checkpoint`` is called with a Resume
+  record after the sink's bytes are synced, never before; the caller stores it
+  (the journal) and hands it back to the next ``fetch``.
+* Retries per retry.py; stalls (fewer than ``stall_bytes`` in ``stall_timeout``
+  seconds) are transient errors; a cancel token is honoured within a second.
+* The digest and size come from the signed manifest. A mismatch discards what
+  was written and starts once more from zero; a second mismatch is final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.config import DownloadConfig
+from agent.download.retry import (PERMANENT, TRANSIENT, RetryPolicy, classify_status, next_wait,
+                                  retry_after)
+from agent.errors import FwagentError
+
+CHUNK = 64 * 1024              # small enough for a cancel or a stall check several times a second
+CHECKPOINT_BYTES = 8 << 20     # sync and record progress at most this far apart
+PROGRESS_INTERVAL = 0.25
+
+
+class DownloadError(FwagentError, ConnectionError):
+    code = "download"
+
+    def __init__(self, detail: str, *, code: str = "download", transient: bool = False,
+                 wait: float | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.transient = transient
+        self.wait = wait
+
+
+class DownloadCancelled(DownloadError):
+    code = "download-cancelled"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a download stands, durable: ``offset`` bytes of ``url`` are synced in the sink."""
+
+    url: str
+    offset: int
+    validator: str | None      # ETag or Last-Modified of the bytes already there
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "offset": self.offset, "validator": self.validator}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Resume | None":
+        if not data:
+            return None
+        return cls(str(data["url"]), int(data["offset"]), data.get("validator"))
+
+
+class Sink(Protocol):
+    def write(self, data: memoryview | bytes) -> None: ...
+    def sync(self) -> None: ...                      # after it returns, what was written is durable
+    def restart(self, offset: int) -> None: ...      # continue writing at ``offset`` (0: from scratch)
+    def read_back(self, size: int) -> Iterator[bytes]: ...   # the first ``size`` bytes, to rehash on resume
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int | None
+    rate: float            # bytes per second, over the download so far
+    eta: float | None      # seconds
+
+
+@dataclass(frozen=True)
+class Result:
+    digest: bytes
+    size: int
+    attempts: int
+    restarts_from_zero: int
+
+
+class Downloader:
+    def __init__(self, config: DownloadConfig = DownloadConfig(), *, session: Any = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.policy = RetryPolicy(max_attempts=config.max_attempts, max_time=config.max_time)
+        self.session = session or make_session(config)
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    def fetch(self, url: str, sink: Sink, *, size: int | None = None, digest: bytes | None = None,
+              resume: Resume | None = None, checkpoint: Callable[[Resume], None] = lambda _r: None,
+              cancel: threading.Event | None = None,
+              progress: Callable[[Progress], None] | None = None) -> Result:
+        job = _Job(self, url, sink, size, digest, checkpoint, cancel or threading.Event(), progress)
+        return job.run(resume if resume is not None and resume.url == url else None)
+
+
+def make_session(config: DownloadConfig) -> Any:
+    import requests  # imported here: it costs several MiB of memory, and only downloads need it
+
+    session = requests.Session()
+    session.verify = str(config.ca_file) if config.ca_file else True   # never silently off
+    if config.client_cert is not None:
+        session.cert = (str(config.client_cert), str(config.client_key))
+    if config.proxy:
+        session.proxies = {"http": config.proxy, "https": config.proxy}
+    return session
+
+
+class _Job:
+    """One download: its attempts, its hash and its position."""
+
+    def __init__(self, owner: Downloader, url: str, sink: Sink, size: int | None, digest: bytes | None,
+                 checkpoint: Callable[[Resume], None], cancel: threading.Event,
+                 progress: Callable[[Progress], None] | None) -> None:
+        self.owner, self.url, self.sink, self.size, self.digest = owner, url, sink, size, digest
+        self.checkpoint, self.cancel, self.on_progress = checkpoint, cancel, progress
+        self.config = owner.config
+        self.sha = hashlib.sha256()
+        self.offset = 0
+        self.validator: str | None = None
+        self.synced = 0
+        self.started = owner.clock()
+        self.last_progress = 0.0
+        self.restarts_from_zero = 0
+
+    # --- attempts --------------------------------------------------------------------
+
+    def run(self, resume: Resume | None) -> Result:
+        if resume is not None and resume.offset > 0:
+            self._resume_from(resume)
+        else:
+            self.sink.restart(0)
+        attempt = 0
+        mismatches = 0
+        while True:
+            self._check_cancel()
+            try:
+                self._attempt()
+                if self.size is None or self.offset == self.size:
+                    actual = self.sha.digest()
+                    if self.digest is None or actual == self.digest:
+                        self._sync()
+                        return Result(actual, self.offset, attempt + 1, self.restarts_from_zero)
+                    mismatches += 1
+                    if mismatches > 1:
+                        raise DownloadError(f"{self.url}: SHA-256 {actual.hex()[:16]}... again differs from "
+                                            "the manifest's", code="digest-mismatch")
+                    self._from_zero()       # corrupt content: discard it, one more try from zero
+                    continue
+                raise DownloadError(f"{self.url}: the response ended at {self.offset} of {self.size} bytes",
+                                    transient=True)
+            except DownloadError as err:
+                if not err.transient:
+                    raise
+                self._sync()
+                wait = next_wait(attempt, self.owner.policy, self.owner.rng, server_wait=err.wait,
+                                 elapsed=self.owner.clock() - self.started)
+                if wait is None:
+                    raise DownloadError(f"{err.detail} (gave up after {attempt + 1} attempt(s))",
+                                        code=err.code) from None
+                self._wait(wait)
+                attempt += 1
+
+    def _attempt(self) -> None:
+        import requests
+
+        headers = {"Accept-Encoding": "identity"}
+        if self.offset:
+            headers["Range"] = f"bytes={self.offset}-"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        timeout = (self.config.connect_timeout, self.config.stall_timeout)
+        try:
+            response = self.owner.session.get(self.url, headers=headers, stream=True, timeout=timeout)
+        except requests.exceptions.SSLError as exc:
+            raise DownloadError(f"{self.url}: TLS: {exc}", code="download-tls") from None
+        except requests.RequestException as exc:
+            raise DownloadError(f"{self.url}: {_reason(exc)}", transient=True) from None
+        with response, _CancelWatch(self.cancel, response):
+            self._check_status(response)
+            try:
+                self._receive(response)
+            except requests.RequestException as exc:
+                self._check_cancel()
+                raise DownloadError(f"{self.url}: {_reason(exc)} at byte {self.offset}", transient=True) from None
+
+    def _check_status(self, response: Any) -> None:
+        status = response.status_code
+        if status == 206 and self.offset:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != self.offset:
+                raise DownloadError(f"{self.url}: asked for bytes from {self.offset}, got a range from {start}",
+                                    transient=True)
+            return
+        if status == 200:
+            if self.offset:
+                self._from_zero()    # the file changed (If-Range) or ranges are not supported
+            self.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            length = response.headers.get("Content-Length")
+            if self.size is not None and length is not None and length.isdigit() and int(length) != self.size:
+                raise DownloadError(f"{self.url}: the server has {length} bytes, the manifest says {self.size}",
+                                    transient=True)
+            return
+        if status == 416:
+            if self.size is not None and self.offset == self.size:
+                return               # nothing left to fetch
+            self._from_zero()
+            raise DownloadError(f"{self.url}: range {self.offset}- not satisfiable; starting over",
+                                transient=True, wait=0.0)
+        kind = classify_status(status)
+        wait = retry_after(response.headers.get("Retry-After"), time.time()) if status in (429, 503) else None
+        raise DownloadError(f"{self.url}: HTTP {status} {response.reason or ''}".rstrip(),
+                            code=f"download-http-{status}", transient=kind == TRANSIENT, wait=wait)
+
+    def _receive(self, response: Any) -> None:
+        if response.status_code == 416:
+            return
+        window_start, window_bytes = self.owner.clock(), 0
+        for chunk in response.iter_content(CHUNK):
+            self._check_cancel()
+            if self.size is not None and self.offset + len(chunk) > self.size:
+                raise DownloadError(f"{self.url}: longer than the {self.size} bytes the manifest declares",
+                                    code="download-too-large")
+            self.sink.write(chunk)
+            self.sha.update(chunk)
+            self.offset += len(chunk)
+            if self.offset - self.synced >= CHECKPOINT_BYTES:
+                self._sync()
+            now = self.owner.clock()
+            window_bytes += len(chunk)
+            if now - window_start >= self.config.stall_timeout:
+                if window_bytes < self.config.stall_bytes:
+                    raise DownloadError(f"{self.url}: stalled ({window_bytes} bytes in "
+                                        f"{now - window_start:.0f} s)", transient=True)
+                window_start, window_bytes = now, 0
+            self._limit_rate(now)
+            self._report(now)
+
+    # --- position ----------------------------------------------------------------------
+
+    def _resume_from(self, resume: Resume) -> None:
+        """Continue a download of an earlier process: rehash what the sink already holds."""
+        for block in self.sink.read_back(resume.offset):
+            self.sha.update(block)
+        self.offset = self.synced = resume.offset
+        self.validator = resume.validator
+        self.sink.restart(resume.offset)
+
+    def _from_zero(self) -> None:
+        self.sink.restart(0)
+        self.sha = hashlib.sha256()
+        self.offset = self.synced = 0
+        self.validator = None
+        self.restarts_from_zero += 1
+        self.checkpoint(Resume(self.url, 0, None))
+
+    def _sync(self) -> None:
+        """Make the bytes durable, then record how far they go: never the other way round."""
+        if self.offset == self.synced:
+            return
+        self.sink.sync()
+        self.synced = self.offset
+        self.checkpoint(Resume(self.url, self.offset, self.validator))
+
+    # --- pacing ---------------------------------------------------------------------------
+
+    def _limit_rate(self, now: float) -> None:
+        limit = self.config.rate_limit
+        if limit:
+            ahead = self.offset / limit - (now - self.started)
+            if ahead > 0:
+                self._wait(ahead)
+
+    def _report(self, now: float) -> None:
+        if self.on_progress is None or (now - self.last_progress < PROGRESS_INTERVAL and self.offset != self.size):
+            return
+        self.last_progress = now
+        rate = self.offset / max(now - self.started, 1e-6)
+        eta = (self.size - self.offset) / rate if self.size is not None and rate > 0 else None
+        self.on_progress(Progress(self.offset, self.size, rate, eta))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but wake for a cancel within a second."""
+        deadline = self.owner.clock() + seconds
+        while True:
+            self._check_cancel()
+            left = deadline - self.owner.clock()
+            if left <= 0:
+                return
+            self.owner.sleep(min(left, 1.0))
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise DownloadCancelled(f"{self.url}: cancelled at byte {self.offset}", code="download-cancelled")
+
+
+class _CancelWatch:
+    """Closes the response when the cancel token is set, so that a blocked read returns."""
+
+    def __init__(self, cancel: threading.Event, response: Any) -> None:
+        self.cancel, self.response = cancel, response
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="download-cancel", daemon=True)
+
+    def __enter__(self) -> "_CancelWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=2)
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            if self.cancel.is_set():
+                self.response.close()
+                return
+
+
+def _content_range_start(value: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
+    if not value or not value.startswith("bytes "):
+        return None
+    start = value[6:].split("-", 1)[0]
+    return int(start) if start.isdigit() else None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
