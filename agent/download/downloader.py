@@ -97,10 +97,17 @@ class Downloader:
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.policy = RetryPolicy(max_attempts=config.max_attempts, max_time=config.max_time)
-        self.session = session or make_session(config)
+        self._session = session
         self.sleep = sleep
         self.clock = clock
         self.rng = rng or random.Random()
+
+    @property
+    def session(self) -> Any:
+        """Made on first use: an install from a bundle never needs one."""
+        if self._session is None:
+            self._session = make_session(self.config)
+        return self._session
 
     def fetch(self, url: str, sink: Sink, *, size: int | None = None, digest: bytes | None = None,
               resume: Resume | None = None, checkpoint: Callable[[Resume], None] = lambda _r: None,

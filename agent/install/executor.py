@@ -60,6 +60,8 @@ class SlotExecutor:
     slots: dict[str, Slot]
     source: PayloadSource
     progress: Progress | None = None
+    # http(s) payloads go straight into the slot through this, resumable (see Installer._download)
+    download: Callable[[str, Slot, int | None, bytes | None], tuple[bytes, int]] | None = None
     written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
     sequence: str = ""
 
@@ -77,6 +79,9 @@ class SlotExecutor:
 
     def fetch(self, component: Component, uri: str, digest: Digest | None, size: int | None) -> None:
         slot = self.slot_for(component)
+        if self.download is not None and uri.startswith(("http://", "https://")):
+            self.written[slot.label] = self.download(uri, slot, size, digest.value if digest else None)
+            return
         payload = self.source.open(uri, size)
         checked = hasattr(payload, "checked_digest")
         writer = SlotWriter(slot, size, hashing=not checked)

@@ -10,6 +10,7 @@ that ends the update, so it is recorded exactly once.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,9 @@ from agent.errors import FwagentError, UsageError
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.health import run_health
-from agent.install.slots import OTHER, SLOT_INDEX, Slot, slot_size
+from agent.download.downloader import Downloader, Resume
+from agent.download.downloader import Progress as DownloadProgress
+from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, slot_size
 from agent.journal import Journal
 from agent.manifest import cose
 from agent.manifest.check import PayloadRef, check
@@ -53,7 +56,8 @@ class Installer:
 
     def __init__(self, config: Config, bootloader: Any, boot: BootInfo, *,
                  reboot: Callable[[], None], open_source: Callable[[str], Any],
-                 progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None) -> None:
+                 progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None,
+                 downloader: Downloader | None = None) -> None:
         self.config = config
         self.bootloader = bootloader
         self.boot = boot
@@ -62,6 +66,9 @@ class Installer:
         self.progress = progress
         self.log = log
         self.journal = Journal(config.device.state_dir)
+        self.downloader = downloader or Downloader(config.download)
+        self.cancel = threading.Event()
+        self._record: dict[str, Any] = {}
         self.trust = Trust(tuple(cose.load_trust_anchor(p) for p in config.trust.keys),
                            tuple(cose.load_mac_key(p) for p in config.trust.hmac_keys))
         self.device = DeviceIdentity((config.device.vendor_id.bytes,), (config.device.class_id.bytes,))
@@ -122,6 +129,7 @@ class Installer:
     # --- the loop --------------------------------------------------------------------
 
     def _run(self, record: dict[str, Any], state: State) -> Outcome:
+        self._record = record          # the record that download checkpoints save
         update = record["update"]
         while state not in FINAL:
             update["state"] = state.value
@@ -175,11 +183,35 @@ class Installer:
         try:
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
             payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
-            executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress)
+            executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
+                                    download=lambda uri, slot, size, digest: self._download(
+                                        update, uri, slot, size, digest))
             Processor(manifest, self.device, executor).run("update")
         finally:
             source.close()
         return Event.OK
+
+    def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
+                  digest: bytes | None) -> tuple[bytes, int]:
+        """Fetch into the slot, resuming where an earlier process left off (the journal says)."""
+        downloads = update.setdefault("downloads", {})
+
+        def checkpoint(resume: Resume) -> None:
+            downloads[slot.label] = resume.as_dict()
+            self.journal.save(self._record)
+
+        def progress(p: DownloadProgress) -> None:
+            if self.progress:
+                self.progress(slot.label, p.done, p.total)
+
+        sink = SlotSink(slot, size)
+        try:
+            result = self.downloader.fetch(uri, sink, size=size, digest=digest,
+                                           resume=Resume.from_dict(downloads.get(slot.label)),
+                                           checkpoint=checkpoint, cancel=self.cancel, progress=progress)
+        finally:
+            sink.close()
+        return result.digest, result.size
 
     def _switch(self, update: dict[str, Any]) -> Event:
         # The boot this switch happens in; saved with the next state, before any reboot,

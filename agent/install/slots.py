@@ -107,3 +107,49 @@ def read_digest(device: Path, size: int) -> bytes:
 
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size} bytes"
+
+
+class SlotSink:
+    """A slot as a download sink: resumable at an offset, never truncated or created."""
+
+    def __init__(self, slot: Slot, size: int | None) -> None:
+        self.slot = slot
+        capacity = slot_size(slot.device)
+        if size is not None and size > capacity:
+            raise SlotError(f"{slot.label} holds {_mib(capacity)}, image is {_mib(size)}", code="slot-too-small")
+        self.capacity = capacity
+        try:
+            self.fd = os.open(slot.device, os.O_RDWR)
+        except OSError as exc:
+            raise SlotError(f"{slot.label}: cannot open {slot.device}: {exc.strerror}") from None
+        self.position = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.position + len(data) > self.capacity:
+            raise SlotError(f"{self.slot.label} holds {_mib(self.capacity)}; the payload is larger",
+                            code="slot-too-small")
+        view = memoryview(data)
+        while view:
+            done = os.write(self.fd, view)
+            view = view[done:]
+            self.position += done
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def restart(self, offset: int) -> None:
+        self.position = os.lseek(self.fd, offset, os.SEEK_SET)
+
+    def read_back(self, size: int):  # type: ignore[no-untyped-def]
+        position = 0
+        while position < size:
+            block = os.pread(self.fd, min(CHUNK, size - position), position)
+            if not block:
+                raise SlotError(f"{self.slot.label}: ends before {size} bytes")
+            position += len(block)
+            yield block
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
