@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -186,6 +187,7 @@ class _Job:
 
     def _attempt(self) -> None:
         import requests
+        import urllib3
 
         headers = {"Accept-Encoding": "identity"}
         if self.offset:
@@ -203,7 +205,9 @@ class _Job:
             self._check_status(response)
             try:
                 self._receive(response)
-            except requests.RequestException as exc:
+            # AttributeError: http.client's read1 trips over its own closed file object
+            # when a cancel shuts the socket down under it.
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
                 self._check_cancel()
                 raise DownloadError(f"{self.url}: {_reason(exc)} at byte {self.offset}", transient=True) from None
 
@@ -239,7 +243,8 @@ class _Job:
         if response.status_code == 416:
             return
         window_start, window_bytes = self.owner.clock(), 0
-        for chunk in response.iter_content(CHUNK):
+        # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one.
+        while chunk := response.raw.read1(CHUNK):
             self._check_cancel()
             if self.size is not None and self.offset + len(chunk) > self.size:
                 raise DownloadError(f"{self.url}: longer than the {self.size} bytes the manifest declares",
@@ -336,8 +341,31 @@ class _CancelWatch:
     def _watch(self) -> None:
         while not self.done.wait(0.2):
             if self.cancel.is_set():
-                self.response.close()
+                _interrupt(self.response)
                 return
+
+
+def _interrupt(response: Any) -> None:
+    """End a blocked read from another thread: shut the socket down (closing the response
+    object under a reader makes http.client fail in odd ways); the reader then sees EOF."""
+    sock = _socket_of(response)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        else:
+            response.close()
+    except OSError:
+        pass  # already closed: nothing left to interrupt
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under a streamed response: once the head is read, urllib3's connection no
+    longer holds it; http.client's response file does (fp -> buffered reader -> SocketIO)."""
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if sock is None:
+        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _content_range_start(value: str | None) -> int | None:

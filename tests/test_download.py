@@ -1,0 +1,256 @@
+"""Downloads against a real nginx on loopback, through a proxy that breaks connections to plan."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.config import DownloadConfig
+from agent.download.downloader import DownloadCancelled, DownloadError, Downloader, Resume, make_session
+from agent.download.sinks import FileSink
+from httpfaults import (Cut, Drip, FaultProxy, Pass, Reset, Stall, Status, nginx_server, random_bytes,
+                        require_nginx, swap_file)
+
+SIZE = 3 << 20
+FAST = DownloadConfig(connect_timeout=2, stall_timeout=1, stall_bytes=1024, max_attempts=6, max_time=60)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    require_nginx()
+    root = tmp_path_factory.mktemp("www")
+    work = tmp_path_factory.mktemp("nginx")
+    with nginx_server(root, work) as server:
+        yield server, root
+
+
+@pytest.fixture
+def payload(served) -> tuple[str, bytes]:  # type: ignore[no-untyped-def]
+    """A fresh file for each test (its own name: tests that swap it do not disturb others)."""
+    _, root = served
+    name = f"image-{time.monotonic_ns()}.bin"
+    data = random_bytes(SIZE, seed=len(name))
+    (root / name).write_bytes(data)
+    return name, data
+
+
+@pytest.fixture
+def proxy(served):  # type: ignore[no-untyped-def]
+    server, _ = served
+    with FaultProxy(server.port) as running:
+        yield running
+
+
+class Sleeps:
+    """Records the waits the downloader asks for and skips them: its clock is real time plus the skips."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.skipped = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.skipped += seconds
+
+    def clock(self) -> float:
+        return time.monotonic() + self.skipped
+
+
+def fetch(proxy: FaultProxy, name: str, data: bytes, tmp_path: Path, *, config: DownloadConfig = FAST,
+          digest: bool = True, resume: Resume | None = None, sleeps: Sleeps | None = None, **kwargs):  # type: ignore[no-untyped-def]
+    out = tmp_path / "out.bin"
+    checkpoints: list[Resume] = []
+    sleeps = sleeps or Sleeps()
+    timing = {"sleep": sleeps, "clock": sleeps.clock} if isinstance(sleeps, Sleeps) else {"sleep": sleeps}
+    with FileSink(out, len(data)) as sink:
+        result = Downloader(config, **timing).fetch(
+            f"{proxy.url}/{name}", sink, size=len(data), digest=hashlib.sha256(data).digest() if digest else None,
+            resume=resume, checkpoint=checkpoints.append, **kwargs)
+    return result, out.read_bytes(), checkpoints
+
+
+def ranges(proxy: FaultProxy) -> list[tuple[str | None, str | None]]:
+    return [(r.headers.get("Range"), r.headers.get("If-Range")) for r in proxy.requests]
+
+
+def test_clean_download_is_bit_exact_with_progress(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    seen = []
+    result, got, checkpoints = fetch(proxy, name, data, tmp_path, progress=seen.append)
+    assert got == data and result.digest == hashlib.sha256(data).digest() and result.attempts == 1
+    assert seen[-1].done == SIZE and seen[-1].total == SIZE and seen[-1].rate > 0
+    assert checkpoints[-1].offset == SIZE and checkpoints[-1].validator.startswith('"')
+    assert proxy.bytes_served == SIZE
+
+
+@pytest.mark.parametrize("fault", [Cut(1 << 20), Reset(1 << 20), Stall(1 << 20, 3.0)])
+def test_broken_connection_resumes_with_range_and_if_range(proxy, payload, tmp_path, fault) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(fault)
+    result, got, _ = fetch(proxy, name, data, tmp_path)
+    assert got == data and result.attempts == 2 and result.restarts_from_zero == 0
+    (first, _), (second, validator) = ranges(proxy)
+    assert first is None and second is not None and second.startswith("bytes=") and validator.startswith('"')
+    offset = int(second[6:-1])
+    assert 0 < offset <= 1 << 20
+    assert proxy.bytes_served <= SIZE + (1 << 20) - offset + 64 * 1024   # only the lost tail is fetched again
+
+
+def test_drip_below_the_stall_rate_is_a_stall(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(Drip(200))
+    result, got, _ = fetch(proxy, name, data, tmp_path)
+    assert got == data and result.attempts == 2
+
+
+@pytest.mark.parametrize("fault, expected_wait", [
+    (Status(503, {"Retry-After": "2"}), 2.0),
+    (Status(429, {"Retry-After": "1"}), 1.0),
+])
+def test_retry_after_is_honoured(proxy, payload, tmp_path, fault, expected_wait) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(fault)
+    sleeps = Sleeps()
+    result, got, _ = fetch(proxy, name, data, tmp_path, sleeps=sleeps)
+    assert got == data and result.attempts == 2
+    assert sum(sleeps.waits) == pytest.approx(expected_wait, abs=0.05)
+
+
+@pytest.mark.parametrize("fault", [Status(500), Status(429), Status(502), Status(503)])
+def test_transient_errors_back_off_with_jitter(proxy, payload, tmp_path, fault) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(fault, fault)
+    sleeps = Sleeps()
+    result, got, _ = fetch(proxy, name, data, tmp_path, sleeps=sleeps)
+    assert got == data and result.attempts == 3
+    assert 0 < len(sleeps.waits) and sum(sleeps.waits) <= 1.0 + 2.0    # full jitter below 1 s, then 2 s
+
+
+@pytest.mark.parametrize("code", [404, 403, 410, 400])
+def test_permanent_errors_are_not_retried(proxy, payload, tmp_path, code) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(Status(code))
+    with pytest.raises(DownloadError) as caught:
+        fetch(proxy, name, data, tmp_path)
+    assert caught.value.code == f"download-http-{code}" and len(proxy.requests) == 1
+
+
+def test_a_real_404_from_nginx_is_final(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    with pytest.raises(DownloadError, match="HTTP 404") as caught:
+        fetch(proxy, "missing-" + name, data, tmp_path)
+    assert caught.value.code == "download-http-404" and len(proxy.requests) == 1
+
+
+def test_gives_up_after_max_attempts(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(*[Status(500)] * 10)
+    config = DownloadConfig(connect_timeout=2, stall_timeout=1, max_attempts=3)
+    with pytest.raises(DownloadError, match=r"gave up after 3 attempt"):
+        fetch(proxy, name, data, tmp_path, config=config)
+    assert len(proxy.requests) == 3
+
+
+def test_a_file_swapped_on_the_server_is_never_spliced(proxy, payload, served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    _, root = served
+    new = random_bytes(SIZE, seed=99)
+    proxy.add(Cut(1 << 20))
+    done = threading.Event()
+
+    def swap_when_cut() -> None:
+        proxy.wait_requests(1)
+        time.sleep(0.3)
+        swap_file(root / name, new)
+        done.set()
+
+    threading.Thread(target=swap_when_cut, daemon=True).start()
+    # Without a manifest digest the new file arrives whole, restarted from zero.
+    class WaitForSwap(Sleeps):
+        def __call__(self, seconds: float) -> None:
+            done.wait(5)
+            super().__call__(seconds)
+
+    result, got, _ = fetch(proxy, name, new, tmp_path, digest=False, sleeps=WaitForSwap())
+    assert got == new and result.restarts_from_zero == 1
+    assert ranges(proxy)[1][0] is not None     # it asked for the rest, If-Range said no
+
+
+def test_corrupt_content_is_fetched_again_once_then_refused(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    wrong = bytearray(data)
+    wrong[12345] ^= 1
+    out = tmp_path / "out.bin"
+    with FileSink(out, SIZE) as sink, pytest.raises(DownloadError) as caught:
+        sleeps = Sleeps()
+        Downloader(FAST, sleep=sleeps, clock=sleeps.clock).fetch(f"{proxy.url}/{name}", sink, size=SIZE,
+                                               digest=hashlib.sha256(bytes(wrong)).digest())
+    assert caught.value.code == "digest-mismatch"
+    assert len(proxy.requests) == 2 and proxy.bytes_served == 2 * SIZE
+
+
+def test_resume_record_continues_after_a_restart(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    half = SIZE // 2
+    (tmp_path / "out.bin").write_bytes(data[:half])
+    etag = None
+    # The validator of the earlier process: what nginx sends for this file.
+    import requests
+    etag = requests.head(f"{proxy.url}/{name}", timeout=5).headers["ETag"]
+    proxy.requests.clear()
+    result, got, _ = fetch(proxy, name, data, tmp_path, resume=Resume(f"{proxy.url}/{name}", half, etag))
+    assert got == data and ranges(proxy) == [(f"bytes={half}-", etag)]
+    assert proxy.bytes_served == SIZE - half
+
+
+def test_resume_at_the_end_gets_416_and_completes(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    (tmp_path / "out.bin").write_bytes(data)
+    result, got, _ = fetch(proxy, name, data, tmp_path, resume=Resume(f"{proxy.url}/{name}", SIZE, None))
+    assert got == data and result.size == SIZE and proxy.bytes_served < 1024
+
+
+def test_cancel_stops_within_a_second(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(Stall(4096, 20.0))
+    cancel = threading.Event()
+    config = DownloadConfig(connect_timeout=2, stall_timeout=30)
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(DownloadCancelled):
+        fetch(proxy, name, data, tmp_path, config=config, cancel=cancel)
+    assert time.monotonic() - started < 0.5 + 1.5
+
+
+def test_rate_limit_caps_the_bandwidth(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    config = DownloadConfig(connect_timeout=2, stall_timeout=5, rate_limit=4 << 20)
+    started = time.monotonic()
+    _, got, _ = fetch(proxy, name, data, tmp_path, config=config, sleeps=time.sleep)  # type: ignore[arg-type]
+    assert got == data and time.monotonic() - started >= SIZE / (4 << 20) * 0.8
+
+
+def test_a_file_sink_checks_free_space_first(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="MiB free") as caught:
+        FileSink(tmp_path / "huge.bin", 1 << 60)
+    assert caught.value.code == "no-space" and not (tmp_path / "huge.bin").exists()
+
+
+def test_tls_verification_is_never_off(tmp_path: Path) -> None:
+    assert make_session(DownloadConfig()).verify is True
+    ca = tmp_path / "ca.pem"
+    session = make_session(DownloadConfig(ca_file=ca, client_cert=tmp_path / "c.pem", client_key=tmp_path / "k.pem",
+                                          proxy="http://proxy:3128"))
+    assert session.verify == str(ca) and session.cert == (str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+    assert session.proxies == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
+
+
+def test_pass_between_faults_keeps_the_plan_in_order(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(Cut(100_000), Pass())
+    result, got, _ = fetch(proxy, name, data, tmp_path)
+    assert got == data and result.attempts == 2
