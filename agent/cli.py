@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except FwagentError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as err:  # what no module turned into an FwagentError: still one line
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: io: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,7 @@
 Default path /etc/fwagent/agent.toml; ``--config PATH`` or ``FWAGENT_CONFIG``
 override it. Unknown keys and wrong types are errors that name the key
 (``[bootloader].reboot``). Relative paths are taken relative to the
-configuration file. docs/configuration.md lists every key.
+configuration file. docs/install.md and docs/download.md list every key.
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def install(args: argparse.Namespace) -> int:
     config, installer = _installer(args)
     source = args.source
     if source.startswith(("http://", "https://")):
-        source = str(_download(source, config.device.state_dir / "incoming"))
+        installer.refuse_if_busy(installer.journal.load())   # before anything is fetched
+        source = str(_download(source, config, installer))
     return _report(installer.install(source, no_reboot=args.no_reboot), args.json)
 
 
@@ -119,16 +120,15 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _download(url: str, directory: Path) -> Path:
-    """Fetch a bundle before the transaction starts; nothing on the device changes meanwhile."""
-    from agent.install.sources import read_http_chunks
+def _download(url: str, config: Config, installer: Installer) -> Path:
+    """Fetch a bundle into the state directory before the transaction starts (nothing on the
+    device changes meanwhile), with the downloader's retries and resume within this run."""
+    from agent.download.sinks import FileSink
+    directory = config.device.state_dir / "incoming"
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "bundle.fwb"
-    partial = target.with_suffix(".part")
-    with open(partial, "wb") as out:
-        for chunk in read_http_chunks(url, None):
-            out.write(chunk)
-    partial.replace(target)
+    target = directory / f"bundle-{time.time_ns()}.fwb"
+    with FileSink(target) as sink:
+        installer.downloader.fetch(url, sink)
     return target
 
 

@@ -1,28 +1,34 @@
 """The journal: what the agent must remember across crashes and power cuts.
 
-One JSON document in ``state_dir``, replaced atomically: written to a temp
-file, fsynced, renamed over the old one, and the directory fsynced, so that a
-power cut leaves either the old or the new record, never a mix. Every record
-carries a schema version; an unknown version or unreadable record is an error,
-not a silent reset (it might hold an update in flight).
+One JSON document in ``state_dir``, replaced atomically (agent/files.py):
+a power cut leaves either the old or the new record, never a mix. Every
+record carries a schema version; an unknown version or an unreadable record is
+an error, not a silent reset (it might hold an update in flight).
 
 What it holds:
 * ``update``: the update in flight (its persisted state, manifest, target, counters), or None;
 * ``installed``: the anti-rollback counter, the manifest digest and version last committed;
 * ``outbox``: final outcomes not yet delivered to a server (never lost, never sent twice).
+
+``locked()`` keeps a second fwagent process from working on the same update.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.errors import FwagentError
+from agent.errors import FwagentError, UsageError
+from agent.files import write_atomic
 
 SCHEMA = 1
 FILENAME = "journal.json"
+LOCKNAME = "lock"
 
 
 class JournalError(FwagentError, ValueError):
@@ -49,24 +55,47 @@ class Journal:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise JournalError(f"{self.path}: not a journal record ({exc.msg} at {exc.pos})") from None
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-            raise JournalError(f"{self.path}: schema {record.get('schema') if isinstance(record, dict) else '?'} "
-                               f"is not {SCHEMA}")
+        _check(record, self.path)
         return record
 
     def save(self, record: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{FILENAME}.tmp")
-        data = json.dumps(record, indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot write: {exc.strerror}") from None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the journal's lock; another process holding it is refused at once, not waited for."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(f"{self.dir}: cannot take the lock: {exc.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError("another fwagent process is working on the update right now",
+                                 code="busy") from None
+            yield
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+
+def _check(record: Any, path: Path) -> None:
+    """The shape the agent relies on; anything else is named, never half-used."""
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        raise JournalError(f"{path}: schema {found!r} is not {SCHEMA}")
+    update, installed, outbox = record.get("update"), record.get("installed"), record.get("outbox")
+    if (not {"update", "installed", "outbox"} <= record.keys() or not isinstance(outbox, list)
+            or not (installed is None or isinstance(installed, dict))):
+        raise JournalError(f"{path}: 'outbox' must be a list and 'installed' a table or null")
+    if update is not None:
+        from agent.update.flow import State
+        if (not isinstance(update, dict) or not isinstance(update.get("id"), str)
+                or update.get("state") not in {s.value for s in State}
+                or not isinstance(update.get("restarts"), int)):
+            raise JournalError(f"{path}: the update in flight is not readable (id, state, restarts)")

@@ -55,6 +55,11 @@ def test_nothing_activated_before_switch_fails_without_rollback(state: State, ex
     assert step(state, Event.FAILED) is expected
 
 
+def test_a_bootloader_failure_in_commit_or_rollback_still_ends() -> None:
+    assert step(State.COMMIT, Event.FAILED) is State.ROLLBACK
+    assert step(State.ROLLBACK, Event.FAILED) is State.FAILED
+
+
 def test_check_boot_outcomes() -> None:
     assert step(State.CHECK_BOOT, Event.SAME_BOOT) is State.REBOOT
     assert step(State.CHECK_BOOT, Event.FELL_BACK) is State.ROLLBACK

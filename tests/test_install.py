@@ -173,3 +173,90 @@ def test_install_from_a_url_with_json_progress(gateway: Gateway, capsys) -> None
                                                                                      "write"]
     assert events[-1]["event"] == "outcome" and events[-1]["result"] == "success"
     assert gateway.booted() == "B"
+
+
+def signed_manifest(gateway: Gateway, install: list, *, image: bytes, sequence: int = 2) -> Path:
+    """A manifest with the install sequence given, for the gateway's identity, signed with its key."""
+    import uuid as uuid_module
+
+    from agent.manifest import cose
+    from suit_factory import (CLASS, IMAGE_MATCH, OVERRIDE, P_CLASS, P_DIGEST, P_SIZE, P_VENDOR, REPORT,
+                              VENDOR, digest_bstr, envelope, manifest)
+    vendor = uuid_module.uuid5(uuid_module.NAMESPACE_DNS, "example.com")
+    shared = [OVERRIDE, {P_VENDOR: vendor.bytes, P_CLASS: uuid_module.uuid5(vendor, "gw-test").bytes},
+              VENDOR, REPORT, CLASS, REPORT, OVERRIDE, {P_DIGEST: digest_bstr(image), P_SIZE: len(image)}]
+    body = manifest(sequence, components=[[b"rootfs"]], shared=shared, install=install,
+                    validate=[IMAGE_MATCH, REPORT])
+    path = gateway.root / "hand.suit"
+    path.write_bytes(envelope(body, cose.load_private_key(gateway.root / "release.pem")))
+    return path
+
+
+def test_a_fetched_payload_is_checked_even_without_image_match(gateway: Gateway) -> None:
+    from suit_factory import FETCH, OVERRIDE, P_URI, REPORT
+    good = b"good image" * 1000
+    manifest = signed_manifest(gateway, [OVERRIDE, {P_URI: "#img"}, FETCH, REPORT], image=good)
+    (gateway.root / "img").write_bytes(b"evil image" * 1000)      # same size, other bytes
+    outcome = gateway.installer().install(str(manifest))
+    assert (outcome.state, outcome.code) == ("failed", "image-mismatch")
+    boot = gateway.bootloader()
+    assert boot.get_primary() == "A" and not boot.get_state("B") and gateway.booted() == "A"
+    (gateway.root / "img").write_bytes(good)
+    assert gateway.installer().install(str(manifest)).result == "success"
+
+
+def test_a_payload_without_digest_is_refused_before_anything_changes(gateway: Gateway) -> None:
+    from agent.manifest import cose
+    from suit_factory import FETCH, OVERRIDE, P_URI, REPORT, envelope, manifest
+    body = manifest(2, components=[[b"rootfs"]], shared=[], install=[OVERRIDE, {P_URI: "#img"}, FETCH, REPORT])
+    (gateway.root / "img").write_bytes(b"x" * 100)
+    path = gateway.root / "nodigest.suit"
+    path.write_bytes(envelope(body, cose.load_private_key(gateway.root / "release.pem")))
+    code, reason = refusal(gateway, path)
+    assert code == "unverifiable-payload" and "no image-digest and image-size" in reason
+
+
+def test_waiting_for_a_reboot_is_not_a_crash(gateway: Gateway) -> None:
+    gateway.installer().install(str(gateway.bundle("u2", sequence=2)), no_reboot=True)
+    for _ in range(10):                              # more than the restart limit
+        assert gateway.installer().resume().result == "pending"
+    gateway.power_cycle()
+    assert gateway.installer().resume().result == "success"
+
+
+def test_every_start_confirms_the_booted_slot(gateway: Gateway) -> None:
+    boot = gateway.bootloader()
+    boot.set_primary("A")                            # A has a single try left, as after a switch
+    assert boot.variables()["A_pending"] == "1"
+    assert gateway.installer().resume() is None      # no update in flight: A is confirmed good
+    variables = gateway.bootloader().variables()
+    assert (variables["A_pending"], variables["A_left"]) == ("0", "3")
+
+
+def test_a_second_process_is_refused_while_one_works(gateway: Gateway) -> None:
+    installer = gateway.installer()
+    with installer.journal.locked(), pytest.raises(UsageError, match="another fwagent process") as caught:
+        gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
+    assert caught.value.code == "busy"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"schema": 1, "update": null, "outbox": []}', "'outbox' must be a list and 'installed'"),
+    ('{"schema": 1, "update": {"id": "x", "state": "bogus", "restarts": 0}, "installed": null, "outbox": []}',
+     "the update in flight is not readable"),
+    ('{"schema": 2}', "schema 2 is not 1"),
+    ("{", "not a journal record"),
+])
+def test_a_damaged_journal_is_a_one_line_error(gateway: Gateway, capsys, text: str, message: str) -> None:
+    (gateway.root / "state").mkdir(exist_ok=True)
+    (gateway.root / "state/journal.json").write_text(text)
+    assert main(["status", "--config", str(gateway.config_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: journal: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_a_missing_cmdline_is_a_one_line_error(gateway: Gateway, capsys) -> None:
+    (gateway.root / "cmdline").unlink()
+    assert main(["install", str(gateway.bundle("u2", sequence=2)), "--config", str(gateway.config_path)]) == 1
+    out = capsys.readouterr().out
+    assert "bootloader: cannot read the kernel command line" in out

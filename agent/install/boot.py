@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from bootloader_bridge.cmdline import booted_slot
+from agent.errors import BootloaderError
+
+from bootloader_bridge.cmdline import read_booted_slot
 
 KERNEL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -28,10 +30,13 @@ class KernelBoot:
         self.boot_id_path = boot_id_path
 
     def boot_id(self) -> str:
-        return self.boot_id_path.read_text().strip()
+        try:
+            return self.boot_id_path.read_text().strip()
+        except OSError as exc:
+            raise BootloaderError(f"cannot read the boot id {self.boot_id_path}: {exc.strerror}") from None
 
     def booted_slot(self) -> str | None:
-        return booted_slot(self.cmdline.read_text())
+        return read_booted_slot(self.cmdline)
 
 
 class SimulatedBoot(KernelBoot):

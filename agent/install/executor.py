@@ -8,7 +8,7 @@ the ``switch`` step of the update flow, after every image has been checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,22 +21,15 @@ Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, t
 
 
 class PayloadSource(Protocol):
-    """Where fetched payloads come from: a bundle, files beside a manifest, or the network.
+    """Where fetched payloads come from: a bundle, or files beside a manifest.
 
-    ``open`` yields the payload's bytes. A source that itself checks each payload
-    against the verified manifest (a bundle) returns a ``CheckedPayload``; the
-    slot writer then leaves the hashing to it instead of hashing twice.
+    ``open`` yields the payload's bytes. A source that itself hashes each payload
+    (a bundle) returns an iterable with a ``checked_digest`` attribute: the SHA-256
+    it computed once the payload was read to its end (None before). The slot
+    writer then leaves the hashing to it instead of hashing twice.
     """
 
     def open(self, uri: str, size: int | None) -> Iterable[bytes | memoryview]: ...
-
-
-class CheckedPayload(Protocol):
-    def __iter__(self) -> Iterator[bytes | memoryview]: ...
-
-    @property
-    def checked_digest(self) -> bytes | None:
-        """The SHA-256 the source verified once the payload was read to its end, else None."""
 
 
 def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot]) -> Slot:
@@ -80,8 +73,16 @@ class SlotExecutor:
     def fetch(self, component: Component, uri: str, digest: Digest | None, size: int | None) -> None:
         slot = self.slot_for(component)
         if self.download is not None and uri.startswith(("http://", "https://")):
-            self.written[slot.label] = self.download(uri, slot, size, digest.value if digest else None)
-            return
+            written = self.download(uri, slot, size, digest.value if digest else None)
+        else:
+            written = self._stream(slot, uri, size)
+        # Checked here, whether or not the manifest asks for image-match afterwards.
+        if (digest is not None and written[0] != digest.value) or (size is not None and written[1] != size):
+            raise ProcessingError(f"{slot.label}: {uri} is not the image the manifest describes "
+                                  f"({written[1]} bytes written)", code="image-mismatch")
+        self.written[slot.label] = written
+
+    def _stream(self, slot: Slot, uri: str, size: int | None) -> tuple[bytes, int]:
         payload = self.source.open(uri, size)
         checked = hasattr(payload, "checked_digest")
         writer = SlotWriter(slot, size, hashing=not checked)
@@ -98,7 +99,7 @@ class SlotExecutor:
             if digest is None:
                 raise ProcessingError(f"{slot.label}: the payload source did not check {uri}",
                                       code="image-mismatch")
-        self.written[slot.label] = (digest, written)
+        return digest, written
 
     def image_match(self, component: Component, digest: Digest, size: int | None) -> bool:
         slot = self.slot_for(component)

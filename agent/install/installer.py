@@ -24,10 +24,10 @@ from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.health import run_health
 from agent.download.downloader import Downloader, Resume
 from agent.download.downloader import Progress as DownloadProgress
-from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, slot_size
+from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity
 from agent.journal import Journal
 from agent.manifest import cose
-from agent.manifest.check import PayloadRef, check
+from agent.manifest.check import CheckResult, check
 from agent.manifest.describe import manifest_view
 from agent.manifest.processor import DeviceIdentity, Processor
 from agent.manifest.verify import RollbackState, Trust, VerifiedManifest, verify_envelope
@@ -76,39 +76,64 @@ class Installer:
     # --- entry points --------------------------------------------------------------
 
     def install(self, source: str, *, no_reboot: bool = False) -> Outcome:
-        self.open_source(source).close()  # an unreadable source is refused before anything starts
-        record = self.journal.load()
+        with self.journal.locked():
+            self.open_source(source).close()  # an unreadable source is refused before anything starts
+            record = self.journal.load()
+            self.refuse_if_busy(record)
+            record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
+                                "no_reboot": no_reboot, "restarts": 0, "started": time.time()}
+            return self._run(record, State.VERIFY)
+
+    @staticmethod
+    def refuse_if_busy(record: dict[str, Any]) -> None:
         if record["update"] is not None:
             raise UsageError(f"an update is in progress (step {record['update']['state']}); "
-                             "run 'fwagent run --once' to finish it, or 'fwagent rollback'")
-        record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
-                            "no_reboot": no_reboot, "restarts": 0, "started": time.time()}
-        return self._run(record, State.VERIFY)
+                             "run 'fwagent run' to finish it, or 'fwagent rollback'", code="busy")
 
     def resume(self) -> Outcome | None:
-        """Continue an update after a restart; None when there is none."""
-        record = self.journal.load()
-        update = record["update"]
-        if update is None:
-            return None
-        update["restarts"] += 1
-        state, forced = resume(State(update["state"]), update["restarts"])
-        if forced:
-            update["reason"] = f"{update['restarts']} restarts within one update"
-            update["code"] = "restart-loop"
-        return self._run(record, state)
+        """At a start: continue the update in flight, or confirm the slot that booted."""
+        with self.journal.locked():
+            record = self.journal.load()
+            update = record["update"]
+            if update is None:
+                self._confirm_booted()
+                return None
+            state = State(update["state"])
+            if not self._waiting_for_reboot(update, state):
+                update["restarts"] += 1   # waiting for a reboot is not a crash
+            state, forced = resume(state, update["restarts"])
+            if forced:
+                update["reason"] = f"{update['restarts']} restarts within one update"
+                update["code"] = "restart-loop"
+            return self._run(record, state)
 
     def abort(self, reason: str) -> Outcome:
         """Give up the update in flight: before the switch it fails, after it rolls back."""
-        record = self.journal.load()
-        update = record["update"]
-        if update is None:
-            raise UsageError("no update is in progress")
-        update["reason"], update["code"] = reason, "aborted"
-        state = State(update["state"])
-        if state in (State.VERIFY, State.MARK_BAD, State.WRITE):
-            return self._finish(record, State.FAILED)
-        return self._run(record, State.ROLLBACK)
+        with self.journal.locked():
+            record = self.journal.load()
+            update = record["update"]
+            if update is None:
+                raise UsageError("no update is in progress")
+            update["reason"], update["code"] = reason, "aborted"
+            state = State(update["state"])
+            if state in (State.VERIFY, State.MARK_BAD, State.WRITE):
+                return self._finish(record, State.FAILED)
+            return self._run(record, State.ROLLBACK)
+
+    def _waiting_for_reboot(self, update: dict[str, Any], state: State) -> bool:
+        return state in (State.REBOOT, State.CHECK_BOOT) and self.boot.boot_id() == update.get("boot_id")
+
+    def _confirm_booted(self) -> None:
+        """No update in flight: the running slot is the good one; restore its boot attempts.
+
+        Boot scripts spend a try (GRUB's X_TRY=1) or count attempts down (U-Boot's
+        BOOT_X_LEFT) at every boot; without this confirmation a device that only
+        reboots would run out of them, and the fallback of a later update would have
+        no good slot to go back to.
+        """
+        booted = self.boot.booted_slot()
+        if booted in OTHER:
+            self.bootloader.set_state(booted, True)
 
     def status(self) -> dict[str, Any]:
         record = self.journal.load()
@@ -145,9 +170,10 @@ class Installer:
         action = getattr(self, "_" + state.value.replace("-", "_"))
         try:
             return action(update)
-        except FwagentError as err:
-            update["reason"], update["code"] = err.detail, err.code
-            self.log(f"update {update['id'][:8]}: {state.value} failed: {err.one_line()}")
+        except (FwagentError, OSError) as err:
+            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
+            update["reason"], update["code"] = detail, getattr(err, "code", None) or "io"
+            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {detail}")
             return Event.FAILED
 
     # --- one method per state: the side effect, and the event it ends with ------------
@@ -165,19 +191,22 @@ class Installer:
         target = OTHER[booted]
         result = check(manifest_bytes, self.trust, rollback=rollback, device=self.device,
                        slot=SLOT_INDEX[target])
-        self._check_targets(result.payloads, target)
+        self._check_targets(result, target)
         update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=target, previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
                       version=_version(result.manifest))
         return Event.OK
 
     def _mark_bad(self, update: dict[str, Any]) -> Event:
-        if self._booted() == update["target"]:
-            raise InstallError(f"slot {update['target']} is booted; it is never written", code="slot-booted")
+        self._check_not_booted(update["target"])
+        # The running slot is the fallback of this update: it must be bootable (GRUB's
+        # X_TRY back to 0, U-Boot's attempts restored) before the target is touched.
+        self.bootloader.set_state(update["previous"], True)
         self.bootloader.set_state(update["target"], False)
         return Event.OK
 
     def _write(self, update: dict[str, Any]) -> Event:
+        self._check_not_booted(update["target"])     # again: a restart may come after a renumbering
         manifest = self._manifest(update)
         source = self.open_source(update["source"])
         try:
@@ -290,31 +319,37 @@ class Installer:
         return {name: Slot(name, group, pair[group]) for name, pair in self.config.slots.items()}
 
     def _manifest(self, update: dict[str, Any]) -> VerifiedManifest:
-        """The manifest of the update in flight, verified again (the journal is not trusted blindly)."""
-        data = base64.b64decode(update["manifest"])
-        manifest = verify_envelope(data, self.trust)
-        if manifest.digest.hex() != update["digest"]:
-            raise InstallError("the journal's manifest changed during the update", code="journal")
-        return manifest
+        """The manifest of the update in flight, its signature checked again: the journal
+        is a file like any other. Payloads are bound to it by their digests."""
+        return verify_envelope(base64.b64decode(update["manifest"]), self.trust)
 
-    def _check_targets(self, payloads: list[PayloadRef], target: str) -> None:
-        """Every payload goes to a configured slot of the target group that is not booted, and fits."""
+    def _check_targets(self, result: CheckResult, target: str) -> None:
+        """Every payload goes to a configured slot of the target group, is verifiable, and fits."""
+        payloads = result.payloads
         if not payloads:
             raise InstallError("the manifest fetches no payload", code="nothing-to-install")
-        slots, booted = self._slots(target), self._slots(OTHER[target])
+        unsupported = sorted({a["action"] for a in result.actions} & {"copy", "swap"})
+        if unsupported:
+            raise InstallError(f"{', '.join(unsupported)} between components is not supported on gateway "
+                               "slots", code="unsupported-command")
+        self._check_not_booted(target)
+        slots = self._slots(target)
         for ref in payloads:
             slot = slot_for(ref.component, slots)
-            if slot.device.resolve() == booted[slot.slot_class].device.resolve():
-                raise InstallError(f"{slot.label} is the booted slot's device; it is never written",
-                                   code="slot-booted")
-            capacity = slot_size(slot.device)
-            if ref.size is not None and ref.size > capacity:
-                raise InstallError(f"{slot.label} holds {_size(capacity)}, image is {_size(ref.size)}",
-                                   code="slot-too-small")
+            if ref.digest is None or ref.size is None:
+                raise InstallError(f"{slot.label}: the manifest gives no image-digest and image-size for "
+                                   f"{ref.uri}: it could not be verified", code="unverifiable-payload")
+            check_fits(slot, ref.size)
 
-
-def _size(size: int) -> str:
-    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
+    def _check_not_booted(self, target: str) -> None:
+        """The target is not the booted slot, by name and by device identity."""
+        if self._booted() == target:
+            raise InstallError(f"slot {target} is booted; it is never written", code="slot-booted")
+        booted = {device_identity(pair[OTHER[target]]) for pair in self.config.slots.values()}
+        for slot in self._slots(target).values():
+            if device_identity(slot.device) in booted:
+                raise InstallError(f"{slot.label} ({slot.device}) is a device of the booted slot; it is "
+                                   "never written", code="slot-booted")
 
 
 def _version(manifest: VerifiedManifest) -> str | None:

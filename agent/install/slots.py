@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def slot_size(device: Path) -> int:
         raise SlotError(f"{device}: cannot open slot device: {exc.strerror}", code="slot-missing") from None
 
 
+def check_fits(slot: Slot, size: int) -> int:
+    """The slot's capacity, or SlotError slot-too-small."""
+    capacity = slot_size(slot.device)
+    if size > capacity:
+        raise SlotError(f"{slot.label} holds {size_text(capacity)}, image is {size_text(size)}",
+                        code="slot-too-small")
+    return capacity
+
+
+def device_identity(device: Path) -> tuple[int, int]:
+    """What a path is, whatever its name: (0, rdev) for a block device, (dev, inode) for a file."""
+    try:
+        st = os.stat(device)
+    except OSError as exc:
+        raise SlotError(f"{device}: cannot open slot device: {exc.strerror}", code="slot-missing") from None
+    return (0, st.st_rdev) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
+
+
 class SlotWriter:
     """Streams an image into a slot from offset 0, hashing what it writes.
 
@@ -55,11 +74,7 @@ class SlotWriter:
     def __init__(self, slot: Slot, expected_size: int | None, *, hashing: bool = True) -> None:
         """``hashing=False`` when the source already checks the digest (a bundle does)."""
         self.slot = slot
-        capacity = slot_size(slot.device)
-        if expected_size is not None and expected_size > capacity:
-            raise SlotError(f"{slot.label} holds {_mib(capacity)}, image is {_mib(expected_size)}",
-                            code="slot-too-small")
-        self.capacity = capacity
+        self.capacity = check_fits(slot, expected_size or 0)
         self.sha = hashlib.sha256() if hashing else None
         self.written = 0
         try:
@@ -69,7 +84,7 @@ class SlotWriter:
 
     def write(self, chunk: bytes | memoryview) -> None:
         if self.written + len(chunk) > self.capacity:
-            raise SlotError(f"{self.slot.label} holds {_mib(self.capacity)}; the payload is larger",
+            raise SlotError(f"{self.slot.label} holds {size_text(self.capacity)}; the payload is larger",
                             code="slot-too-small")
         view = memoryview(chunk)
         while view:
@@ -105,8 +120,8 @@ def read_digest(device: Path, size: int) -> bytes:
     return sha.digest()
 
 
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size} bytes"
+def size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
 
 
 class SlotSink:
@@ -114,10 +129,7 @@ class SlotSink:
 
     def __init__(self, slot: Slot, size: int | None) -> None:
         self.slot = slot
-        capacity = slot_size(slot.device)
-        if size is not None and size > capacity:
-            raise SlotError(f"{slot.label} holds {_mib(capacity)}, image is {_mib(size)}", code="slot-too-small")
-        self.capacity = capacity
+        self.capacity = check_fits(slot, size or 0)
         try:
             self.fd = os.open(slot.device, os.O_RDWR)
         except OSError as exc:
@@ -126,7 +138,7 @@ class SlotSink:
 
     def write(self, data: bytes | memoryview) -> None:
         if self.position + len(data) > self.capacity:
-            raise SlotError(f"{self.slot.label} holds {_mib(self.capacity)}; the payload is larger",
+            raise SlotError(f"{self.slot.label} holds {size_text(self.capacity)}; the payload is larger",
                             code="slot-too-small")
         view = memoryview(data)
         while view:

@@ -166,12 +166,6 @@ def sign1(payload: bytes, key: PrivateKey, kid: bytes | None = None) -> cbor2.CB
     return cbor2.CBORTag(TAG_COSE_SIGN1, [protected, {COSE_HEADER_KID: kid}, None, signature])
 
 
-def mac0(payload: bytes, key: MacKey) -> cbor2.CBORTag:
-    protected = cbor2.dumps({COSE_HEADER_ALG: ALG_HMAC256})
-    tag = hmac.new(key.secret, _structure("MAC0", protected, payload), hashlib.sha256).digest()
-    return cbor2.CBORTag(TAG_COSE_MAC0, [protected, {}, None, tag])
-
-
 def verify_block(block: bytes, payload: bytes, anchors: list[TrustAnchor],
                  mac_keys: list[MacKey]) -> BlockResult:
     """Check one authentication block (the bstr contents) over ``payload``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cbor2
 
 from agent.manifest import cbor
-from agent.manifest.cose import MacKey, PrivateKey, mac0, sign1
+from agent.manifest.cose import PrivateKey, sign1
 from agent.manifest.envelope import encode_envelope
 from agent.manifest.verify import inspect_envelope
 
@@ -13,10 +13,6 @@ from agent.manifest.verify import inspect_envelope
 def add_signature(envelope: bytes, key: PrivateKey, kid: bytes | None = None) -> bytes:
     """Append a COSE_Sign1 block; blocks already there stay (several signers, key rotation)."""
     return _add_block(envelope, lambda payload: sign1(payload, key, kid))
-
-
-def add_mac(envelope: bytes, key: MacKey) -> bytes:
-    return _add_block(envelope, lambda payload: mac0(payload, key))
 
 
 def _add_block(envelope: bytes, make) -> bytes:  # type: ignore[no-untyped-def]

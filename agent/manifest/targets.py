@@ -2,7 +2,8 @@
 
 * ``["<class>"]``, one element naming a slot class (``rootfs``, ``appfs``...):
   the gateway's A/B slots of that class.
-* ``["thing", "<name>"]``: the microcontroller configured as ``[things.<name>]``.
+* ``["thing", "<name>"]``: an attached microcontroller (flashing Things is not
+  available yet: an install refuses such a component with ``target-unsupported``).
 
 Any other identifier (such as the ``[h'00']`` of the IETF examples) maps to no
 target on a gateway; a manifest naming one can be inspected but not installed.
@@ -54,6 +55,3 @@ def target_of(component_id: tuple[bytes, ...]) -> Target:
         return Target("thing", names[1])
     return Target("unmapped", component_label(component_id))
 
-
-def component_id_from_strings(parts: list[str]) -> tuple[bytes, ...]:
-    return tuple(p.encode("utf-8") for p in parts)

@@ -62,12 +62,15 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.HEALTH, Event.OK): State.COMMIT,
     (State.HEALTH, Event.FAILED): State.ROLLBACK,
     (State.COMMIT, Event.OK): State.COMMITTED,
+    (State.COMMIT, Event.FAILED): State.ROLLBACK,    # the bootloader refused the good mark
     (State.ROLLBACK, Event.OK): State.ROLLED_BACK,
+    (State.ROLLBACK, Event.FAILED): State.FAILED,    # recorded with the reason; nothing more to try
 }
 # Too many restarts within one update (a crash loop): take the failure path of
-# wherever the update is. ROLLBACK is short and idempotent: it finishes.
+# wherever the update is. ROLLBACK keeps trying: it is short, idempotent, and
+# what gives the device back a good slot.
 TRANSITIONS.update({(state, Event.TOO_MANY_RESTARTS): TRANSITIONS[(state, Event.FAILED)]
-                    for state in State if (state, Event.FAILED) in TRANSITIONS})
+                    for state in State if (state, Event.FAILED) in TRANSITIONS and state is not State.ROLLBACK})
 
 # Where a restart continues from each persisted state. Every action is
 # idempotent, so most states simply run again. A persisted REBOOT means the
