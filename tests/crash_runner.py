@@ -29,6 +29,19 @@ def cut() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def cutting_write(original, target: int):  # type: ignore[no-untyped-def]
+    """A slot write that dies once ``target`` bytes of the payload have been written."""
+    written = {"n": 0}
+
+    def write(self, chunk):  # type: ignore[no-untyped-def]
+        if written["n"] + len(chunk) >= target:
+            original(self, memoryview(chunk)[:max(0, target - written["n"])])
+            cut()
+        original(self, chunk)
+        written["n"] += len(chunk)
+    return write
+
+
 def arm(kind: str, target: int) -> None:
     count = {"n": 0}
 
@@ -48,15 +61,8 @@ def arm(kind: str, target: int) -> None:
     elif kind == "bootenv":
         file_bootloader.write_atomically = counting(file_bootloader.write_atomically, True)
     elif kind == "bytes":
-        original = slots.SlotWriter.write
-
-        def write(self, chunk):  # type: ignore[no-untyped-def]
-            if self.written + len(chunk) >= target:
-                keep = max(0, target - self.written)
-                original(self, memoryview(chunk)[:keep])
-                cut()
-            original(self, chunk)
-        slots.SlotWriter.write = write
+        for writer in (slots.SlotWriter, slots.SlotSink):   # streamed payloads and downloads
+            writer.write = cutting_write(writer.write, target)
     else:
         raise SystemExit(f"unknown cut kind {kind!r}")
 
