@@ -155,6 +155,14 @@ def test_gives_up_after_max_attempts(proxy, payload, tmp_path) -> None:  # type:
     assert len(proxy.requests) == 3
 
 
+def test_cuts_that_make_progress_do_not_use_up_the_attempts(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    proxy.add(*[Cut(256 * 1024)] * 8)                    # eight drops, each after some progress
+    config = DownloadConfig(connect_timeout=2, stall_timeout=1, max_attempts=3)
+    result, got, _ = fetch(proxy, name, data, tmp_path, config=config)
+    assert got == data and result.attempts == 9
+
+
 def test_a_file_swapped_on_the_server_is_never_spliced(proxy, payload, served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     name, data = payload
     _, root = served

@@ -32,7 +32,7 @@ from agent.download.retry import (PERMANENT, TRANSIENT, RetryPolicy, classify_st
                                   retry_after)
 from agent.errors import FwagentError
 
-CHUNK = 64 * 1024              # small enough for a cancel or a stall check several times a second
+CHUNK = 1 << 20                # read1 returns what has arrived, so a slow link still yields small chunks
 CHECKPOINT_BYTES = 8 << 20     # sync and record progress at most this far apart
 PROGRESS_INTERVAL = 0.25
 
@@ -154,17 +154,20 @@ class _Job:
             self._resume_from(resume)
         else:
             self.sink.restart(0)
-        attempt = 0
+        attempt = 0          # failures in a row without progress; a connection that moved resets it
+        attempts_made = 0
         mismatches = 0
         while True:
             self._check_cancel()
+            before = self.offset
+            attempts_made += 1
             try:
                 self._attempt()
                 if self.size is None or self.offset == self.size:
                     actual = self.sha.digest()
                     if self.digest is None or actual == self.digest:
                         self._sync()
-                        return Result(actual, self.offset, attempt + 1, self.restarts_from_zero)
+                        return Result(actual, self.offset, attempts_made, self.restarts_from_zero)
                     mismatches += 1
                     if mismatches > 1:
                         raise DownloadError(f"{self.url}: SHA-256 {actual.hex()[:16]}... again differs from "
@@ -177,11 +180,13 @@ class _Job:
                 if not err.transient:
                     raise
                 self._sync()
+                if self.offset > before:
+                    attempt = 0      # a bad link that keeps delivering is not a dead server
                 wait = next_wait(attempt, self.owner.policy, self.owner.rng, server_wait=err.wait,
                                  elapsed=self.owner.clock() - self.started)
                 if wait is None:
-                    raise DownloadError(f"{err.detail} (gave up after {attempt + 1} attempt(s))",
-                                        code=err.code) from None
+                    raise DownloadError(f"{err.detail} (gave up after {attempt + 1} attempt(s) without "
+                                        "progress)", code=err.code) from None
                 self._wait(wait)
                 attempt += 1
 
