@@ -2,7 +2,8 @@
 
 * ``nginx_server(root, tmp)`` runs the system nginx on a free loopback port,
   serving ``root`` with its ordinary behaviour (sendfile, ETag, Range), as the
-  current user, everything it writes kept under ``tmp``.
+  current user, everything it writes kept under ``tmp``. With ``tls=TlsFiles(...)``
+  it serves https (and asks for client certificates when ``client_ca`` is set).
 * ``FaultProxy(upstream_port)`` sits between a client and that nginx and
   breaks connections on purpose, one planned fault per connection: ``Cut``,
   ``Reset``, ``Stall``, ``Drip``, ``Status``, ``Pass``. Every relayed response
@@ -53,15 +54,25 @@ def nginx_binary() -> str | None:
     return None
 
 
-def require_nginx() -> str:
-    """nginx's path; skip the test without it, fail it under CI (as ``require_tool``)."""
+def nginx_has_tls(binary: str) -> bool:
+    """Whether this nginx was built with the SSL module (Debian's nginx-light is)."""
+    done = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=10)
+    return "--with-http_ssl_module" in done.stdout + done.stderr
+
+
+def require_nginx(*, tls: bool = False) -> str:
+    """nginx's path; skip the test without it, fail it under CI (as ``require_tool``).
+    With ``tls``, the same when nginx cannot serve https."""
     path = nginx_binary()
-    if path:
+    if path and (not tls or nginx_has_tls(path)):
         return path
     import pytest
     from conftest import IN_CI
 
-    message = "nginx is not installed (apt-get install nginx-light, see README.md)"
+    if path:
+        message = f"{path} was built without the SSL module (apt-get install nginx-light, see README.md)"
+    else:
+        message = "nginx is not installed (apt-get install nginx-light, see README.md)"
     if IN_CI:
         pytest.fail(f"CI must have nginx: {message}")
     pytest.skip(message)
@@ -88,16 +99,28 @@ def wait_for_port(port: int, timeout: float, alive=lambda: True) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for an https server: its certificate (for 127.0.0.1) and key; with
+    ``client_ca``, clients must present a certificate signed by that CA (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 @dataclass
 class NginxServer:
     port: int
     root: Path
     prefix: Path
     process: subprocess.Popen
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def error_log(self) -> Path:
@@ -113,10 +136,23 @@ def _quoted(path: Path) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _nginx_conf(root: Path, prefix: Path, port: int) -> str:
+def _tls_conf(tls: TlsFiles | None) -> str:
+    """The server block's TLS directives (none for plain http)."""
+    if tls is None:
+        return ""
+    lines = [f"ssl_certificate {_quoted(Path(tls.cert).resolve())};",
+             f"ssl_certificate_key {_quoted(Path(tls.key).resolve())};"]
+    if tls.client_ca is not None:
+        lines += [f"ssl_client_certificate {_quoted(Path(tls.client_ca).resolve())};",
+                  "ssl_verify_client on;"]
+    return "".join(f"\n        {line}" for line in lines)
+
+
+def _nginx_conf(root: Path, prefix: Path, port: int, tls: TlsFiles | None = None) -> str:
     def q(name: str) -> str:
         return _quoted(prefix / name)
 
+    ssl = " ssl" if tls is not None else ""
     return f"""\
 daemon off;
 master_process off;
@@ -143,9 +179,9 @@ http {{
     keepalive_timeout 5s;
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
         server_name localhost;
-        root {_quoted(root)};
+        root {_quoted(root)};{_tls_conf(tls)}
         location / {{
         }}
     }}
@@ -165,8 +201,12 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0) -> Iterator[NginxServer]:
+def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0,
+                 tls: TlsFiles | None = None) -> Iterator[NginxServer]:
     """Run nginx serving ``root`` on 127.0.0.1 until the block ends; its files go under ``tmp``.
+
+    With ``tls``, it serves https on that port (``.url`` starts with https://);
+    the certificate must name the IP address 127.0.0.1 to be accepted.
 
     nginx runs in the foreground without a master process, so it needs no
     privileges and reads ``root`` as the current user. Raises RuntimeError
@@ -182,7 +222,7 @@ def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0) -> Itera
     failures = []
     for _attempt in range(5):  # another process may take the free port first
         port = free_port()
-        conf.write_text(_nginx_conf(root, prefix, port))
+        conf.write_text(_nginx_conf(root, prefix, port, tls))
         log = (prefix / "error.log").open("ab")
         try:
             proc = subprocess.Popen(
@@ -195,7 +235,7 @@ def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0) -> Itera
             log.close()
         try:
             if wait_for_port(port, start_timeout, alive=lambda p=proc: p.poll() is None):
-                yield NginxServer(port=port, root=root, prefix=prefix, process=proc)
+                yield NginxServer(port=port, root=root, prefix=prefix, process=proc, tls=tls)
                 return
             failures.append((prefix / "error.log").read_text(errors="replace")[-2000:])
             if proc.poll() is None or "in use" not in failures[-1]:

@@ -262,3 +262,67 @@ def test_pass_between_faults_keeps_the_plan_in_order(proxy, payload, tmp_path) -
     proxy.add(Cut(100_000), Pass())
     result, got, _ = fetch(proxy, name, data, tmp_path)
     assert got == data and result.attempts == 2
+
+
+def test_a_configured_proxy_carries_the_request(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The URL names a host that does not exist; only the proxy (relaying to nginx) can answer."""
+    name, data = payload
+    config = DownloadConfig(connect_timeout=2, stall_timeout=2, proxy=proxy.url)
+    out = tmp_path / "out.bin"
+    with FileSink(out, SIZE) as sink:
+        Downloader(config).fetch(f"http://updates.invalid/{name}", sink, size=SIZE,
+                                 digest=hashlib.sha256(data).digest())
+    assert out.read_bytes() == data
+    assert proxy.requests[0].path == f"http://updates.invalid/{name}"     # absolute URI: a proxy request
+
+
+def test_proxies_from_the_environment(proxy, payload, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name, data = payload
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    out = tmp_path / "out.bin"
+    with FileSink(out, SIZE) as sink:
+        Downloader(FAST).fetch(f"http://updates.invalid/{name}", sink, size=SIZE)
+    assert out.read_bytes() == data and len(proxy.requests) == 1
+
+
+CONSTANT_MEMORY_CHILD = """
+import hashlib, sys
+from agent.config import DownloadConfig
+from agent.download.downloader import Downloader
+
+class Discard:
+    '''Counts the bytes: the memory measured is the downloader's, not a file's.'''
+    def __init__(self): self.size = 0
+    def write(self, data): self.size += len(data)
+    def sync(self): pass
+    def restart(self, offset): self.size = offset
+    def read_back(self, size): return iter(())
+
+url, size, digest = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+sink = Discard()
+result = Downloader(DownloadConfig()).fetch(url, sink, size=size, digest=digest)
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(result.size, hwm)
+"""
+
+
+@pytest.mark.slow
+def test_five_gib_in_constant_memory(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from httpfaults import sparse_file
+    server, root = served
+    size = 5 << 30
+    sparse_file(root / "huge.img", size)
+    zeros, sha = bytes(1 << 20), hashlib.sha256()
+    for _ in range(size >> 20):
+        sha.update(zeros)
+    result = subprocess.run([sys.executable, "-c", CONSTANT_MEMORY_CHILD, f"{server.url}/huge.img", str(size),
+                             sha.hexdigest()], capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    done, peak_kib = map(int, result.stdout.split())
+    assert done == size and peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"

@@ -32,7 +32,7 @@ from agent.download.retry import (PERMANENT, TRANSIENT, RetryPolicy, classify_st
                                   retry_after)
 from agent.errors import FwagentError
 
-CHUNK = 1 << 20                # read1 returns what has arrived, so a slow link still yields small chunks
+CHUNK = 256 << 10    # per read: large enough to keep up with openssl, small enough not to fragment the heap
 CHECKPOINT_BYTES = 8 << 20     # sync and record progress at most this far apart
 PROGRESS_INTERVAL = 0.25
 
@@ -200,8 +200,10 @@ class _Job:
             if self.validator:
                 headers["If-Range"] = self.validator
         timeout = (self.config.connect_timeout, self.config.stall_timeout)
+        session = self.owner.session
         try:
-            response = self.owner.session.get(self.url, headers=headers, stream=True, timeout=timeout)
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's ca_file
+            response = session.get(self.url, headers=headers, stream=True, timeout=timeout, verify=session.verify)
         except requests.exceptions.SSLError as exc:
             raise DownloadError(f"{self.url}: TLS: {exc}", code="download-tls") from None
         except requests.RequestException as exc:
