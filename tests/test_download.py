@@ -264,9 +264,11 @@ def test_pass_between_faults_keeps_the_plan_in_order(proxy, payload, tmp_path) -
     assert got == data and result.attempts == 2
 
 
-def test_a_configured_proxy_carries_the_request(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The URL names a host that does not exist; only the proxy (relaying to nginx) can answer."""
+def test_a_configured_proxy_carries_the_request(proxy, payload, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The URL names a host that does not exist; only the proxy (relaying to nginx) can answer.
+    A proxy in the environment does not override the configured one."""
     name, data = payload
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")     # nothing listens there
     config = DownloadConfig(connect_timeout=2, stall_timeout=2, proxy=proxy.url)
     out = tmp_path / "out.bin"
     with FileSink(out, SIZE) as sink:

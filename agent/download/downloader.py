@@ -202,8 +202,10 @@ class _Job:
         timeout = (self.config.connect_timeout, self.config.stall_timeout)
         session = self.owner.session
         try:
-            # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's ca_file
-            response = session.get(self.url, headers=headers, stream=True, timeout=timeout, verify=session.verify)
+            # verify and proxies per request: requests lets REQUESTS_CA_BUNDLE and https_proxy from
+            # the environment override what a session was configured with.
+            response = session.get(self.url, headers=headers, stream=True, timeout=timeout,
+                                   verify=session.verify, proxies=session.proxies or None)
         except requests.exceptions.SSLError as exc:
             raise DownloadError(f"{self.url}: TLS: {exc}", code="download-tls") from None
         except requests.RequestException as exc:

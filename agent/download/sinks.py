@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.download.downloader import DownloadError
-
-READ_BACK_CHUNK = 1 << 20
-
+from agent.install.slots import read_chunks
 
 class FileSink:
     """A regular file, created if missing; checks free space for ``size`` before it starts."""
@@ -41,14 +39,7 @@ class FileSink:
         os.lseek(self.fd, offset, os.SEEK_SET)
 
     def read_back(self, size: int) -> Iterator[bytes]:
-        position = 0
-        while position < size:
-            block = os.pread(self.fd, min(READ_BACK_CHUNK, size - position), position)
-            if not block:
-                raise DownloadError(f"{self.path}: holds {position} bytes, the resume record says {size}",
-                                    code="resume-mismatch")
-            position += len(block)
-            yield block
+        return read_chunks(self.fd, size, str(self.path))
 
     def close(self) -> None:
         if self.fd >= 0:

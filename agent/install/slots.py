@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import FwagentError
@@ -63,69 +64,9 @@ def device_identity(device: Path) -> tuple[int, int]:
     return (0, st.st_rdev) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
 
 
-class SlotWriter:
-    """Streams an image into a slot from offset 0, hashing what it writes.
-
-    The device is opened without O_CREAT or O_TRUNC: a slot must exist, and a
-    regular file keeps its size (the image covers its start). ``finish``
-    fsyncs before it returns the digest of what was written.
-    """
-
-    def __init__(self, slot: Slot, expected_size: int | None, *, hashing: bool = True) -> None:
-        """``hashing=False`` when the source already checks the digest (a bundle does)."""
-        self.slot = slot
-        self.capacity = check_fits(slot, expected_size or 0)
-        self.sha = hashlib.sha256() if hashing else None
-        self.written = 0
-        try:
-            self.fd = os.open(slot.device, os.O_WRONLY)
-        except OSError as exc:
-            raise SlotError(f"{slot.label}: cannot open {slot.device} for writing: {exc.strerror}") from None
-
-    def write(self, chunk: bytes | memoryview) -> None:
-        if self.written + len(chunk) > self.capacity:
-            raise SlotError(f"{self.slot.label} holds {size_text(self.capacity)}; the payload is larger",
-                            code="slot-too-small")
-        view = memoryview(chunk)
-        while view:
-            done = os.write(self.fd, view)
-            view = view[done:]
-        if self.sha is not None:
-            self.sha.update(chunk)
-        self.written += len(chunk)
-
-    def finish(self) -> tuple[bytes | None, int]:
-        """fsync, then the SHA-256 of what was written (None when not hashing) and its size."""
-        os.fsync(self.fd)
-        self.close()
-        return (self.sha.digest() if self.sha is not None else None), self.written
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def read_digest(device: Path, size: int) -> bytes:
-    """SHA-256 of the first ``size`` bytes of a slot, read back from the device."""
-    sha = hashlib.sha256()
-    remaining = size
-    with open(device, "rb", buffering=0) as stream:
-        while remaining:
-            chunk = stream.read(min(CHUNK, remaining))
-            if not chunk:
-                raise SlotError(f"{device}: ends before {size} bytes")
-            sha.update(chunk)
-            remaining -= len(chunk)
-    return sha.digest()
-
-
-def size_text(size: int) -> str:
-    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
-
-
 class SlotSink:
-    """A slot as a download sink: resumable at an offset, never truncated or created."""
+    """A slot written from an offset: the device must exist and is never created or truncated
+    (a regular file keeps its size; the image covers its start). Also a download sink."""
 
     def __init__(self, slot: Slot, size: int | None) -> None:
         self.slot = slot
@@ -152,16 +93,60 @@ class SlotSink:
     def restart(self, offset: int) -> None:
         self.position = os.lseek(self.fd, offset, os.SEEK_SET)
 
-    def read_back(self, size: int):  # type: ignore[no-untyped-def]
-        position = 0
-        while position < size:
-            block = os.pread(self.fd, min(CHUNK, size - position), position)
-            if not block:
-                raise SlotError(f"{self.slot.label}: ends before {size} bytes")
-            position += len(block)
-            yield block
+    def read_back(self, size: int) -> Iterator[bytes]:
+        return read_chunks(self.fd, size, self.slot.label)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class SlotWriter(SlotSink):
+    """Streams an image into a slot from offset 0, hashing what it writes (unless its
+    source already does: a bundle). ``finish`` fsyncs, then gives digest and size."""
+
+    def __init__(self, slot: Slot, size: int | None, *, hashing: bool = True) -> None:
+        super().__init__(slot, size)
+        self.sha = hashlib.sha256() if hashing else None
+
+    def write(self, data: bytes | memoryview) -> None:
+        super().write(data)
+        if self.sha is not None:
+            self.sha.update(data)
+
+    @property
+    def written(self) -> int:
+        return self.position
+
+    def finish(self) -> tuple[bytes | None, int]:
+        self.sync()
+        self.close()
+        return (self.sha.digest() if self.sha is not None else None), self.position
+
+
+def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
+    """The first ``size`` bytes of an open file or device, in chunks (to rehash or compare)."""
+    position = 0
+    while position < size:
+        block = os.pread(fd, min(CHUNK, size - position), position)
+        if not block:
+            raise SlotError(f"{name}: ends before {size} bytes")
+        position += len(block)
+        yield block
+
+
+def read_digest(device: Path, size: int) -> bytes:
+    """SHA-256 of the first ``size`` bytes of a slot, read back from the device."""
+    sha = hashlib.sha256()
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        for block in read_chunks(fd, size, str(device)):
+            sha.update(block)
+    finally:
+        os.close(fd)
+    return sha.digest()
+
+
+def size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
