@@ -5,7 +5,8 @@ Not a timed test. In one run, side by side:
 1. 1 GiB (``--size``) into a file with SHA-256: ``curl -s URL | tee file |
    openssl dgst -sha256`` against the fwagent downloader (a child process
    running Downloader.fetch into a FileSink); wall and CPU time (user + system of
-   the children) and the downloader's peak RSS (VmHWM).
+   the children), medians of five alternating runs, and the downloader's peak
+   RSS (VmHWM).
 2. Resume waste: the same file through a proxy that cuts the connection every
    100 MiB; bytes the proxy served against the file size, and the longest wait
    before a resumed request.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from httpfaults import Cut, FaultProxy, nginx_server, random_file, require_nginx  # noqa: E402
+
+REPEAT = 5
 
 CHILD = """
 import hashlib, sys, time
@@ -71,20 +75,22 @@ def main() -> None:
             url = f"{server.url}/image.img"
             ours_cmd = [sys.executable, "-c", CHILD, url, str(root / "ours.img"), digest, str(size)]
             rows = []
-            for _ in range(3):                           # alternate; medians
+            for _ in range(REPEAT):                      # alternate; medians
                 (root / "curl.img").unlink(missing_ok=True)
                 (root / "ours.img").unlink(missing_ok=True)
                 base = measure(["sh", "-c", f"curl -s '{url}' | tee '{root / 'curl.img'}' | openssl dgst -sha256"])
                 ours = measure(ours_cmd, cwd=ROOT)
                 rows.append((base[0], base[1], ours[0], ours[1], int(ours[2].split()[0]) / 1024))
             assert hashlib.sha256((root / "ours.img").read_bytes()).hexdigest() == digest
-            med = [sorted(col)[1] for col in zip(*rows)]
+            med = [statistics.median(col) for col in zip(*rows)]
+            ratios = sorted(r[2] / r[0] for r in rows)
             print("| 1 GiB from nginx | curl|tee|openssl | fwagent | ratio |" if args.size == 1024 else
                   f"| {args.size} MiB from nginx | curl|tee|openssl | fwagent | ratio |")
             print("|---|---|---|---|")
             print(f"| wall s | {med[0]:.2f} | {med[2]:.2f} | {med[2] / med[0]:.2f}x |")
             print(f"| CPU s | {med[1]:.2f} | {med[3]:.2f} | {med[3] / med[1]:.2f}x |")
             print(f"| peak RSS MiB | | {max(r[4] for r in rows):.1f} | |")
+            print(f"\nwall ratio of each of the {REPEAT} runs: " + ", ".join(f"{r:.2f}x" for r in ratios))
 
             cut = 100 << 20
             cuts = (size - 1) // cut

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -328,3 +329,19 @@ def test_five_gib_in_constant_memory(served, tmp_path) -> None:  # type: ignore[
     assert result.returncode == 0, result.stderr
     done, peak_kib = map(int, result.stdout.split())
     assert done == size and peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_a_sink_error_surfaces_and_nothing_hangs(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Writes happen behind the receiving thread; a failing write still ends the download at once."""
+    name, data = payload
+
+    class FullDisk(FileSink):
+        def write(self, chunk):  # type: ignore[no-untyped-def]
+            if os.lseek(self.fd, 0, os.SEEK_CUR) > 1 << 20:
+                raise OSError(28, "No space left on device")
+            super().write(chunk)
+
+    started = time.monotonic()
+    with FullDisk(tmp_path / "out.bin", SIZE) as sink, pytest.raises(OSError, match="No space left"):
+        Downloader(FAST).fetch(f"{proxy.url}/{name}", sink, size=SIZE, digest=hashlib.sha256(data).digest())
+    assert time.monotonic() - started < 5 and len(proxy.requests) == 1

@@ -19,6 +19,7 @@ One ``fetch`` streams a URL into a Sink while hashing, in constant memory:
 from __future__ import annotations
 
 import hashlib
+import queue
 import random
 import socket
 import threading
@@ -115,7 +116,10 @@ class Downloader:
               cancel: threading.Event | None = None,
               progress: Callable[[Progress], None] | None = None) -> Result:
         job = _Job(self, url, sink, size, digest, checkpoint, cancel or threading.Event(), progress)
-        return job.run(resume if resume is not None and resume.url == url else None)
+        try:
+            return job.run(resume if resume is not None and resume.url == url else None)
+        except _SinkFailure as failure:
+            raise failure.error from None    # a disk or slot error: the sink's, never retried
 
 
 def make_session(config: DownloadConfig) -> Any:
@@ -146,6 +150,7 @@ class _Job:
         self.started = owner.clock()
         self.last_progress = 0.0
         self.restarts_from_zero = 0
+        self.behind: _WriteBehind | None = None
 
     # --- attempts --------------------------------------------------------------------
 
@@ -252,26 +257,31 @@ class _Job:
         if response.status_code == 416:
             return
         window_start, window_bytes = self.owner.clock(), 0
-        # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one.
-        while chunk := response.raw.read1(CHUNK):
-            self._check_cancel()
-            if self.size is not None and self.offset + len(chunk) > self.size:
-                raise DownloadError(f"{self.url}: longer than the {self.size} bytes the manifest declares",
-                                    code="download-too-large")
-            self.sink.write(chunk)
-            self.sha.update(chunk)
-            self.offset += len(chunk)
-            if self.offset - self.synced >= CHECKPOINT_BYTES:
-                self._sync()
-            now = self.owner.clock()
-            window_bytes += len(chunk)
-            if now - window_start >= self.config.stall_timeout:
-                if window_bytes < self.config.stall_bytes:
-                    raise DownloadError(f"{self.url}: stalled ({window_bytes} bytes in "
-                                        f"{now - window_start:.0f} s)", transient=True)
-                window_start, window_bytes = now, 0
-            self._limit_rate(now)
-            self._report(now)
+        behind = _WriteBehind(self.sink, self.sha, self._check_cancel)
+        self.behind = behind
+        try:
+            # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one.
+            while chunk := response.raw.read1(CHUNK):
+                self._check_cancel()
+                if self.size is not None and self.offset + len(chunk) > self.size:
+                    raise DownloadError(f"{self.url}: longer than the {self.size} bytes the manifest declares",
+                                        code="download-too-large")
+                behind.put(chunk)
+                self.offset += len(chunk)
+                if self.offset - self.synced >= CHECKPOINT_BYTES:
+                    self._sync()
+                now = self.owner.clock()
+                window_bytes += len(chunk)
+                if now - window_start >= self.config.stall_timeout:
+                    if window_bytes < self.config.stall_bytes:
+                        raise DownloadError(f"{self.url}: stalled ({window_bytes} bytes in "
+                                            f"{now - window_start:.0f} s)", transient=True)
+                    window_start, window_bytes = now, 0
+                self._limit_rate(now)
+                self._report(now)
+        finally:
+            self.behind = None
+            behind.close()      # every chunk received is written before anything else happens
 
     # --- position ----------------------------------------------------------------------
 
@@ -295,7 +305,12 @@ class _Job:
         """Make the bytes durable, then record how far they go: never the other way round."""
         if self.offset == self.synced:
             return
-        self.sink.sync()
+        if self.behind is not None:
+            self.behind.drain()
+        try:
+            self.sink.sync()
+        except OSError as exc:
+            raise _SinkFailure(exc) from None
         self.synced = self.offset
         self.checkpoint(Resume(self.url, self.offset, self.validator))
 
@@ -329,6 +344,72 @@ class _Job:
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
             raise DownloadCancelled(f"{self.url}: cancelled at byte {self.offset}", code="download-cancelled")
+
+
+class _SinkFailure(Exception):
+    """Carries a sink's error past the handlers of network errors (OSError is both)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _WriteBehind:
+    """Writes and hashes received chunks on a worker thread while the next ones arrive.
+
+    Receiving, writing and hashing all release the GIL, so with a worker they use
+    two cores, as ``curl | tee | openssl`` would. The queue is short (1 MiB), so
+    memory stays flat. A write error is raised in the receiving thread at its
+    next ``put``, ``drain`` or ``close``; nothing is lost or reordered.
+    """
+
+    DEPTH = 4
+
+    def __init__(self, sink: Sink, sha: Any, check_cancel: Callable[[], None]) -> None:
+        self.sink, self.sha, self.check_cancel = sink, sha, check_cancel
+        self.queue: queue.Queue[bytes | None] = queue.Queue(self.DEPTH)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        self._raise()
+        while True:
+            try:
+                self.queue.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                self.check_cancel()
+                self._raise()
+
+    def drain(self) -> None:
+        """Return once every chunk put so far is written (not yet synced)."""
+        self.queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise _SinkFailure(error)
+
+    def _run(self) -> None:
+        while True:
+            chunk = self.queue.get()
+            try:
+                if chunk is None:
+                    return
+                if self.error is None:
+                    self.sink.write(chunk)
+                    self.sha.update(chunk)
+            except BaseException as exc:  # handed to the receiving thread
+                self.error = exc
+            finally:
+                self.queue.task_done()
 
 
 class _CancelWatch:
