@@ -92,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, anchor = many_components(64, Path(tmp))
         cases.append(("64 components", data, anchor))
-    print(f"| manifest | bytes | baseline us | authorize us | check us | authorize/baseline | check/baseline |")
+    print("| manifest | bytes | baseline us | authorize us | check us | authorize/baseline | check/baseline |")
     print("|---|---|---|---|---|---|---|")
     for name, data, anchor in cases:
         trust = Trust((anchor,))

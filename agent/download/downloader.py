@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import DownloadConfig
-from agent.download.retry import (PERMANENT, TRANSIENT, RetryPolicy, classify_status, next_wait,
+from agent.download.retry import (TRANSIENT, RetryPolicy, classify_status, next_wait,
                                   retry_after)
 from agent.errors import FwagentError
 
