@@ -1,0 +1,1 @@
+"""The hardware-in-the-loop bench: boards, simulators, the reference server, scenarios."""

@@ -1,0 +1,1 @@
+"""Servers the agent talks to, for tests, the bench and the demo."""

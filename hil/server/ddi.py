@@ -1,0 +1,305 @@
+"""A reference DDI server: small, in memory, faithful to hawkBit where a device can tell.
+
+For tests, the bench and the demo; it binds to loopback only. What it does as
+hawkBit does (see the DDI reference the project keeps):
+
+* root poll with ``config.polling.sleep`` (HH:MM:SS, or ISO-8601 from one day
+  on), ``_links`` to deploymentBase (``?c=`` changes with the action), cancelAction,
+  configData (for a new device and after every closed action); ETag and 304;
+* deploymentBase with download/update skip|attempt|forced, maintenance window,
+  several chunks and artifacts; feedback recorded in order; 410 once closed;
+* cancelAction and its feedback (closed+success cancels; rejected goes back to running);
+* artifacts with ETag, Range, If-Range, 206 and 416;
+* TargetToken authentication (401), and a switch that answers 429.
+
+The management side is this module's Python API: ``create_deployment``,
+``cancel``, ``set_window``, ``statuses``, ``attributes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Artifact:
+    filename: str
+    data: bytes
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.data).hexdigest()[:32] + '"'
+
+
+@dataclass
+class Action:
+    id: int
+    device: str
+    chunks: list[dict[str, Any]]                 # {"part", "name", "version", "artifacts": [Artifact]}
+    download: str = "forced"
+    update: str = "forced"
+    window: str | None = None                    # None: no maintenance schedule
+    state: str = "open"                          # open | canceling | closed
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    result: str | None = None                    # success | failure | canceled, once closed
+
+    @property
+    def c(self) -> int:
+        """hawkBit's ``c=`` parameter: changes when what the device should do changes."""
+        digest = hashlib.sha256(f"{self.id}:{self.download}:{self.update}:{self.window}".encode()).digest()
+        return int.from_bytes(digest[:4], "big", signed=True)
+
+
+class DdiServer:
+    """``with DdiServer() as server:`` serves ``server.url``; tenant ``DEFAULT``."""
+
+    def __init__(self, *, tenant: str = "DEFAULT", sleep: str = "00:05:00", tokens: dict[str, str] | None = None):
+        self.tenant = tenant
+        self.sleep = sleep
+        self.tokens = tokens or {}                   # controller id -> TargetToken; empty: no auth
+        self.actions: dict[int, Action] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+        self.config_requested: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        self.answer_429 = False
+        self.lock = threading.Lock()
+        self._next_id = 1
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # --- management API ------------------------------------------------------------
+
+    def create_deployment(self, device: str, chunks: list[dict[str, Any]], *, download: str = "forced",
+                          update: str = "forced", window: str | None = None) -> Action:
+        """``chunks``: dicts with part, name, version and ``artifacts``: {filename: bytes}."""
+        with self.lock:
+            action = Action(self._next_id, device, [
+                {**{k: v for k, v in c.items() if k != "artifacts"},
+                 "artifacts": [Artifact(name, data) for name, data in c["artifacts"].items()]} for c in chunks],
+                download=download, update=update, window=window)
+            self.actions[action.id] = action
+            self._next_id += 1
+            return action
+
+    def cancel(self, action_id: int) -> None:
+        with self.lock:
+            action = self.actions[action_id]
+            if action.state == "open":
+                action.state = "canceling"
+
+    def set_window(self, action_id: int, window: str | None) -> None:
+        with self.lock:
+            self.actions[action_id].window = window
+
+    def statuses(self, action_id: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.actions[action_id].statuses)
+
+    # --- running -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def controller_url(self, device: str) -> str:
+        return f"{self.url}/{self.tenant}/controller/v1/{device}"
+
+    def __enter__(self) -> "DdiServer":
+        handler = type("Handler", (_Handler,), {"server_model": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, name="ddi-server", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # --- what the handler asks ------------------------------------------------------
+
+    def open_action(self, device: str) -> Action | None:
+        live = [a for a in self.actions.values() if a.device == device and a.state != "closed"]
+        return live[0] if live else None
+
+    def wire_sleep(self) -> str:
+        hours, minutes, seconds = (int(x) for x in self.sleep.split(":"))
+        return self.sleep if hours < 24 else f"PT{hours}H{minutes}M{seconds}S"
+
+
+_ROUTE = re.compile(r"^/(?P<tenant>[^/]+)/controller/v1/(?P<device>[^/]+)(?P<rest>/.*)?$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_model: DdiServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:   # quiet: tests read the model instead
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    # --- routing --------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        model = self.server_model
+        path = urlsplit(self.path).path
+        model.requests.append((method, self.path))
+        match = _ROUTE.match(path)
+        if not match or match["tenant"] != model.tenant:
+            return self._send(404, {"message": "not found"})
+        device, rest = match["device"], match["rest"] or ""
+        token = model.tokens.get(device)
+        if token is not None and self.headers.get("Authorization") != f"TargetToken {token}":
+            return self._send(401, {"message": "authentication failed"})
+        if model.answer_429:
+            return self._send(429, {"errorCode": "hawkbit.server.error.quota.tooManyEntries"},
+                              headers={"Retry-After": "1"})
+        body = self._body() if method in ("POST", "PUT") else None
+        with model.lock:
+            if method == "GET" and rest == "":
+                return self._root(device)
+            if method == "PUT" and rest == "/configData":
+                model.attributes.setdefault(device, {}).update(body.get("data", {}))
+                model.config_requested.discard(device)
+                return self._send(200, None)
+            if found := re.fullmatch(r"/deploymentBase/(\d+)", rest):
+                return self._deployment(device, int(found[1])) if method == "GET" else self._send(405, None)
+            if found := re.fullmatch(r"/(deploymentBase|cancelAction)/(\d+)/feedback", rest):
+                return self._feedback(device, found[1], int(found[2]), body) if method == "POST" \
+                    else self._send(405, None)
+            if found := re.fullmatch(r"/cancelAction/(\d+)", rest):
+                return self._cancel(device, int(found[1]))
+            if found := re.fullmatch(r"/softwaremodules/(\d+)/artifacts/([^/]+)", rest):
+                return self._artifact(int(found[1]), found[2])
+        return self._send(404, {"message": "not found"})
+
+    # --- resources ----------------------------------------------------------------------
+
+    def _root(self, device: str) -> None:
+        model = self.server_model
+        if device not in model.attributes:
+            model.attributes[device] = {}
+            model.config_requested.add(device)
+        base = model.controller_url(device)
+        links: dict[str, Any] = {}
+        action = model.open_action(device)
+        if action is not None:
+            name = "cancelAction" if action.state == "canceling" else "deploymentBase"
+            suffix = "" if name == "cancelAction" else f"?c={action.c}"
+            links[name] = {"href": f"{base}/{name}/{action.id}{suffix}"}
+        if device in model.config_requested:
+            links["configData"] = {"href": f"{base}/configData"}
+        body: dict[str, Any] = {"config": {"polling": {"sleep": model.wire_sleep()}}}
+        if links:
+            body["_links"] = links
+        etag = '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            return self._send(304, None, headers={"ETag": etag})
+        self._send(200, body, headers={"ETag": etag})
+
+    def _deployment(self, device: str, action_id: int) -> None:
+        model = self.server_model
+        action = model.actions.get(action_id)
+        if action is None or action.device != device or action.state != "open":
+            return self._send(404, {"message": "no such deployment"})
+        action.statuses.append({"execution": "retrieved"})
+        base = model.controller_url(device)
+        deployment: dict[str, Any] = {"download": action.download,
+                                      "update": "skip" if action.window == "unavailable" else action.update,
+                                      "chunks": []}
+        if action.window is not None:
+            deployment["maintenanceWindow"] = action.window
+        for module, chunk in enumerate(action.chunks, 1):
+            artifacts = [{"filename": a.filename, "size": len(a.data),
+                          "hashes": {"sha1": hashlib.sha1(a.data).hexdigest(), "md5": hashlib.md5(a.data).hexdigest(),
+                                     "sha256": hashlib.sha256(a.data).hexdigest()},
+                          "_links": {"download-http": {"href": f"{base}/softwaremodules/{action.id * 100 + module}"
+                                                               f"/artifacts/{a.filename}"}}}
+                         for a in chunk["artifacts"]]
+            deployment["chunks"].append({**{k: v for k, v in chunk.items() if k != "artifacts"},
+                                         "artifacts": artifacts})
+        self._send(200, {"id": str(action.id), "deployment": deployment})
+
+    def _feedback(self, device: str, kind: str, action_id: int, body: Any) -> None:
+        action = self.server_model.actions.get(action_id)
+        if action is None or action.device != device:
+            return self._send(404, {"message": "no such action"})
+        if action.state == "closed":
+            return self._send(410, {"message": "action is closed"})
+        status = body.get("status", {}) if isinstance(body, dict) else {}
+        execution, finished = status.get("execution"), status.get("result", {}).get("finished")
+        action.statuses.append({"kind": kind, **status})
+        if kind == "cancelAction":
+            if execution == "closed" and finished in ("success", "none"):
+                action.state, action.result = "closed", "canceled"
+            elif execution == "rejected" or finished == "failure":
+                action.state = "open"
+        elif execution == "closed":
+            action.state, action.result = "closed", "success" if finished in ("success", "none") else "failure"
+            self.server_model.config_requested.add(device)
+        self._send(200, None)
+
+    def _cancel(self, device: str, action_id: int) -> None:
+        action = self.server_model.actions.get(action_id)
+        if action is None or action.device != device or action.state != "canceling":
+            return self._send(404, {"message": "no such cancel"})
+        self._send(200, {"id": str(action.id), "cancelAction": {"stopId": str(action.id)}})
+
+    def _artifact(self, module: int, filename: str) -> None:
+        action = self.server_model.actions.get(module // 100)
+        chunks = action.chunks if action else []
+        index = module % 100 - 1
+        found = [a for a in (chunks[index]["artifacts"] if 0 <= index < len(chunks) else []) if a.filename == filename]
+        if not found:
+            return self._send(404, {"message": "no such artifact"})
+        artifact = found[0]
+        data, headers, status = artifact.data, {"ETag": artifact.etag, "Accept-Ranges": "bytes"}, 200
+        wanted = self.headers.get("Range")
+        if wanted and self.headers.get("If-Range") in (None, artifact.etag):
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted)
+            start = int(match[1]) if match else len(data)
+            end = int(match[2]) if match and match[2] else len(data) - 1
+            if start >= len(data):
+                return self._send(416, None, headers={"Content-Range": f"bytes */{len(data)}"})
+            status, data = 206, data[start:end + 1]
+            headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{len(artifact.data)}"
+        self._send_bytes(status, data, "application/octet-stream", headers)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            return {}
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self._send_bytes(status, data, "application/hal+json", headers or {})
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
