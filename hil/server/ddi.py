@@ -68,6 +68,7 @@ class DdiServer:
         self.attributes: dict[str, dict[str, str]] = {}
         self.config_requested: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.not_modified = 0                        # root polls answered 304
         self.answer_429 = False
         self.lock = threading.Lock()
         self._next_id = 1
@@ -209,6 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             body["_links"] = links
         etag = '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
         if self.headers.get("If-None-Match") == etag:
+            model.not_modified += 1
             return self._send(304, None, headers={"ETag": etag})
         self._send(200, body, headers={"ETag": etag})
 
