@@ -150,5 +150,6 @@ def add_commands(commands: Any) -> None:
                 ).set_defaults(run=commit)
     with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
                 ).set_defaults(run=rollback)
-    with_config(commands.add_parser("run", help="after a start: finish the update in progress")
+    with_config(commands.add_parser("run", help="at every start: finish the update in progress, or confirm "
+                                    "the booted slot")
                 ).set_defaults(run=run)
