@@ -1,0 +1,116 @@
+"""Wake-ups and telemetry over MQTT (paho-mqtt).
+
+* A message on the device's wake-up topic (default ``fwagent/<id>/wakeup``)
+  asks for an immediate poll; one on a broadcast topic asks for a poll after a
+  random delay of up to ``spread`` seconds, so that a fleet woken together does
+  not stampede the server.
+* The state is published retained, progress at most every ``progress_interval``
+  seconds, both QoS 1, as JSON on ``fwagent/<id>/state`` and ``.../progress``.
+* A last will marks the device ``offline`` when it vanishes.
+
+paho's network thread runs the callbacks; they only hand a wake-up to
+``on_wakeup`` (which must not block: the daemon posts an event) or start a
+timer. A broker that is down never blocks the caller: connecting is
+asynchronous and paho reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str                                   # mqtt://host:1883 or mqtts://host:8883
+    device_id: str
+    wakeup_topic: str | None = None            # default fwagent/<id>/wakeup
+    broadcast_topic: str | None = None         # e.g. fwagent/all/wakeup
+    spread: float = 60.0                       # seconds, for broadcast wake-ups
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    keepalive: int = 60
+    progress_interval: float = 1.0
+
+    @property
+    def prefix(self) -> str:
+        return f"fwagent/{self.device_id}"
+
+
+class MqttLink:
+    def __init__(self, config: MqttConfig, on_wakeup: Callable[[str], None], *,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.config = config
+        self.on_wakeup = on_wakeup
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.last_progress = float("-inf")
+        self.timers: list[threading.Timer] = []
+        self.connected = threading.Event()
+        self.wakeup_topic = config.wakeup_topic or f"{config.prefix}/wakeup"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fwagent-{config.device_id}")
+        if config.username:
+            self.client.username_pw_set(config.username, config.password)
+        url = urlsplit(config.url)
+        if url.scheme == "mqtts":
+            self.client.tls_set(ca_certs=config.ca_file)
+        self.host, self.port = url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883)
+        self.client.will_set(f"{config.prefix}/state", json.dumps({"state": "offline"}), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_args: self.connected.clear()
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        """Connect in the background; never blocks on the broker."""
+        self.client.connect_async(self.host, self.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish_state(self, state: str, **details: Any) -> None:
+        self.client.publish(f"{self.config.prefix}/state", json.dumps({"state": state, **details}), qos=1,
+                            retain=True)
+
+    def publish_progress(self, **progress: Any) -> bool:
+        """Throttled: returns False when this update was dropped as too soon after the last."""
+        now = self.clock()
+        if now - self.last_progress < self.config.progress_interval:
+            return False
+        self.last_progress = now
+        self.client.publish(f"{self.config.prefix}/progress", json.dumps(progress), qos=1)
+        return True
+
+    # --- paho's network thread ---------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            return
+        topics = [(self.wakeup_topic, 1)]
+        if self.config.broadcast_topic:
+            topics.append((self.config.broadcast_topic, 1))
+        client.subscribe(topics)
+        self.publish_state("online")
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic == self.wakeup_topic:
+            self.on_wakeup("wakeup")
+        elif message.topic == self.config.broadcast_topic:
+            delay = self.rng.uniform(0.0, self.config.spread)
+            timer = threading.Timer(delay, self.on_wakeup, args=("broadcast",))
+            timer.daemon = True
+            self.timers = [t for t in self.timers if t.is_alive()] + [timer]
+            timer.start()

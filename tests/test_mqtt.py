@@ -1,0 +1,138 @@
+"""The MQTT link against a real mosquitto on loopback."""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from agent.mqtt import MqttConfig, MqttLink
+from conftest import IN_CI
+
+
+def mosquitto_binary() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if path:
+        return path
+    if IN_CI:
+        pytest.fail("CI must have mosquitto (apt-get install mosquitto)")
+    pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    binary = mosquitto_binary()
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("mosquitto did not start")
+    yield f"mqtt://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+class Watcher:
+    """A second client that publishes wake-ups and records what the device publishes."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.messages: queue.Queue[tuple[str, dict, bool]] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{random.random()}")
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, json.loads(m.payload), m.retain))
+        self.client.connect(host, int(port))
+        self.client.subscribe("fwagent/#", qos=1)
+        self.client.loop_start()
+
+    def next(self, topic: str, timeout: float = 5.0) -> tuple[dict, bool]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got, payload, retained = self.messages.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if got == topic:
+                return payload, retained
+        raise AssertionError(f"nothing on {topic}")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_wakeup_state_progress_and_last_will(broker: str) -> None:
+    wakeups: queue.Queue[str] = queue.Queue()
+    link = MqttLink(MqttConfig(url=broker, device_id="gw-1", progress_interval=60), wakeups.put)
+    link.start()
+    assert link.connected.wait(5)
+    watcher = Watcher(broker)
+    try:
+        assert watcher.next("fwagent/gw-1/state") == ({"state": "online"}, True)     # retained, seen late
+        watcher.client.publish("fwagent/gw-1/wakeup", b"{}", qos=1)
+        assert wakeups.get(timeout=5) == "wakeup"
+        link.publish_state("downloading", action="42")
+        assert watcher.next("fwagent/gw-1/state")[0] == {"state": "downloading", "action": "42"}
+        assert link.publish_progress(done=1, total=10) and not link.publish_progress(done=2, total=10)
+        assert watcher.next("fwagent/gw-1/progress")[0] == {"done": 1, "total": 10}
+        link.client.socket().close()           # the device vanishes without a goodbye
+        assert watcher.next("fwagent/gw-1/state", timeout=10)[0] == {"state": "offline"}
+    finally:
+        watcher.stop()
+        link.client.loop_stop()
+
+
+def test_broadcast_wakeups_are_spread(broker: str) -> None:
+    wakeups: queue.Queue[tuple[str, float]] = queue.Queue()
+    links = []
+    sent = time.monotonic()
+    for number in range(5):
+        config = MqttConfig(url=broker, device_id=f"gw-{number}", broadcast_topic="fwagent/all/wakeup", spread=1.0)
+        link = MqttLink(config, lambda reason: wakeups.put((reason, time.monotonic())), rng=random.Random(number))
+        link.start()
+        assert link.connected.wait(5)
+        links.append(link)
+    watcher = Watcher(broker)
+    try:
+        sent = time.monotonic()
+        watcher.client.publish("fwagent/all/wakeup", b"{}", qos=1)
+        times = sorted(wakeups.get(timeout=5)[1] - sent for _ in links)
+        assert times[-1] - times[0] > 0.2 and times[-1] <= 1.5          # spread over the second, not at once
+    finally:
+        watcher.stop()
+        for link in links:
+            link.stop()
+
+
+def test_a_broker_that_is_down_never_blocks(tmp_path: Path) -> None:
+    link = MqttLink(MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}", device_id="gw-1"), lambda _r: None)
+    started = time.monotonic()
+    link.start()
+    link.publish_state("idle")                  # queued, not blocking
+    link.stop()
+    assert time.monotonic() - started < 2 and not link.connected.is_set()
