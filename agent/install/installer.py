@@ -46,6 +46,7 @@ class Outcome:
     reason: str = ""
     code: str = ""
     version: str | None = None
+    origin: dict[str, Any] | None = None   # who asked for the update (e.g. a DDI action), for reporting
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,13 +76,13 @@ class Installer:
 
     # --- entry points --------------------------------------------------------------
 
-    def install(self, source: str, *, no_reboot: bool = False) -> Outcome:
+    def install(self, source: str, *, no_reboot: bool = False, origin: dict[str, Any] | None = None) -> Outcome:
         with self.journal.locked():
             self.open_source(source).close()  # an unreadable source is refused before anything starts
             record = self.journal.load()
             self.refuse_if_busy(record)
             record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
-                                "no_reboot": no_reboot, "restarts": 0, "started": time.time()}
+                                "no_reboot": no_reboot, "restarts": 0, "started": time.time(), "origin": origin}
             return self._run(record, State.VERIFY)
 
     @staticmethod
@@ -304,6 +305,7 @@ class Installer:
 
     def _outcome(self, update: dict[str, Any], result: str, state: str) -> Outcome:
         return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
+                       origin=update.get("origin"),
                        code=update.get("code", ""), version=update.get("version"))
 
     # --- helpers ------------------------------------------------------------------------
