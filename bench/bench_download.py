@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from httpfaults import Cut, FaultProxy, nginx_server, random_file, require_nginx  # noqa: E402
+from measure import measure  # noqa: E402
 
 REPEAT = 5
 
@@ -52,15 +51,6 @@ print(hwm, max(waits, default=0.0))
 """
 
 
-def measure(command: list[str], **kwargs) -> tuple[float, float, str]:  # type: ignore[no-untyped-def]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result.stdout
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="MiB")
@@ -80,7 +70,7 @@ def main() -> None:
                 (root / "ours.img").unlink(missing_ok=True)
                 base = measure(["sh", "-c", f"curl -s '{url}' | tee '{root / 'curl.img'}' | openssl dgst -sha256"])
                 ours = measure(ours_cmd, cwd=ROOT)
-                rows.append((base[0], base[1], ours[0], ours[1], int(ours[2].split()[0]) / 1024))
+                rows.append((base.wall, base.cpu, ours.wall, ours.cpu, int(ours.stdout.split()[0]) / 1024))
             assert hashlib.sha256((root / "ours.img").read_bytes()).hexdigest() == digest
             med = [statistics.median(col) for col in zip(*rows)]
             ratios = sorted(r[2] / r[0] for r in rows)
@@ -98,7 +88,8 @@ def main() -> None:
                 (root / "ours.img").unlink(missing_ok=True)
                 cmd = [sys.executable, "-c", CHILD, f"{proxy.url}/image.img", str(root / "ours.img"), digest,
                        str(size)]
-                wall, _, out = measure(cmd, cwd=ROOT)
+                run = measure(cmd, cwd=ROOT)
+                wall, out = run.wall, run.stdout
                 served = proxy.bytes_served
                 requests_seen = len(proxy.requests)
             longest_wait = float(out.split()[1])

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEAT = 3
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from install_bench import make_gateway  # noqa: E402
+from measure import measure  # noqa: E402
 
 
 # Runs one fwagent command and reports its own peak RSS (KiB) on the last line of stderr.
@@ -42,17 +42,6 @@ from install_bench import make_gateway  # noqa: E402
 WITH_RSS = ("import sys; from agent.cli import main; code = main(sys.argv[1:]); "
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
             "print(hwm.split()[1], file=sys.stderr); sys.exit(code)")
-
-
-def measure(command: list[str], **kwargs) -> tuple[float, float, str]:  # type: ignore[no-untyped-def]
-    """(wall s, cpu s of the child processes, their stderr)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, result.stderr
 
 
 def write_image(path: Path, size: int) -> None:
@@ -94,7 +83,7 @@ def run_size(size_mib: int) -> dict[str, float]:
             ours = measure([sys.executable, "-c", WITH_RSS, "install", str(root / "u.fwb"), "--config",
                             str(gateway.config_path)], cwd=ROOT)
             assert gateway.booted() == "B", "the install did not commit"
-            runs.append((base[0], base[1], ours[0], ours[1], int(ours[2].strip().splitlines()[-1]) / 1024))
+            runs.append((base.wall, base.cpu, ours.wall, ours.cpu, int(ours.stderr.strip().splitlines()[-1]) / 1024))
         median = [statistics.median(column) for column in zip(*runs)]
         return {"size": size_mib, "base_wall": median[0], "base_cpu": median[1], "wall": median[2],
                 "cpu": median[3], "rss": max(r[4] for r in runs)}

@@ -1,8 +1,11 @@
 """Shared test rules.
 
-* ``--slow`` (or CI=true) runs the tests marked ``slow``; the default run stays fast.
-* ``require_tool("cpio")`` skips a test when a system tool is missing, with the
-  reason, except under CI (CI=true), where a missing tool fails the run.
+* ``--slow`` (or CI=true) runs the tests marked ``slow``; without it they are
+  deselected, so the default run stays fast.
+* ``require_tool("cpio")`` finds a system tool (on PATH or in the sbin
+  directories, where Debian puts daemons); ``missing(...)`` is the one rule for
+  what is not there: the test skips with the reason, except under CI
+  (CI=true), where it fails.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,18 +29,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--slow") or IN_CI:
         return
-    skip = pytest.mark.skip(reason="slow: run with --slow (CI runs it)")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
-def require_tool(name: str) -> str:
-    """Path of a system tool; skip without it locally, fail without it in CI."""
-    path = shutil.which(name)
+def missing(message: str) -> None:
+    """A tool or feature a test needs is not here: fail under CI, else skip with the reason."""
+    if IN_CI:
+        pytest.fail(f"CI must have it: {message}")
+    pytest.skip(message)
+
+
+def require_tool(name: str, package: str | None = None) -> str:
+    """Path of a system tool, or ``missing`` (naming the Debian package to install)."""
+    path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN))
     if path:
         return path
-    message = f"{name} is not installed (apt-get install the package named in README.md)"
-    if IN_CI:
-        pytest.fail(f"CI must have {name}: {message}")
-    pytest.skip(message)
+    missing(f"{name} is not installed (apt-get install {package or name}, see README.md)")
+    raise AssertionError("unreachable")

@@ -33,7 +33,6 @@ from typing import NamedTuple, Self
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-NGINX_FALLBACK = Path("/usr/sbin/nginx")
 MiB = 1 << 20
 
 # Every socket operation of the proxy is bounded by this (seconds).
@@ -45,13 +44,9 @@ MAX_HEAD = 64 * 1024
 
 
 def nginx_binary() -> str | None:
-    """Path of the nginx binary: on PATH, else /usr/sbin/nginx (Debian), else None."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    if NGINX_FALLBACK.is_file() and os.access(NGINX_FALLBACK, os.X_OK):
-        return str(NGINX_FALLBACK)
-    return None
+    """Path of the nginx binary: on PATH, else in the sbin directories (Debian), else None."""
+    from conftest import SBIN
+    return shutil.which("nginx") or shutil.which("nginx", path=os.pathsep.join(SBIN))
 
 
 def nginx_has_tls(binary: str) -> bool:
@@ -66,16 +61,11 @@ def require_nginx(*, tls: bool = False) -> str:
     path = nginx_binary()
     if path and (not tls or nginx_has_tls(path)):
         return path
-    import pytest
-    from conftest import IN_CI
+    from conftest import missing
 
-    if path:
-        message = f"{path} was built without the SSL module (apt-get install nginx-light, see README.md)"
-    else:
-        message = "nginx is not installed (apt-get install nginx-light, see README.md)"
-    if IN_CI:
-        pytest.fail(f"CI must have nginx: {message}")
-    pytest.skip(message)
+    missing(f"{path} was built without the SSL module (apt-get install nginx-light, see README.md)" if path
+            else "nginx is not installed (apt-get install nginx-light, see README.md)")
+    raise AssertionError("unreachable")
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import random
-import shutil
 import socket
 import subprocess
 import time
@@ -15,16 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from agent.mqtt import MqttConfig, MqttLink
-from conftest import IN_CI
-
-
-def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if path:
-        return path
-    if IN_CI:
-        pytest.fail("CI must have mosquitto (apt-get install mosquitto)")
-    pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+from conftest import require_tool
 
 
 def free_port() -> int:
@@ -35,7 +25,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    binary = mosquitto_binary()
+    binary = require_tool("mosquitto")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

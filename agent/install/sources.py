@@ -1,8 +1,7 @@
-"""Where an install's payloads come from.
+"""Payloads of a manifest installed from a file: ``#name`` beside it, or ``file://``.
 
-* a bundle: ``#name`` payloads stream from the archive, in manifest order;
-* a manifest file: ``#name`` is the file ``name`` beside it;
-* ``file://`` paths, and ``http(s)://`` URLs streamed with timeouts.
+(Bundled payloads stream from the bundle reader; ``http(s)://`` payloads go
+through the downloader, straight into their slot: see executor.py.)
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from urllib.parse import unquote, urlparse
 from agent.errors import FwagentError
 
 CHUNK = 1 << 20
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
 
 
 class SourceError(FwagentError, OSError):
@@ -31,22 +28,6 @@ def read_file_chunks(path: Path, size: int | None) -> Iterator[bytes]:
         yield from _bounded(iter(lambda: stream.read(CHUNK), b""), size, str(path))
 
 
-def read_http_chunks(url: str, size: int | None) -> Iterator[bytes]:
-    import requests  # only for http sources: it costs several MiB of memory at import
-
-    try:
-        response = requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
-    except requests.RequestException as exc:
-        raise SourceError(f"{url}: {type(exc).__name__}: {exc}", code="download-failed") from None
-    with response:
-        if response.status_code != 200:
-            raise SourceError(f"{url}: HTTP {response.status_code}", code="download-failed")
-        try:
-            yield from _bounded(response.iter_content(CHUNK), size, url)
-        except requests.RequestException as exc:
-            raise SourceError(f"{url}: {type(exc).__name__}: {exc}", code="download-failed") from None
-
-
 def _bounded(chunks: Iterator[bytes], size: int | None, name: str) -> Iterator[bytes]:
     """Refuse a payload longer than the manifest's image-size before writing the excess."""
     total = 0
@@ -59,7 +40,7 @@ def _bounded(chunks: Iterator[bytes], size: int | None, name: str) -> Iterator[b
 
 
 class DirectorySource:
-    """Payloads of a manifest installed from a file: ``#name`` beside it, file:// or http(s)."""
+    """Payloads of a manifest installed from a file: ``#name`` beside it, or file://."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -75,8 +56,6 @@ class DirectorySource:
 
 def open_uri(uri: str, size: int | None) -> Iterator[bytes]:
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        return read_http_chunks(uri, size)
     if parsed.scheme == "file":
         return read_file_chunks(Path(unquote(parsed.path)), size)
     raise SourceError(f"payload URI {uri!r}: scheme {parsed.scheme or 'none'} is not supported",
