@@ -7,7 +7,7 @@ import random
 import pytest
 import requests
 
-from agent.ddi.client import DdiClient, DdiError, PollPolicy, next_poll
+from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll
 from agent.ddi.codec import config_data, feedback
 from hil.server.ddi import DdiServer
 
@@ -74,3 +74,11 @@ def test_next_poll_bounds_and_jitter() -> None:
     assert 27 <= next_poll(5, policy, rng) <= 33                      # raised to the local minimum
     assert next_poll(86400 * 3, policy, rng) <= 3960                  # capped at the local maximum
     assert 270 <= next_poll(None, policy, rng) <= 330                 # the default when the server is silent
+
+
+def test_first_poll_is_spread_over_the_startup_window() -> None:
+    rng = random.Random(7)
+    waits = [first_poll(PollPolicy(startup_spread=20), rng) for _ in range(2000)]
+    assert 0 <= min(waits) < 0.5 and 19.5 < max(waits) <= 20
+    assert 9 < sum(waits) / len(waits) < 11                            # uniform, not bunched
+    assert first_poll(PollPolicy(startup_spread=0), rng) == 0

@@ -39,6 +39,7 @@ class PollPolicy:
     maximum: float = 24 * 3600.0
     default: float = 300.0          # when the server suggests nothing
     jitter: float = 0.1             # +- this share of the interval
+    startup_spread: float = 30.0    # the first poll comes within this many seconds of a start
 
 
 def next_poll(suggested: float | None, policy: PollPolicy, rng: random.Random) -> float:
@@ -46,6 +47,15 @@ def next_poll(suggested: float | None, policy: PollPolicy, rng: random.Random) -
     base = policy.default if suggested is None else suggested
     base = min(max(base, policy.minimum), policy.maximum)
     return base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
+
+
+def first_poll(policy: PollPolicy, rng: random.Random) -> float:
+    """Seconds from a start to the first poll: random within ``startup_spread`` (pure).
+
+    A fleet that powers up together (a site's power comes back) would otherwise
+    poll in the same second, and keep doing so for hours with a small jitter.
+    """
+    return rng.uniform(0.0, max(policy.startup_spread, 0.0))
 
 
 class DdiClient:
