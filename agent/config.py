@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.errors import ConfigError, InputFileError
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
+from agent.mqtt import MqttConfig
 
 DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
 BOOTLOADERS = ("grub", "uboot", "custom", "file")
@@ -29,6 +30,9 @@ class DeviceConfig:
     vendor_id: uuid.UUID
     class_id: uuid.UUID
     state_dir: Path
+    hardware_board: str | None = None          # reported as hw_boardname
+    hardware_revision: str | None = None       # reported as hw_revision
+    attributes: dict[str, str] = field(default_factory=dict)   # more attributes for the server
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,25 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """A hawkBit DDI server (hawkBit, goosebit)."""
+
+    url: str
+    tenant: str = "DEFAULT"
+    controller_id: str = ""                    # default: [device].id
+    target_token: str | None = None
+    gateway_token: str | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    poll_min: float = 30.0                     # local bounds around the server's sleep
+    poll_max: float = 24 * 3600.0
+    poll_default: float = 300.0                # when the server suggests none
+    startup_spread: float = 30.0               # first poll within this many seconds of a start
+    timeout: float = 30.0                      # seconds for one request's answer
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig
     trust: TrustConfig
@@ -81,6 +104,8 @@ class Config:
     slots: dict[str, dict[str, Path]]          # class -> {"A": device, "B": device}
     health: HealthConfig = field(default_factory=HealthConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    server: ServerConfig | None = None
+    mqtt: MqttConfig | None = None
     path: Path | None = None
 
 
@@ -148,9 +173,13 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     slots = _slots(top.get("slots", dict, required=True), base)
     health = _health(_Table(top.get("health", dict, {}), "health", base))
     download = parse_download(_Table(top.get("download", dict, {}), "download", base))
+    server = top.get("server", dict)
+    server_config = _server(_Table(server, "server", base), device.id) if server is not None else None
+    mqtt = top.get("mqtt", dict)
+    mqtt_config = _mqtt(_Table(mqtt, "mqtt", base), device.id) if mqtt is not None else None
     top.done()
     return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health,
-                  download=download, path=path)
+                  download=download, server=server_config, mqtt=mqtt_config, path=path)
 
 
 def _device(table: _Table) -> DeviceConfig:
@@ -160,8 +189,14 @@ def _device(table: _Table) -> DeviceConfig:
     vendor = _identity(table, "vendor_id", "vendor_domain", None)
     klass = _identity(table, "class_id", "class_name", vendor)
     state_dir = table.path("state_dir", Path("/var/lib/fwagent"))
+    board, revision = table.get("hardware_board", str), table.get("hardware_revision", str)
+    attributes = table.get("attributes", dict, {})
+    for key, value in attributes.items():
+        if not isinstance(value, str) or not 1 <= len(key) <= 128 or len(value) > 128:
+            raise ConfigError(f"[device.attributes].{key} must be a string; names and values up to 128 characters")
     table.done()
-    return DeviceConfig(id=device_id, vendor_id=vendor, class_id=klass, state_dir=state_dir)
+    return DeviceConfig(id=device_id, vendor_id=vendor, class_id=klass, state_dir=state_dir,
+                        hardware_board=board, hardware_revision=revision, attributes=dict(attributes))
 
 
 def _identity(table: _Table, id_key: str, name_key: str, vendor: uuid.UUID | None) -> uuid.UUID:
@@ -262,3 +297,58 @@ def parse_download(table: _Table) -> DownloadConfig:
     proxy = table.get("proxy", str)
     table.done()
     return DownloadConfig(**{k: float(v) for k, v in numbers.items()}, **integers, **paths, proxy=proxy)
+
+
+def _server(table: _Table, device_id: str) -> ServerConfig:
+    url = table.get("url", str, required=True)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"[server].url {url!r} must be an http:// or https:// URL")
+    d = ServerConfig(url=url)
+    numbers = {key: float(table.get(key, (int, float), getattr(d, key)))
+               for key in ("poll_min", "poll_max", "poll_default", "startup_spread", "timeout")}
+    if numbers["poll_min"] <= 0 or numbers["timeout"] <= 0 or numbers["startup_spread"] < 0:
+        raise ConfigError("[server].poll_min and timeout must be positive, startup_spread not negative")
+    if not numbers["poll_min"] <= numbers["poll_default"] <= numbers["poll_max"]:
+        raise ConfigError("[server] needs poll_min <= poll_default <= poll_max")
+    target, gateway = table.get("target_token", str), table.get("gateway_token", str)
+    if target and gateway:
+        raise ConfigError("[server] takes target_token or gateway_token, not both")
+    paths = {key: (table.path(key) if table.get(key, str) is not None else None)
+             for key in ("ca_file", "client_cert", "client_key")}
+    if (paths["client_cert"] is None) != (paths["client_key"] is None):
+        raise ConfigError("[server].client_cert and client_key go together")
+    controller = table.get("controller_id", str, device_id)
+    if not controller or "/" in controller:
+        raise ConfigError("[server].controller_id must be a name without '/'")
+    config = ServerConfig(url=url, tenant=table.get("tenant", str, d.tenant), controller_id=controller,
+                          target_token=target, gateway_token=gateway, **paths, **numbers)
+    table.done()
+    return config
+
+
+def _mqtt(table: _Table, device_id: str) -> MqttConfig:
+    url = table.get("url", str, required=True)
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError(f"[mqtt].url {url!r} must be an mqtt:// or mqtts:// URL")
+    d = MqttConfig(url=url, device_id=device_id)
+    spread = table.get("spread", (int, float), d.spread)
+    interval = table.get("progress_interval", (int, float), d.progress_interval)
+    keepalive = table.get("keepalive", int, d.keepalive)
+    if spread < 0 or interval < 0 or keepalive < 5:
+        raise ConfigError("[mqtt].spread and progress_interval must not be negative, keepalive at least 5")
+    password = table.get("password", str)
+    password_file = table.path("password_file") if table.get("password_file", str) is not None else None
+    if password is not None and password_file is not None:
+        raise ConfigError("[mqtt] takes password or password_file, not both")
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"[mqtt].password_file {password_file}: {exc.strerror}") from None
+    ca = table.path("ca_file") if table.get("ca_file", str) is not None else None
+    config = MqttConfig(url=url, device_id=device_id, wakeup_topic=table.get("wakeup_topic", str),
+                        broadcast_topic=table.get("broadcast_topic", str), spread=float(spread),
+                        username=table.get("username", str), password=password,
+                        ca_file=str(ca) if ca else None, keepalive=keepalive, progress_interval=float(interval))
+    table.done()
+    return config

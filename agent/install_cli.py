@@ -83,8 +83,19 @@ def install(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, installer = _installer(args)
-    return _report(installer.resume(), args.json)
+    config = load_config(config_path(args.config))
+    if args.once or (config.server is None and config.mqtt is None):
+        _, installer = _installer(args)
+        return _report(installer.resume(), args.json)
+    import signal
+
+    from agent.daemon.compose import build_daemon
+    from agent.log import Log
+    daemon = build_daemon(config, Log())
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    daemon.run()
+    return EXIT_OK
 
 
 def commit(args: argparse.Namespace) -> int:
@@ -150,6 +161,8 @@ def add_commands(commands: Any) -> None:
                 ).set_defaults(run=commit)
     with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
                 ).set_defaults(run=rollback)
-    with_config(commands.add_parser("run", help="at every start: finish the update in progress, or confirm "
-                                    "the booted slot")
-                ).set_defaults(run=run)
+    daemon = with_config(commands.add_parser(
+        "run", help="the service: finish the update in progress (or confirm the booted slot), then, with a "
+        "[server] or [mqtt] section, stay in touch with the server until stopped"))
+    daemon.add_argument("--once", action="store_true", help="only finish the update in progress, then exit")
+    daemon.set_defaults(run=run)

@@ -58,6 +58,30 @@ def first_poll(policy: PollPolicy, rng: random.Random) -> float:
     return rng.uniform(0.0, max(policy.startup_spread, 0.0))
 
 
+def poll_after_error(error: DdiError | None, failures: int, policy: PollPolicy, rng: random.Random) -> float:
+    """Seconds until the next poll after ``failures`` failed ones in a row (pure).
+
+    * Refused credentials (401/403): slowly, never sooner than the default
+      interval, doubling up to the maximum: a device whose token was revoked must
+      not hammer the server, and the operator sees the error in the log meanwhile.
+    * A quota answer (429 with the quota code): the server's Retry-After, else the
+      default interval; never the quick path.
+    * Anything else (network, 5xx, a busy 429, an unreadable answer): exponential
+      from the minimum with full jitter, capped at the default interval, or the
+      server's Retry-After when it gives one.
+    """
+    code = error.code if error is not None else ""
+    retry_after = getattr(error, "retry_after", None)
+    if code == "ddi-auth":
+        return min(policy.default * 2 ** (failures - 1), policy.maximum) * rng.uniform(1.0, 1.0 + policy.jitter)
+    if code == "ddi-quota":
+        return min(max(retry_after or policy.default, policy.minimum), policy.maximum)
+    if retry_after:
+        return min(max(retry_after, 1.0), policy.maximum)
+    ceiling = min(policy.minimum * 2 ** (failures - 1), policy.default)
+    return max(1.0, rng.uniform(0.0, ceiling))
+
+
 class DdiClient:
     def __init__(self, base_url: str, tenant: str, controller_id: str, *, session: Any,
                  target_token: str | None = None, gateway_token: str | None = None,

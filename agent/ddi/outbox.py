@@ -7,6 +7,9 @@ recorded on the server exactly once. A transient failure stops the delivery;
 what is left waits in the journal for the next try (as after a refusal or a
 quota answer). A 404 means the action no longer exists. Outcomes of updates that
 no DDI action asked for stay in the outbox for other reporters.
+
+An update the server cancelled (code ``cancelled``) is answered on the
+cancelAction resource, closed + success: the cancel took effect.
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ from agent.ddi.client import DdiClient, DdiError
 from agent.ddi.codec import feedback
 from agent.journal import Journal
 
-GONE = ("ddi-gone", "ddi-http-404")     # the action is closed, or no longer exists: nothing to tell
+GONE = ("ddi-gone", "ddi-http-404")
+# status.code of a closed action: 0 committed, 1 failed with nothing activated, 2 rolled back
+STATUS_CODES = {"failed": 1, "rolled-back": 2}     # the action is closed, or no longer exists: nothing to tell
 
 
-def outcome_feedback(outcome: dict[str, Any]) -> dict[str, Any]:
-    """closed + success or failure, with what happened in the details."""
+def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where to send the final word, and the body: closed + success or failure, with the details."""
+    if outcome.get("code") == "cancelled":
+        return "cancelAction", feedback("closed", "success", details=["fwagent: cancelled before the switch; "
+                                                                      "nothing was activated"])
     details = [f"fwagent: update {outcome['state']}"
                + (f", version {outcome['version']}" if outcome.get("version") else "")]
     if outcome.get("code"):
         details.append(f"{outcome['code']}: {outcome.get('reason', '')}")
-    return feedback("closed", "success" if outcome["result"] == "success" else "failure", details=details)
+    success = outcome["result"] == "success"
+    return "deploymentBase", feedback("closed", "success" if success else "failure", details=details,
+                                      code=0 if success else STATUS_CODES.get(outcome["state"], 1))
 
 
 def deliver(journal: Journal, client: DdiClient) -> int:
@@ -39,7 +49,8 @@ def deliver(journal: Journal, client: DdiClient) -> int:
             if action is None:
                 continue
             try:
-                client.send_feedback("deploymentBase", str(action), outcome_feedback(outcome))
+                kind, body = outcome_feedback(outcome)
+                client.send_feedback(kind, str(action), body)
             except DdiError as err:
                 if err.code not in GONE:
                     break               # unreachable, refused or over quota: keep it and the rest for later
@@ -47,3 +58,12 @@ def deliver(journal: Journal, client: DdiClient) -> int:
             journal.save(record)        # one durable write per delivered outcome
             delivered += 1
     return delivered
+
+
+
+def enqueue(journal: Journal, outcome: dict[str, Any]) -> None:
+    """Add a final outcome that no install recorded (an action that failed before it began)."""
+    with journal.locked():
+        record = journal.load()
+        record["outbox"].append(outcome)
+        journal.save(record)

@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Callable
 
 from agent.config import Config
+from agent.download.downloader import Downloader
 from agent.errors import BootloaderError, BootloaderTimeoutError
 from agent.install.boot import KernelBoot, SimulatedBoot
 from agent.install.executor import Progress
@@ -27,7 +28,7 @@ def make_bootloader(config: Config):  # type: ignore[no-untyped-def]
 
 
 def build_installer(config: Config, *, progress: Progress | None = None,
-                    log: Callable[[str], None] = lambda _m: None) -> Installer:
+                    log: Callable[[str], None] = lambda _m: None, downloader: Downloader | None = None) -> Installer:
     from agent.install.bundle_source import open_update_source
 
     bootloader = make_bootloader(config)
@@ -40,7 +41,7 @@ def build_installer(config: Config, *, progress: Progress | None = None,
         command = config.bootloader.reboot or ()
         reboot = lambda: _run_reboot(command)  # noqa: E731
     return Installer(config, bootloader, boot, reboot=reboot, open_source=open_update_source,
-                     progress=progress, log=log)
+                     progress=progress, log=log, downloader=downloader)
 
 
 def _run_reboot(command: tuple[str, ...]) -> None:

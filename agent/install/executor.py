@@ -55,6 +55,7 @@ class SlotExecutor:
     progress: Progress | None = None
     # http(s) payloads go straight into the slot through this, resumable (see Installer._download)
     download: Callable[[str, Slot, int | None, bytes | None], tuple[bytes, int]] | None = None
+    links: dict[str, str] = field(default_factory=dict)   # "#name" -> the URL it is downloaded from
     written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
     sequence: str = ""
 
@@ -72,8 +73,9 @@ class SlotExecutor:
 
     def fetch(self, component: Component, uri: str, digest: Digest | None, size: int | None) -> None:
         slot = self.slot_for(component)
-        if self.download is not None and uri.startswith(("http://", "https://")):
-            written = self.download(uri, slot, size, digest.value if digest else None)
+        url = self.links.get(uri, uri)
+        if self.download is not None and url.startswith(("http://", "https://")):
+            written = self.download(url, slot, size, digest.value if digest else None)
         else:
             written = self._stream(slot, uri, size)
         # Checked here, whether or not the manifest asks for image-match afterwards.

@@ -34,6 +34,10 @@ from agent.manifest.verify import RollbackState, Trust, VerifiedManifest, verify
 from agent.update.flow import FINAL, Event, State, resume, step
 
 
+# The states a cancel may still stop: nothing the bootloader boots has changed yet.
+BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE))
+
+
 class InstallError(FwagentError, RuntimeError):
     code = "install"
 
@@ -58,7 +62,8 @@ class Installer:
     def __init__(self, config: Config, bootloader: Any, boot: BootInfo, *,
                  reboot: Callable[[], None], open_source: Callable[[str], Any],
                  progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None,
-                 downloader: Downloader | None = None) -> None:
+                 downloader: Downloader | None = None,
+                 on_step: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.config = config
         self.bootloader = bootloader
         self.boot = boot
@@ -68,7 +73,11 @@ class Installer:
         self.log = log
         self.journal = Journal(config.device.state_dir)
         self.downloader = downloader or Downloader(config.download)
-        self.cancel = threading.Event()
+        self.on_step = on_step          # told each state once it is persisted, before it acts
+        self.cancel = threading.Event()   # stops downloads; set by request_cancel or stop
+        self.stopping = threading.Event()
+        self._point_of_no_return = threading.Lock()
+        self._switched = False
         self._record: dict[str, Any] = {}
         self.trust = Trust(tuple(cose.load_trust_anchor(p) for p in config.trust.keys),
                            tuple(cose.load_mac_key(p) for p in config.trust.hmac_keys))
@@ -76,14 +85,35 @@ class Installer:
 
     # --- entry points --------------------------------------------------------------
 
-    def install(self, source: str, *, no_reboot: bool = False, origin: dict[str, Any] | None = None) -> Outcome:
+    def install(self, source: str, *, no_reboot: bool = False, origin: dict[str, Any] | None = None,
+                links: dict[str, str] | None = None) -> Outcome:
+        """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from."""
         with self.journal.locked():
             self.open_source(source).close()  # an unreadable source is refused before anything starts
             record = self.journal.load()
             self.refuse_if_busy(record)
             record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
-                                "no_reboot": no_reboot, "restarts": 0, "started": time.time(), "origin": origin}
+                                "no_reboot": no_reboot, "restarts": 0, "started": time.time(), "origin": origin,
+                                "links": links or {}}
             return self._run(record, State.VERIFY)
+
+    def request_cancel(self) -> bool:
+        """Cancel the update in this process if it has not reached the switch; False once it has.
+
+        Thread-safe against the update's own progress: the decision and the step into
+        ``switch`` take the same lock, so an accepted cancel never meets a switched slot.
+        """
+        with self._point_of_no_return:
+            update = self.journal.load()["update"]
+            if self._switched or (update is not None and update["state"] not in BEFORE_SWITCH):
+                return False
+            self.cancel.set()
+            return True
+
+    def stop(self) -> None:
+        """Leave the update where it is (the journal resumes it at the next start)."""
+        self.stopping.set()
+        self.cancel.set()
 
     @staticmethod
     def refuse_if_busy(record: dict[str, Any]) -> None:
@@ -158,20 +188,45 @@ class Installer:
         self._record = record          # the record that download checkpoints save
         update = record["update"]
         while state not in FINAL:
+            if self.stopping.is_set():
+                return self._outcome(update, "pending", state.value)
+            if not self._may_enter(state, update):
+                state = State.FAILED
+                break
             update["state"] = state.value
             self.journal.save(record)                  # persisted before its side effect
             self.log(f"update {update['id'][:8]}: {state.value}")
+            if self.on_step:
+                self.on_step(state.value, update)
             event = self._act(state, update)
             if event is None:                          # waiting: for a reboot, by hand or to come
                 return self._outcome(update, "pending", state.value)
             state = step(state, event)
         return self._finish(record, state)
 
+    def _may_enter(self, state: State, update: dict[str, Any]) -> bool:
+        """A cancel is honoured up to the switch, the point of no return; after it, refused.
+        A switch persisted by an earlier process may have happened: past the point too."""
+        with self._point_of_no_return:
+            resumed_switch = update["state"] == State.SWITCH.value
+            if (state.value in BEFORE_SWITCH or state is State.SWITCH) and not resumed_switch \
+                    and self.cancel.is_set():
+                update["reason"], update["code"] = "cancelled by the server", "cancelled"
+                return False
+            if state.value not in BEFORE_SWITCH:
+                self._switched = True
+            return True
+
     def _act(self, state: State, update: dict[str, Any]) -> Event | None:
         action = getattr(self, "_" + state.value.replace("-", "_"))
         try:
             return action(update)
         except (FwagentError, OSError) as err:
+            if self.stopping.is_set():
+                return None                            # stopped, not failed: resumed at the next start
+            if self.cancel.is_set() and state.value in BEFORE_SWITCH:
+                update["reason"], update["code"] = "cancelled by the server", "cancelled"
+                return Event.FAILED
             detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
             update["reason"], update["code"] = detail, getattr(err, "code", None) or "io"
             self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {detail}")
@@ -179,23 +234,29 @@ class Installer:
 
     # --- one method per state: the side effect, and the event it ends with ------------
 
-    def _verify(self, update: dict[str, Any]) -> Event:
-        source = self.open_source(update["source"])
+    def check_source(self, source: str) -> tuple[bytes, CheckResult]:
+        """The checks of ``verify``, with no update started: signature, anti-rollback, device,
+        target slots (a server action's files are checked so as soon as they arrive)."""
+        opened = self.open_source(source)
         try:
-            manifest_bytes = source.read_manifest()
+            manifest_bytes = opened.read_manifest()
         finally:
-            source.close()
+            opened.close()
         installed = self.journal.load()["installed"]
         rollback = (RollbackState(installed["sequence"], bytes.fromhex(installed["digest"]))
                     if installed else None)
-        booted = self._booted()
-        target = OTHER[booted]
+        target = OTHER[self._booted()]
         result = check(manifest_bytes, self.trust, rollback=rollback, device=self.device,
                        slot=SLOT_INDEX[target])
         self._check_targets(result, target)
-        update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=target, previous=booted,
+        return manifest_bytes, result
+
+    def _verify(self, update: dict[str, Any]) -> Event:
+        manifest_bytes, result = self.check_source(update["source"])
+        booted = self._booted()
+        update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
-                      version=_version(result.manifest))
+                      version=manifest_version(result.manifest))
         return Event.OK
 
     def _mark_bad(self, update: dict[str, Any]) -> Event:
@@ -215,7 +276,7 @@ class Installer:
             payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
             executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
                                     download=lambda uri, slot, size, digest: self._download(
-                                        update, uri, slot, size, digest))
+                                        update, uri, slot, size, digest), links=update.get("links") or {})
             Processor(manifest, self.device, executor).run("update")
         finally:
             source.close()
@@ -297,6 +358,10 @@ class Installer:
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
+        with self._point_of_no_return:                 # ready for the next update of this process
+            self._switched = False
+            if not self.stopping.is_set():
+                self.cancel.clear()
         self.log(f"update {update['id'][:8]}: {state.value}"
                  + (f": {outcome.code}: {outcome.reason}" if outcome.reason else ""))
         if state is State.ROLLED_BACK and self._booted() == update.get("target"):
@@ -354,7 +419,7 @@ class Installer:
                                    "never written", code="slot-booted")
 
 
-def _version(manifest: VerifiedManifest) -> str | None:
+def manifest_version(manifest: VerifiedManifest) -> str | None:
     for component in manifest_view(manifest)["components"]:
         if component.get("component-version"):
             return component["component-version"]

@@ -1,0 +1,1 @@
+"""The daemon: a server link around the A/B install (see docs/daemon.md)."""

@@ -1,0 +1,79 @@
+"""The life of a server action on the device, as data (pure: no I/O, no threads).
+
+A DDI action (a deployment the server assigned) goes through phases. The
+daemon persists the phase under its stable name before it acts on it, and a
+restart continues where ``RESUME`` says. The names are written to devices in
+the field: never rename one; add new ones.
+
+    idle -> download -> wait-window -> install -> idle
+               |             |
+               +-------------+--> cancel -> idle
+
+* download: the artifacts the install needs first (a bundle, or the signed
+  manifest; with a closed maintenance window, every artifact) are fetched
+  into the state directory, their DDI hashes and the manifest's signature
+  checked.
+* wait-window: everything is in hand; installing waits until the server
+  allows it (update not ``skip``, maintenance window not ``unavailable``).
+* install: the A/B install runs (its own table: agent/update/flow.py); it
+  ends with its outcome in the journal's outbox, which reports it.
+* cancel: the server cancelled before the install began: clean up, then
+  confirm the cancel.
+
+A cancel during ``install`` is the installer's to decide (up to the switch it
+is honoured; after it, rejected): see Installer.request_cancel.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Phase(str, Enum):
+    IDLE = "idle"
+    DOWNLOAD = "download"
+    WAIT = "wait-window"
+    INSTALL = "install"
+    CANCEL = "cancel"
+
+
+class Event(str, Enum):
+    DEPLOYMENT = "deployment"      # the server assigns an action
+    DOWNLOADED = "downloaded"      # the artifacts are in hand and checked
+    WINDOW_OPEN = "window-open"    # the server allows the install now
+    CANCEL = "cancel"              # the server cancels the action
+    CLEANED = "cleaned"            # the cancelled action's files are gone and the cancel confirmed
+    INSTALLED = "installed"        # the install ended; its outcome is in the outbox
+    FAILED = "failed"              # the action failed before the install; its outcome is in the outbox
+    WITHDRAWN = "withdrawn"        # the server no longer offers the action (closed there, or download-only)
+
+
+TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
+    (Phase.IDLE, Event.DEPLOYMENT): Phase.DOWNLOAD,
+    (Phase.DOWNLOAD, Event.DOWNLOADED): Phase.WAIT,
+    (Phase.DOWNLOAD, Event.CANCEL): Phase.CANCEL,
+    (Phase.DOWNLOAD, Event.FAILED): Phase.IDLE,
+    (Phase.DOWNLOAD, Event.WITHDRAWN): Phase.IDLE,
+    (Phase.WAIT, Event.WINDOW_OPEN): Phase.INSTALL,
+    (Phase.WAIT, Event.CANCEL): Phase.CANCEL,
+    (Phase.WAIT, Event.FAILED): Phase.IDLE,
+    (Phase.WAIT, Event.WITHDRAWN): Phase.IDLE,
+    (Phase.INSTALL, Event.INSTALLED): Phase.IDLE,
+    (Phase.INSTALL, Event.CANCEL): Phase.INSTALL,     # the installer accepts or rejects it
+    (Phase.CANCEL, Event.CLEANED): Phase.IDLE,
+}
+
+# After a restart: a download resumes from its checkpoint, a wait goes on, an
+# install continues from the journal, a cancel is cleaned up and confirmed again.
+RESUME: dict[Phase, Phase] = {phase: phase for phase in Phase}
+
+
+class ActionFlowError(RuntimeError):
+    """An event the table does not allow in a phase: a bug, never a user error."""
+
+
+def step(phase: Phase, event: Event) -> Phase:
+    try:
+        return TRANSITIONS[(phase, event)]
+    except KeyError:
+        raise ActionFlowError(f"no transition from {phase.value} on {event.value}") from None

@@ -1,0 +1,539 @@
+"""The daemon's one orchestrator thread: events in, decisions out.
+
+Everything that waits runs elsewhere and posts an event to ``events``: the
+job worker (every request to the DDI server), the download worker, the
+install worker, the MQTT network thread (wake-ups) and the signal handler
+(stop). The orchestrator alone changes the action's phase (agent/daemon/
+actions.py), persisting it before acting on it, and decides what to report.
+
+Reports: progress goes out as ``proceeding`` feedback, best effort (a newer
+one replaces an unsent older one). Final results are durable: the install
+records them in the journal's outbox, and so does the daemon for an action
+that fails before the install; the outbox is delivered until the server
+has them (agent/ddi/outbox.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import random
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.config import Config
+from agent.daemon.actions import RESUME, Event, Phase, step
+from agent.daemon.jobs import JobWorker
+from agent.daemon.plan import ActionPlan, PlanError, check_payloads, plan_action, strongest_hash
+from agent.daemon.store import ActionStore
+from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
+from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, config_data, feedback
+from agent.ddi.outbox import deliver, enqueue
+from agent.download.downloader import DownloadError, Downloader, Resume
+from agent.download.sinks import FileSink
+from agent.errors import FwagentError
+from agent.install.installer import Installer, Outcome, manifest_version
+from agent.install.slots import read_chunks
+from agent.log import Log
+
+STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
+FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on stop
+FEEDBACK_INTERVAL = 5.0      # seconds between two progress feedbacks of one action
+REBOOT_FEEDBACK_WAIT = 5.0   # seconds the install waits for "rebooting" to reach the server
+
+STEP_TEXT = {
+    "verify": "verifying the signed manifest",
+    "write": "installing into slot {target}",
+    "switch": "switching to slot {target}",
+    "reboot": "rebooting into slot {target}",
+    "check-boot": "checking which slot booted",
+    "health": "running the health checks",
+    "commit": "committing slot {target}",
+    "rollback": "rolling back to slot {previous}",
+}
+
+
+class Daemon:
+    def __init__(self, config: Config, installer: Installer, *, client: DdiClient | None,
+                 downloader: Downloader, log: Log, mqtt_factory: Callable[..., Any] | None = None,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.installer = installer
+        self.client = client
+        self.downloader = downloader
+        self.log = log
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()   # put() is signal-safe
+        self.store = ActionStore(config.device.state_dir)
+        self.incoming = config.device.state_dir / "incoming"
+        server = config.server
+        self.policy = PollPolicy(minimum=server.poll_min, maximum=server.poll_max, default=server.poll_default,
+                                 startup_spread=server.startup_spread) if server else PollPolicy()
+        self.jobs = JobWorker("fwagent-link", lambda key, exc: self.events.put(("job-failed", (key, exc))))
+        self.mqtt = mqtt_factory(config.mqtt, self.wakeup) if (mqtt_factory and config.mqtt) else None
+        self.record = self.store.load()
+        self.phase = RESUME[Phase(self.record["phase"])]
+        self.next_poll_at = float("inf")
+        self.poll_in_flight = False
+        self.poll_failures = 0
+        self.stopping = False
+        self.download_cancel = threading.Event()
+        self.workers: list[threading.Thread] = []
+        self.install_running = False
+        self.last_feedback = float("-inf")
+        self.reboot_reported = threading.Event()
+        installer.on_step = self._install_step
+        installer.progress = self._install_progress
+        installer.log = lambda message: log.info("install", msg=message)
+
+    # --- outside world -> events --------------------------------------------------------
+
+    def wakeup(self, reason: str = "wakeup") -> None:
+        """Ask for a poll now (called from the MQTT network thread: only posts)."""
+        self.events.put(("wakeup", reason))
+
+    def stop(self) -> None:
+        """Stop soon (signal-safe: only posts)."""
+        self.events.put(("stop", None))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        with self.store.owned():
+            self._loop()
+
+    def _loop(self) -> None:
+        self._start()
+        while not self.stopping:
+            wait = max(0.0, min(self.next_poll_at - self.clock(), 3600.0))
+            try:
+                kind, data = self.events.get(timeout=wait)
+            except queue.Empty:
+                kind, data = "timer", None
+            handler = getattr(self, "_on_" + kind.replace("-", "_"))
+            handler(data) if data is not None else handler()
+            if self.clock() >= self.next_poll_at:
+                self._poll()
+        self._shutdown()
+
+    def _start(self) -> None:
+        self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
+                      action=self.record.get("action"), server=self.config.server.url if self.config.server else None,
+                      mqtt=self.config.mqtt.url if self.config.mqtt else None)
+        self.jobs.start()
+        if self.mqtt:
+            self.mqtt.start()
+        self._publish_state()
+        # Finish an update in flight (or confirm the booted slot) before anything else touches the journal.
+        self._spawn("fwagent-install", self._resume_worker)
+        self.install_running = True
+        if self.phase is Phase.DOWNLOAD:
+            self._start_download()
+        elif self.phase is Phase.CANCEL:
+            self._finish_cancel()
+        if self.client:
+            self.jobs.submit("config", self._send_config_job)
+            self.next_poll_at = self.clock() + first_poll(self.policy, self.rng)
+
+    def _shutdown(self) -> None:
+        self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
+        self.download_cancel.set()
+        self.installer.stop()
+        for worker in self.workers:
+            worker.join(STOP_TIMEOUT)
+        if self.phase is not Phase.INSTALL and self.client:
+            self.jobs.submit("deliver", self._deliver_job)
+        self.jobs.close(FLUSH_TIMEOUT)
+        if self.mqtt:
+            self.mqtt.publish_state("stopped")
+            self.mqtt.stop()
+        self.log.info("stopped")
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        """The poll timer: the loop polls when it is due."""
+
+    def _on_stop(self) -> None:
+        self.stopping = True
+
+    def _on_wakeup(self, reason: str) -> None:
+        self.log.info("wakeup", reason=reason)
+        if self.client:
+            self.next_poll_at = self.clock()
+
+    def _poll(self) -> None:
+        if self.client is None or self.poll_in_flight or self.stopping:
+            return
+        self.poll_in_flight = True
+        self.next_poll_at = float("inf")
+        self.jobs.submit("poll", self._poll_job)
+
+    def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None]) -> None:
+        root, deployment, cancel = data
+        self.poll_in_flight = False
+        self.poll_failures = 0
+        self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
+        if root.config_data:
+            self.jobs.submit("config", self._send_config_job)
+        if cancel is not None:
+            self._on_cancel(cancel)
+        elif deployment is not None:
+            self._on_deployment(deployment)
+        elif self.phase in (Phase.DOWNLOAD, Phase.WAIT):
+            self.log.info("action-withdrawn", action=self.record["action"])
+            self._end_action(Event.WITHDRAWN)
+        if self.phase is not Phase.INSTALL and not self.install_running:
+            self.jobs.submit("deliver", self._deliver_job)
+
+    def _on_poll_failed(self, error: DdiError | DdiFormatError) -> None:
+        self.poll_in_flight = False
+        self.poll_failures += 1
+        delay = poll_after_error(error if isinstance(error, DdiError) else None, self.poll_failures, self.policy,
+                                 self.rng)
+        self.next_poll_at = self.clock() + delay
+        self.log.warning("poll-failed", code=error.code, msg=error.detail, retry_in=f"{delay:.0f}s")
+
+    def _on_job_failed(self, data: tuple[str, BaseException]) -> None:
+        key, exc = data
+        if key == "poll":
+            self.poll_in_flight = False
+            self.next_poll_at = self.clock() + poll_after_error(None, 1, self.policy, self.rng)
+        detail = exc.detail if isinstance(exc, FwagentError) else f"{type(exc).__name__}: {exc}"
+        self.log.warning("request-failed", job=key, code=getattr(exc, "code", None), msg=detail)
+
+    # --- deployments ------------------------------------------------------------------------
+
+    def _on_deployment(self, deployment: Deployment) -> None:
+        action = deployment.action_id
+        if self.phase is Phase.WAIT and action == self.record["action"]:
+            if deployment.may_install:
+                self._install()
+            return
+        if self.phase is not Phase.IDLE:
+            return                                     # one action at a time, as the server assigns them
+        if action in self._reported_actions() or deployment.download == "skip":
+            return                                     # its result is on its way; or not to be fetched yet
+        self.log.info("deployment", action=action, download=deployment.download, update=deployment.update,
+                      window=deployment.maintenance_window)
+        try:
+            plan = plan_action(deployment)
+        except PlanError as err:
+            self._move(Event.DEPLOYMENT, action=action, plan=None)
+            self._fail_action(err)
+            return
+        self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
+                   fetched={}, resume={}, version=plan.version)
+        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
+                       progress=(0, 100))
+        self._start_download()
+
+    def _start_download(self) -> None:
+        plan = ActionPlan.from_dict(self.record["plan"])
+        artifacts = [a for a in plan.fetch_first(self.record["may_install"]) if a.filename not in self.record["fetched"]]
+        self.download_cancel = threading.Event()
+        self._spawn("fwagent-download", lambda: self._download_worker(self.record["action"], plan, artifacts,
+                                                                     dict(self.record["resume"])))
+
+    def _on_checkpoint(self, data: tuple[str, str, dict[str, Any]]) -> None:
+        action, name, resume = data
+        if self.phase is Phase.DOWNLOAD and self.record["action"] == action:
+            self.record["resume"][name] = resume
+            self.store.save(self.record)
+
+    def _on_fetched(self, data: tuple[str, str, str]) -> None:
+        action, name, path = data
+        if self.phase is Phase.DOWNLOAD and self.record["action"] == action:
+            self.record["fetched"][name] = path
+            self.record["resume"].pop(name, None)
+            self.store.save(self.record)
+
+    def _on_download_progress(self, data: tuple[str, int, int | None]) -> None:
+        name, done, total = data
+        percent = int(done * 100 / total) if total else 0
+        self._feedback("proceeding", f"Downloaded {percent}% of {name}", progress=(percent, 100), throttle=True)
+        if self.mqtt:
+            self.mqtt.publish_progress(action=self.record.get("action"), stage="download", file=name, done=done,
+                                       total=total)
+
+    def _on_downloaded(self, data: tuple[str, str | None]) -> None:
+        action, version = data
+        if self.phase is Phase.CANCEL and self.record["action"] == action:
+            self._finish_cancel()              # the cancel came while the files were being checked
+        if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
+            return
+        self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
+        self._feedback("downloaded", f"downloaded and verified, version {self.record['version']}",
+                       progress=(100, 100))
+        if self.record["may_install"]:
+            self._install()
+        else:
+            self._feedback("scheduled", "waiting for the maintenance window", progress=(100, 100))
+
+    def _on_download_failed(self, data: tuple[str, BaseException]) -> None:
+        action, error = data
+        if self.stopping or self.record.get("action") != action:
+            return
+        if self.phase is Phase.CANCEL:
+            self._finish_cancel()
+        elif self.phase is Phase.DOWNLOAD:
+            self._fail_action(error)
+
+    def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
+                         resumes: dict[str, Any]) -> None:
+        directory = self.incoming / action
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for artifact in artifacts:
+                path = directory / artifact.filename
+                self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)))
+                self.events.put(("fetched", (action, artifact.filename, str(path))))
+            _, checked = self.installer.check_source(str(directory / plan.main.filename))
+            check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
+            self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
+        except (FwagentError, OSError) as err:
+            self.events.put(("download-failed", (action, err)))
+
+    def _fetch(self, action: str, artifact: Any, path: Path, resume: Resume | None) -> None:
+        """One artifact into a file; the server's hash checked (SHA-256 by the downloader itself)."""
+        algorithm, expected = strongest_hash(artifact)
+        with FileSink(path, artifact.size) as sink:
+            self.downloader.fetch(
+                artifact.url, sink, size=artifact.size,
+                digest=bytes.fromhex(expected) if algorithm == "sha256" else None, resume=resume,
+                checkpoint=lambda r: self.events.put(("checkpoint", (action, artifact.filename, r.as_dict()))),
+                cancel=self.download_cancel,
+                progress=lambda p: self.events.put(("download-progress", (artifact.filename, p.done, p.total))))
+        if algorithm != "sha256":
+            digest = hashlib.new(algorithm, usedforsecurity=False)
+            with open(path, "rb") as stream:
+                for chunk in read_chunks(stream.fileno(), artifact.size, str(path)):
+                    digest.update(chunk)
+            if digest.hexdigest() != expected:
+                path.unlink(missing_ok=True)
+                raise DownloadError(f"{artifact.filename}: its {algorithm} is not the server's",
+                                    code="ddi-hash-mismatch")
+
+    # --- install ----------------------------------------------------------------------------
+
+    def _install(self) -> None:
+        self._move(Event.WINDOW_OPEN)
+        plan = ActionPlan.from_dict(self.record["plan"])
+        source = self.record["fetched"][plan.main.filename]
+        links = plan.links(set(self.record["fetched"]))
+        origin = {"ddi_action": self.record["action"]}
+        self.install_running = True
+        self.reboot_reported.clear()
+        self._spawn("fwagent-install", lambda: self._install_worker(
+            lambda: self.installer.install(source, origin=origin, links=links)))
+
+    def _resume_worker(self) -> None:
+        self._install_worker(self.installer.resume)
+
+    def _install_worker(self, run: Callable[[], Outcome | None]) -> None:
+        try:
+            self.events.put(("installed", run()))
+        except (FwagentError, OSError) as err:
+            self.events.put(("install-error", err))
+
+    def _install_step(self, state: str, update: dict[str, Any]) -> None:
+        """From the install worker: report the step; wait (bounded) for "rebooting" to be sent."""
+        self.events.put(("install-step", (state, dict(update))))
+        if state == "reboot" and self.client:
+            self.reboot_reported.wait(REBOOT_FEEDBACK_WAIT)
+
+    def _install_progress(self, slot: str, done: int, total: int | None) -> None:
+        self.events.put(("install-progress", (slot, done, total)))
+
+    def _on_install_step(self, data: tuple[str, dict[str, Any]]) -> None:
+        state, update = data
+        self.log.info("install-step", step=state, update=update["id"][:8], target=update.get("target"))
+        self._publish_state(step=state)
+        text = STEP_TEXT.get(state)
+        action = (update.get("origin") or {}).get("ddi_action")
+        if text and action:
+            done = self.reboot_reported.set if state == "reboot" else None
+            self._feedback("proceeding", text.format(target=update.get("target"), previous=update.get("previous")),
+                           action=str(action), progress=(100, 100) if state != "write" else (0, 100), done=done)
+        elif state == "reboot":
+            self.reboot_reported.set()
+
+    def _on_install_progress(self, data: tuple[str, int, int | None]) -> None:
+        slot, done, total = data
+        percent = int(done * 100 / total) if total else 0
+        if self.phase is Phase.INSTALL:
+            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle=True)
+        if self.mqtt:
+            self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
+                                       total=total)
+
+    def _on_installed(self, outcome: Outcome | None = None) -> None:
+        self.install_running = False
+        self.installer.cancel.clear()      # a cancel that came after the end is moot
+        if outcome is not None:
+            self.log.info("install-ended", result=outcome.result, state=outcome.state, code=outcome.code or None,
+                          msg=outcome.reason or None, version=outcome.version)
+        if outcome is not None and outcome.result == "pending":
+            return                         # a reboot is on its way; the next start goes on
+        if self.phase is Phase.INSTALL:
+            self._end_action(Event.INSTALLED)
+        if self.client:
+            self.jobs.submit("deliver", self._deliver_job)
+            self.jobs.submit("config", self._send_config_job)
+
+    def _on_install_error(self, error: FwagentError | OSError) -> None:
+        """The install was refused before it started (another update in progress, unreadable files)."""
+        self.install_running = False
+        self.log.error("install-refused", code=getattr(error, "code", "io"), msg=str(error))
+        if self.phase is Phase.INSTALL:
+            self._fail_action(error)
+
+    # --- cancel ---------------------------------------------------------------------------------
+
+    def _on_cancel(self, cancel: Cancel) -> None:
+        current = self.record.get("action")
+        self.log.info("cancel", action=cancel.stop_id, phase=self.phase.value)
+        if self.phase is Phase.INSTALL and cancel.stop_id == current:
+            if not self.installer.request_cancel():
+                self._feedback("rejected", "the update is past the switch to the new slot; it cannot be cancelled",
+                               kind="cancelAction", action=cancel.action_id)
+            return                         # accepted: the outcome (cancelled) is reported from the outbox
+        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and cancel.stop_id == current:
+            self._move(Event.CANCEL, cancel=cancel.action_id)
+            self.download_cancel.set()
+            if self.phase is Phase.CANCEL and not any(w.name == "fwagent-download" and w.is_alive()
+                                                      for w in self.workers):
+                self._finish_cancel()
+            return
+        if self.phase is Phase.CANCEL:
+            self._finish_cancel()
+            return
+        # Nothing of that action runs here (never started, or already over): the cancel holds.
+        self._feedback("closed", "nothing of this action is in progress on the device", finished="success",
+                       kind="cancelAction", action=cancel.action_id)
+
+    def _finish_cancel(self) -> None:
+        action, cancel = self.record["action"], self.record.get("cancel") or self.record["action"]
+        shutil.rmtree(self.incoming / action, ignore_errors=True)
+
+        def confirm() -> None:
+            self.client.send_feedback("cancelAction", cancel, feedback(
+                "closed", "success", details=["fwagent: cancelled; downloads removed, nothing was installed"]))
+            self.events.put(("cancel-confirmed", cancel))
+
+        if self.client:
+            self.jobs.submit("cancel", confirm)
+
+    def _on_cancel_confirmed(self, cancel: str) -> None:
+        if self.phase is Phase.CANCEL and (self.record.get("cancel") or self.record["action"]) == cancel:
+            self._end_action(Event.CLEANED)
+
+    # --- action bookkeeping ----------------------------------------------------------------------
+
+    def _move(self, event: Event, **fields: Any) -> None:
+        """Step the action's phase; persisted before anything acts on it."""
+        self.phase = step(self.phase, event)
+        self.record = {**self.record, **fields, "phase": self.phase.value}
+        self.store.save(self.record)
+        self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
+        self._publish_state()
+
+    def _end_action(self, event: Event) -> None:
+        action = self.record.get("action")
+        self.download_cancel.set()
+        self._move(event)
+        if action:
+            shutil.rmtree(self.incoming / action, ignore_errors=True)
+        self.record = self.store.reset()
+
+    def _fail_action(self, error: BaseException) -> None:
+        """The action failed before the install: its result joins the outbox, as an install's would."""
+        code = getattr(error, "code", None) or "io"
+        detail = error.detail if isinstance(error, FwagentError) else str(error)
+        self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
+        enqueue(self.installer.journal, {
+            "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
+            "version": self.record.get("version") or None, "origin": {"ddi_action": self.record["action"]}})
+        self._end_action(Event.FAILED)
+        if self.client:
+            self.jobs.submit("deliver", self._deliver_job)
+
+    def _reported_actions(self) -> set[str]:
+        """Actions whose final result waits in the outbox: never started again."""
+        return {str((o.get("origin") or {}).get("ddi_action")) for o in self.installer.journal.load()["outbox"]}
+
+    # --- reports ---------------------------------------------------------------------------------
+
+    def _feedback(self, execution: str, text: str, *, finished: str = "none", kind: str = "deploymentBase",
+                  action: str | None = None, progress: tuple[int, int] | None = None, throttle: bool = False,
+                  done: Callable[[], None] | None = None) -> None:
+        action = action or self.record.get("action")
+        if self.client is None or action is None:
+            if done:
+                done()
+            return
+        now = self.clock()
+        if throttle and now - self.last_feedback < FEEDBACK_INTERVAL:
+            return
+        self.last_feedback = now
+        body = feedback(execution, finished, details=[f"fwagent: {text}"], progress=progress)
+        client = self.client
+
+        def send() -> None:
+            try:
+                client.send_feedback(kind, str(action), body)
+            finally:
+                if done:
+                    done()
+
+        self.jobs.submit("progress" if throttle else None, send)
+
+    def _publish_state(self, **details: Any) -> None:
+        if self.mqtt:
+            self.mqtt.publish_state(self.phase.value, action=self.record.get("action"), **details)
+
+    def attributes(self) -> dict[str, str]:
+        """What configData reports: hardware, installed version, booted slot, agent, custom attributes."""
+        device = self.config.device
+        installed = self.installer.journal.load()["installed"] or {}
+        values = {"hw_boardname": device.hardware_board, "hw_revision": device.hardware_revision,
+                  "sw_version": installed.get("version"), "booted_slot": self.installer.boot.booted_slot(),
+                  "fwagent_version": __version__}
+        return {**{k: v for k, v in values.items() if v}, **device.attributes}
+
+    # --- jobs (on the job worker) ----------------------------------------------------------------
+
+    def _poll_job(self) -> None:
+        assert self.client is not None
+        try:
+            root = self.client.poll()
+            cancel = self.client.cancel_action(root.cancel) if root.cancel else None
+            deployment = self.client.deployment(root.deployment) if root.deployment and not cancel else None
+        except (DdiError, DdiFormatError) as err:
+            self.events.put(("poll-failed", err))
+            return
+        self.events.put(("polled", (root, deployment, cancel)))
+
+    def _send_config_job(self) -> None:
+        assert self.client is not None
+        self.client.send_config_data(config_data(self.attributes()))
+
+    def _deliver_job(self) -> None:
+        assert self.client is not None
+        sent = deliver(self.installer.journal, self.client)
+        if sent:
+            self.log.info("reported", outcomes=sent)
+
+    # --- threads -----------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self.workers = [w for w in self.workers if w.is_alive()] + [thread]
+        thread.start()
