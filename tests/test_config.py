@@ -91,3 +91,54 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FWAGENT_CONFIG", "/tmp/x.toml")
     assert config_path() == Path("/tmp/x.toml")
     assert config_path(Path("given.toml")) == Path("given.toml")
+
+
+SERVER = """
+[server]
+url = "https://ddi.example.com"
+tenant = "acme"
+target_token = "s3cret"
+ca_file = "ca.pem"
+poll_min = 60
+poll_default = 600
+
+[mqtt]
+url = "mqtts://broker.example.com:8883"
+broadcast_topic = "fwagent/all/wakeup"
+spread = 120
+username = "gw"
+password_file = "mqtt.pass"
+"""
+
+
+def test_server_and_mqtt_sections(tmp_path: Path) -> None:
+    (tmp_path / "mqtt.pass").write_text("pw\n")
+    text = GOOD.replace('state_dir = "state"', 'state_dir = "state"\nhardware_board = "gw-board"\n'
+                        'hardware_revision = "rev2"\n[device.attributes]\nsite = "plant-3"\n')
+    config = load_config(write(tmp_path, text + SERVER))
+    server, mqtt = config.server, config.mqtt
+    assert server is not None and mqtt is not None
+    assert (server.url, server.tenant, server.controller_id, server.target_token) == (
+        "https://ddi.example.com", "acme", "gw-0001", "s3cret")
+    assert (server.ca_file, server.poll_min, server.poll_default, server.poll_max) == (
+        tmp_path / "ca.pem", 60.0, 600.0, 86400.0)
+    assert (mqtt.device_id, mqtt.spread, mqtt.username, mqtt.password) == ("gw-0001", 120.0, "gw", "pw")
+    assert mqtt.broadcast_topic == "fwagent/all/wakeup" and mqtt.wakeup_topic is None
+    assert config.device.hardware_board == "gw-board" and config.device.attributes == {"site": "plant-3"}
+    assert load_config(write(tmp_path, GOOD)).server is None
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ('[server]\nurl = "ftp://x"\n', r"\[server\].url 'ftp://x' must be an http:// or https:// URL"),
+    ('[server]\n', r"\[server\].url is required"),
+    ('[server]\nurl = "http://x"\ntarget_token = "a"\ngateway_token = "b"\n', "not both"),
+    ('[server]\nurl = "http://x"\npoll_min = 900\n', "poll_min <= poll_default <= poll_max"),
+    ('[server]\nurl = "http://x"\nclient_cert = "c.pem"\n', "client_cert and client_key go together"),
+    ('[server]\nurl = "http://x"\npol_min = 9\n', r"\[server\].pol_min is not a known key"),
+    ('[mqtt]\nurl = "tcp://x"\n', r"\[mqtt\].url 'tcp://x' must be an mqtt:// or mqtts:// URL"),
+    ('[mqtt]\nurl = "mqtt://x"\npassword = "a"\npassword_file = "b"\n', "password or password_file"),
+    ('[mqtt]\nurl = "mqtt://x"\nspread = -1\n', "must not be negative"),
+])
+def test_server_and_mqtt_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD + section))

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from install_bench import Gateway, make_gateway
 
-from agent.config import load_config
 from agent.daemon.compose import build_daemon
 from agent.daemon.orchestrator import Daemon
 from agent.log import Log
@@ -24,7 +24,6 @@ from agent.manifest import cose
 from agent.manifest.sign import add_signature
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from hil.server.ddi import DdiServer
-from install_bench import Gateway, make_gateway
 
 DEVICE = "gw-test"
 
@@ -232,3 +231,102 @@ def test_an_unusable_deployment_is_closed_not_left_open(gateway: Gateway, server
     closed = server.statuses(action.id)[-1]
     assert server.actions[action.id].result == "failure"
     assert any("ddi-artifacts" in d and "no manifest" in d for d in closed["details"]), closed
+
+
+def test_an_mqtt_wakeup_makes_the_daemon_poll_at_once(gateway: Gateway, server: DdiServer, broker: str,
+                                                       tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+    import paho.mqtt.publish as publish
+
+    connect(gateway, server, f'\n[mqtt]\nurl = "{broker}"\n')
+    text = gateway.config_path.read_text().replace("startup_spread = 0", "startup_spread = 3600")
+    gateway.config_path.write_text(text)            # no poll of its own for an hour: only the wake-up
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        host, port = broker.removeprefix("mqtt://").split(":")
+        wait_for(lambda: "fwagent/gw-test/state" in retained(host, int(port), mqtt), "the daemon's online state")
+        assert not any(path.endswith("/gw-test") for _m, path in server.requests)
+        bundle = gateway.bundle("u2", sequence=2)
+        action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                    "artifacts": {"u2.fwb": bundle.read_bytes()}}])
+        publish.single("fwagent/gw-test/wakeup", b"{}", qos=1, hostname=host, port=int(port))
+        wait_for(lambda: server.actions[action.id].state == "closed", "the woken daemon's update")
+        assert server.actions[action.id].result == "success"
+    finally:
+        daemon.stop()
+    assert "event=wakeup reason=wakeup" in daemon.log()
+
+
+def retained(host: str, port: int, mqtt: object) -> set[str]:
+    """Topics with a retained message on the broker right now."""
+    import paho.mqtt.subscribe as subscribe
+    try:
+        message = subscribe.simple("fwagent/gw-test/state", hostname=host, port=port, retained=True,
+                                   msg_count=1, keepalive=5)
+    except Exception:                                 # noqa: BLE001 - not there yet
+        return set()
+    return {message.topic} if json.loads(message.payload)["state"] != "offline" else set()
+
+
+def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    connect(gateway, server, "\n")
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 400000\n")
+    bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}])
+    first = Running(gateway, server, tmp_path / "first.log")
+    wait_for(lambda: (gateway.root / "state/incoming" / str(action.id) / "u2.fwb").exists(), "the download",
+             poke=first)
+    time.sleep(0.5)
+    first.stop()                                      # as systemd's SIGTERM would
+    record = json.loads((gateway.root / "state/ddi-action.json").read_text())
+    assert record["phase"] == "download" and record["action"] == str(action.id)
+    assert "closed" not in executions(server, action.id)
+    second = Running(gateway, server, tmp_path / "second.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the resumed update", poke=second)
+    finally:
+        second.stop()
+    assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+    assert executions(server, action.id).count("closed") == 1
+
+
+def test_refused_credentials_are_logged_and_retried_slowly(gateway: Gateway, tmp_path: Path) -> None:
+    with DdiServer(tokens={DEVICE: "right-token"}) as server:
+        connect(gateway, server, 'target_token = "wrong-token"\npoll_default = 600\npoll_max = 3600\n')
+        daemon = Running(gateway, server, tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: "event=poll-failed code=ddi-auth" in daemon.log(), "the refused poll")
+            polls = len(server.requests)
+            for _ in range(5):
+                daemon.daemon.wakeup("test")          # a wake-up still polls: the operator may have fixed it
+                time.sleep(0.2)
+        finally:
+            daemon.stop()
+        line = next(line for line in daemon.log().splitlines() if "event=poll-failed" in line)
+        assert "refused the device's credentials" in line
+        retry = float(line.split("retry_in=")[1].rstrip("s"))
+        assert retry >= 600
+        assert len(server.requests) > polls
+
+
+def test_sigterm_stops_the_service_cleanly(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    connect(gateway, server)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(gateway.config_path)],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: any(path.endswith("/gw-test") for _m, path in server.requests), "the first poll")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    lines = stderr.splitlines()
+    assert lines and all(line.startswith("level=") for line in lines), stderr
+    assert "event=start" in lines[0] and "event=stopped" in lines[-1]

@@ -5,47 +5,13 @@ from __future__ import annotations
 import json
 import queue
 import random
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
+from conftest import free_port
 
 from agent.mqtt import MqttConfig, MqttLink
-from conftest import require_tool
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    binary = require_tool("mosquitto")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("mosquitto did not start")
-    yield f"mqtt://127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 class Watcher:

@@ -1,0 +1,228 @@
+"""The daemon's pure parts, without threads: the action table, deployment plans, poll delays, logs, jobs."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+
+import pytest
+
+from agent.daemon.actions import (
+    RESUME,
+    TRANSITIONS,
+    ActionFlowError,
+    Event,
+    Phase,
+    step,
+)
+from agent.daemon.jobs import JobWorker
+from agent.daemon.plan import (
+    ActionPlan,
+    PlanError,
+    check_payloads,
+    plan_action,
+    strongest_hash,
+)
+from agent.ddi.client import DdiError, PollPolicy, poll_after_error
+from agent.ddi.codec import Artifact, Chunk, Deployment
+from agent.log import Log, format_line
+
+# --- the action table ----------------------------------------------------------------------
+
+
+def test_persisted_phase_names_never_change() -> None:
+    assert [p.value for p in Phase] == ["idle", "download", "wait-window", "install", "cancel"]
+
+
+@pytest.mark.parametrize(("phase", "event", "expected"), [
+    (Phase.IDLE, Event.DEPLOYMENT, Phase.DOWNLOAD),
+    (Phase.DOWNLOAD, Event.DOWNLOADED, Phase.WAIT),
+    (Phase.DOWNLOAD, Event.FAILED, Phase.IDLE),
+    (Phase.DOWNLOAD, Event.CANCEL, Phase.CANCEL),
+    (Phase.DOWNLOAD, Event.WITHDRAWN, Phase.IDLE),
+    (Phase.WAIT, Event.WINDOW_OPEN, Phase.INSTALL),
+    (Phase.WAIT, Event.CANCEL, Phase.CANCEL),
+    (Phase.WAIT, Event.WITHDRAWN, Phase.IDLE),
+    (Phase.INSTALL, Event.INSTALLED, Phase.IDLE),
+    (Phase.INSTALL, Event.CANCEL, Phase.INSTALL),
+    (Phase.CANCEL, Event.CLEANED, Phase.IDLE),
+])
+def test_transitions(phase: Phase, event: Event, expected: Phase) -> None:
+    assert step(phase, event) is expected
+
+
+def test_what_the_table_does_not_allow_is_a_bug_not_a_guess() -> None:
+    allowed = set(TRANSITIONS)
+    for phase in Phase:
+        for event in Event:
+            if (phase, event) not in allowed:
+                with pytest.raises(ActionFlowError, match=f"from {phase.value} on {event.value}"):
+                    step(phase, event)
+    # No deployment is taken while another is in hand; an install never ends by a cancel event.
+    assert not any(p is not Phase.IDLE and e is Event.DEPLOYMENT for p, e in allowed)
+    assert (Phase.INSTALL, Event.FAILED) not in allowed
+
+
+def test_every_phase_resumes_and_every_phase_reaches_idle() -> None:
+    assert set(RESUME) == set(Phase)
+    for phase in Phase:
+        seen, frontier = {phase}, [phase]
+        while frontier:
+            current = frontier.pop()
+            for (source, _event), target in TRANSITIONS.items():
+                if source is current and target not in seen:
+                    seen.add(target)
+                    frontier.append(target)
+        assert Phase.IDLE in seen, phase
+
+
+# --- deployment plans -------------------------------------------------------------------------
+
+
+def artifact(name: str, **hashes: str) -> Artifact:
+    return Artifact(filename=name, size=10, hashes=hashes or {"sha256": "ab" * 32}, url=f"https://s/{name}")
+
+
+def deployment(*artifacts: Artifact, encrypted: bool = False, window: str | None = None) -> Deployment:
+    return Deployment("7", "forced", "forced", window, (Chunk("os", "gw", "2.0", artifacts, encrypted=encrypted),))
+
+
+def test_one_artifact_is_a_bundle() -> None:
+    plan = plan_action(deployment(artifact("u.fwb")))
+    assert plan.kind == "bundle" and plan.main.filename == "u.fwb" and plan.version == "2.0"
+    assert plan.fetch_first(True) == plan.fetch_first(False) == (plan.main,)
+
+
+def test_a_manifest_and_its_payloads() -> None:
+    plan = plan_action(deployment(artifact("rootfs.img"), artifact("update.suit"), artifact("boot.img")))
+    assert plan.kind == "manifest" and plan.main.filename == "update.suit"
+    assert [a.filename for a in plan.fetch_first(True)] == ["update.suit"]
+    assert [a.filename for a in plan.fetch_first(False)] == ["update.suit", "rootfs.img", "boot.img"]
+    assert plan.links({"update.suit"}) == {"#rootfs.img": "https://s/rootfs.img", "#boot.img": "https://s/boot.img"}
+    assert plan.links({"update.suit", "rootfs.img"}) == {"#boot.img": "https://s/boot.img"}
+    assert ActionPlan.from_dict(plan.as_dict()) == plan
+
+
+@pytest.mark.parametrize(("artifacts", "message"), [
+    ((artifact("a.bin"), artifact("b.bin")), "2 artifacts and no manifest"),
+    ((artifact("a.suit"), artifact("b.suit")), "2 manifest artifacts"),
+    ((Artifact("u.fwb", 1, {"sha256": "ab" * 32}, None),), "no download link"),
+    ((Artifact("u.fwb", 1, {}, "https://s/u"),), "no sha256, sha1 or md5"),
+    ((artifact("a.suit"), artifact("a.suit")), "share a file name"),
+    ((), "0 artifacts"),
+])
+def test_unusable_deployments_are_refused_with_the_reason(artifacts: tuple, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        plan_action(deployment(*artifacts))
+
+
+def test_encrypted_artifacts_are_refused() -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_action(deployment(artifact("u.fwb"), encrypted=True))
+    assert caught.value.code == "ddi-encrypted"
+
+
+def test_the_servers_sha256_must_agree_with_the_signed_manifest() -> None:
+    plan = plan_action(deployment(artifact("update.suit"), artifact("rootfs.img", sha256="cd" * 32)))
+    check_payloads(plan, [("#rootfs.img", bytes.fromhex("cd" * 32))])
+    with pytest.raises(PlanError) as caught:
+        check_payloads(plan, [("#rootfs.img", bytes.fromhex("ef" * 32))])
+    assert caught.value.code == "ddi-hash-mismatch"
+    with pytest.raises(PlanError, match="fetches #other.img, which the deployment does not carry"):
+        check_payloads(plan, [("#other.img", None)])
+    check_payloads(plan, [("https://elsewhere/x.img", None)])        # not the deployment's to check
+
+
+def test_the_strongest_hash_is_used() -> None:
+    assert strongest_hash(artifact("a", sha1="11", md5="22")) == ("sha1", "11")
+    assert strongest_hash(artifact("a", sha1="11", sha256="33")) == ("sha256", "33")
+    assert strongest_hash(artifact("a", md5="22")) == ("md5", "22")
+
+
+# --- poll delays after errors -------------------------------------------------------------------
+
+POLICY = PollPolicy(minimum=30, maximum=86400, default=300, jitter=0.1)
+
+
+def test_refused_credentials_are_retried_slowly_and_ever_slower() -> None:
+    rng = random.Random(1)
+    auth = DdiError("401", code="ddi-auth", status=401, transient=True)
+    first = poll_after_error(auth, 1, POLICY, rng)
+    assert 300 <= first <= 330
+    assert poll_after_error(auth, 4, POLICY, rng) >= 2400
+    assert poll_after_error(auth, 30, POLICY, rng) <= 86400 * 1.1
+
+
+def test_a_quota_answer_waits_for_the_server_not_a_quick_retry() -> None:
+    rng = random.Random(2)
+    quota = DdiError("429", code="ddi-quota", status=429, retry_after=None)
+    assert poll_after_error(quota, 1, POLICY, rng) == 300
+    assert poll_after_error(DdiError("429", code="ddi-quota", retry_after=900), 1, POLICY, rng) == 900
+    assert poll_after_error(DdiError("429", code="ddi-quota", retry_after=1), 1, POLICY, rng) == 30
+
+
+def test_network_errors_back_off_with_full_jitter_up_to_the_default_interval() -> None:
+    rng = random.Random(3)
+    down = DdiError("x", code="ddi-unreachable", transient=True)
+    early = [poll_after_error(down, 1, POLICY, rng) for _ in range(200)]
+    late = [poll_after_error(down, 10, POLICY, rng) for _ in range(200)]
+    assert max(early) <= 30 and min(early) >= 1
+    assert max(late) <= 300 and max(late) > 200
+    assert poll_after_error(DdiError("x", code="ddi-busy", retry_after=12), 1, POLICY, rng) == 12
+    assert 1 <= poll_after_error(None, 1, POLICY, rng) <= 30
+
+
+# --- structured logs -----------------------------------------------------------------------------
+
+
+def test_log_lines_are_logfmt_with_quoting() -> None:
+    line = format_line("info", "poll", {"action": 12, "msg": 'a "quoted" = text\nnext', "none": None})
+    assert line == 'level=info event=poll action=12 msg="a \\"quoted\\" = text\\nnext"'
+    assert format_line("error", "x", {}, prefix=True) == "<3>level=error event=x"
+
+
+def test_the_log_writes_whole_lines_from_many_threads() -> None:
+    stream = io.StringIO()
+    log = Log(stream)
+    threads = [threading.Thread(target=lambda i=i: [log.info("tick", n=i, k=k) for k in range(200)])
+               for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1600 and all(line.startswith("level=info event=tick n=") for line in lines)
+
+
+# --- the job worker --------------------------------------------------------------------------------
+
+
+def test_a_keyed_job_replaces_the_pending_one_and_unkeyed_jobs_all_run_in_order() -> None:
+    errors: list[tuple[str, BaseException]] = []
+    worker = JobWorker("test", lambda key, exc: errors.append((key, exc)))
+    gate, ran = threading.Event(), []
+    worker.submit(None, gate.wait)
+    for n in range(5):
+        worker.submit("progress", lambda n=n: ran.append(("progress", n)))
+        worker.submit(None, lambda n=n: ran.append(("step", n)))
+    worker.submit("boom", lambda: 1 / 0)
+    assert worker.busy("progress")
+    gate.set()
+    worker.start()
+    worker.close(5)
+    assert [r for r in ran if r[0] == "step"] == [("step", n) for n in range(5)]
+    assert [r for r in ran if r[0] == "progress"] == [("progress", 4)]
+    assert len(errors) == 1 and errors[0][0] == "boom" and isinstance(errors[0][1], ZeroDivisionError)
+    assert not worker.thread.is_alive()
+
+
+def test_closing_stops_at_the_deadline_with_jobs_left() -> None:
+    worker = JobWorker("test", lambda key, exc: None)
+    ran: list[int] = []
+    worker.start()
+    worker.submit(None, lambda: threading.Event().wait(0.5))
+    for n in range(3):
+        worker.submit(None, lambda n=n: ran.append(n))
+    worker.close(0.1)
+    assert ran == [] and not worker.thread.is_alive()
