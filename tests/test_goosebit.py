@@ -137,3 +137,47 @@ def test_failure_feedback_leaves_an_error(goosebit: GoosebitServer, goosebit_dev
     assert client.poll().deployment is None           # goosebit's Error is sticky until force_update
     goosebit.force_update(goosebit_device.id)
     assert client.poll().deployment is not None
+
+
+def test_the_daemon_updates_a_device_that_goosebit_shows_finished_on_the_new_version(
+        goosebit: GoosebitServer, goosebit_device: GoosebitDevice, tmp_path: Path) -> None:
+    """The whole loop against a server fwagent did not write: register, configData, deployment,
+    sha1-only artifact, install, simulated reboot, health, commit, closed+success, configData."""
+    from agent.manifest import cose
+    from install_bench import make_gateway
+    from test_daemon import Running, wait_for
+
+    gateway = make_gateway(tmp_path / "gw")
+    text = gateway.config_path.read_text().replace(
+        'state_dir = "state"', f'state_dir = "state"\nhardware_board = "{goosebit_device.board}"\n'
+        f'hardware_revision = "{goosebit_device.revision}"')
+    gateway.config_path.write_text(text + f'\n[server]\nurl = "{goosebit.url}"\ntenant = "{goosebit.tenant}"\n'
+                                   f'controller_id = "{goosebit_device.id}"\nstartup_spread = 0\npoll_min = 1\n')
+    bundle = make_bundle(tmp_path, "2.0.0", goosebit_device.hardware, sequence=2,
+                         key=cose.load_private_key(gateway.root / "release.pem"))
+    software = goosebit.upload(bundle)
+    daemon = Running(gateway, None, tmp_path / "daemon.log")   # type: ignore[arg-type]
+    try:
+        wait_for(lambda: _state(goosebit, goosebit_device.id).get("hw_model") not in (None, "default")
+                 or _registered(goosebit, goosebit_device.id), "registration", poke=daemon)
+        goosebit.assign(goosebit_device.id, software)
+        wait_for(lambda: _state(goosebit, goosebit_device.id).get("last_state") == "Finished", "Finished",
+                 timeout=60, poke=daemon)
+    finally:
+        daemon.stop()
+    device = goosebit.device(goosebit_device.id)
+    assert device["sw_version"] == "2.0.0" and gateway.booted() == "B", device
+    log = goosebit.log(goosebit_device.id)
+    assert "Downloaded" in str(log) and "installing into slot B" in str(log), log
+    assert "level=error" not in daemon.log(), daemon.log()
+
+
+def _state(goosebit: GoosebitServer, device: str) -> dict:
+    try:
+        return goosebit.device(device)
+    except Exception:                       # noqa: BLE001 - not registered yet
+        return {}
+
+
+def _registered(goosebit: GoosebitServer, device: str) -> bool:
+    return bool(_state(goosebit, device))

@@ -87,7 +87,7 @@ class Daemon:
         self.download_cancel = threading.Event()
         self.workers: list[threading.Thread] = []
         self.install_running = False
-        self.last_feedback = float("-inf")
+        self.last_progress = float("-inf")
         self.reboot_reported = threading.Event()
         installer.on_step = self._install_step
         installer.progress = self._install_progress
@@ -479,10 +479,12 @@ class Daemon:
             if done:
                 done()
             return
-        now = self.clock()
-        if throttle and now - self.last_feedback < FEEDBACK_INTERVAL:
-            return
-        self.last_feedback = now
+        if throttle:                   # progress: the first, then one per interval, and always the last
+            now = self.clock()
+            complete = progress is not None and progress[0] >= progress[1]
+            if now - self.last_progress < FEEDBACK_INTERVAL and not complete:
+                return
+            self.last_progress = now
         body = feedback(execution, finished, details=[f"fwagent: {text}"], progress=progress)
         client = self.client
 
