@@ -3,17 +3,27 @@
 For tests, the bench and the demo; it binds to loopback only. What it does as
 hawkBit does (see the DDI reference the project keeps):
 
-* root poll with ``config.polling.sleep`` (HH:MM:SS, or ISO-8601 from one day
-  on), ``_links`` to deploymentBase (``?c=`` changes with the action), cancelAction,
-  configData (for a new device and after every closed action); ETag and 304;
+* root poll with ``config.polling.sleep`` (HH:MM:SS, or as Java's
+  ``Duration.toString()`` from one day on), ``_links`` to deploymentBase (``?c=``
+  changes with the action), cancelAction, configData (for a new device and after
+  every closed action); ETag and 304;
 * deploymentBase with download/update skip|attempt|forced, maintenance window,
-  several chunks and artifacts; feedback recorded in order; 410 once closed;
-* cancelAction and its feedback (closed+success cancels; rejected goes back to running);
-* artifacts with ETag, Range, If-Range, 206 and 416;
+  several chunks and artifacts, each with sha1, md5 and sha256 and both
+  ``download`` and ``download-http`` links; feedback recorded in order; 410,
+  without a body, once closed;
+* cancelAction and its feedback (closed+success cancels; rejected goes back to
+  running; 405 when the action is not being cancelled);
+* an action that does not exist, or is another device's: 404 with hawkBit's
+  error body (``ExceptionInfo``); one in the wrong state for the resource: 404
+  without a body;
+* artifacts with ETag (``"<sha1>"``), Range, If-Range, 206 and 416;
 * TargetToken authentication (401), and a switch that answers 429.
 
 The management side is this module's Python API: ``create_deployment``,
-``cancel``, ``set_window``, ``statuses``, ``attributes``.
+``cancel``, ``set_window``, ``statuses``, ``attributes``, ``answer_429``.
+``requests`` lists (method, path) of every request; with ``record=True``,
+``exchanges`` keeps every request with its answer (``Exchange``), for tests that
+check the wire against the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -22,10 +32,36 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+HAL_JSON = "application/hal+json"
+OCTET_STREAM = "application/octet-stream"
+ARTIFACT_PREFIX = 64         # bytes of an artifact body an Exchange keeps
+NOT_FOUND = ("org.eclipse.hawkbit.repository.exception.EntityNotFoundException",
+             "hawkbit.server.error.repo.entitiyNotFound")      # sic: hawkBit's spelling
+NOT_CANCELABLE = ("org.eclipse.hawkbit.repository.exception.CancelActionNotAllowedException",
+                  "hawkbit.server.error.action.notCancelable")
+QUOTA = ("org.eclipse.hawkbit.repository.exception.QuotaExceededException",
+         "hawkbit.server.error.quota.tooManyEntries")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and the answer to it, as they went over the wire."""
+
+    at: float                          # time.monotonic() when the request had been read
+    method: str
+    path: str                          # path and query, as requested
+    request_headers: dict[str, str]
+    request_body: bytes
+    status: int
+    response_headers: dict[str, str]   # as sent, Server and Date included
+    response_body: bytes               # of an artifact, only the first ARTIFACT_PREFIX bytes
+    response_length: int               # bytes of the whole response body
 
 
 @dataclass
@@ -35,7 +71,8 @@ class Artifact:
 
     @property
     def etag(self) -> str:
-        return '"' + hashlib.sha256(self.data).hexdigest()[:32] + '"'
+        """hawkBit's: the SHA-1 of the artifact, quoted."""
+        return '"' + hashlib.sha1(self.data).hexdigest() + '"'
 
 
 @dataclass
@@ -60,7 +97,8 @@ class Action:
 class DdiServer:
     """``with DdiServer() as server:`` serves ``server.url``; tenant ``DEFAULT``."""
 
-    def __init__(self, *, tenant: str = "DEFAULT", sleep: str = "00:05:00", tokens: dict[str, str] | None = None):
+    def __init__(self, *, tenant: str = "DEFAULT", sleep: str = "00:05:00", tokens: dict[str, str] | None = None,
+                 record: bool = False):
         self.tenant = tenant
         self.sleep = sleep
         self.tokens = tokens or {}                   # controller id -> TargetToken; empty: no auth
@@ -68,6 +106,8 @@ class DdiServer:
         self.attributes: dict[str, dict[str, str]] = {}
         self.config_requested: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.record = record                         # keep every Exchange in ``exchanges``
+        self.exchanges: list[Exchange] = []
         self.not_modified = 0                        # root polls answered 304
         self.answer_429 = False
         self.lock = threading.Lock()
@@ -131,8 +171,25 @@ class DdiServer:
         return live[0] if live else None
 
     def wire_sleep(self) -> str:
+        """HH:MM:SS under a day; from a day on, as Java's ``Duration.toString()`` prints it (``PT26H``)."""
         hours, minutes, seconds = (int(x) for x in self.sleep.split(":"))
-        return self.sleep if hours < 24 else f"PT{hours}H{minutes}M{seconds}S"
+        if hours < 24:
+            return self.sleep
+        return f"PT{hours}H" + (f"{minutes}M" if minutes else "") + (f"{seconds}S" if seconds else "")
+
+    def find_action(self, device: str, action_id: int) -> Action | dict[str, str]:
+        """The device's action, or the ExceptionInfo hawkBit answers when there is none."""
+        action = self.actions.get(action_id)
+        if action is None:
+            return _exception_info(NOT_FOUND, f"Action with given identifier {{{action_id}}} does not exist.")
+        if action.device != device:
+            return _exception_info(NOT_FOUND, f"Not a valid action ({action_id}) for target: {device}")
+        return action
+
+
+def _exception_info(kind: tuple[str, str], message: str) -> dict[str, str]:
+    """hawkBit's error body (``ExceptionInfo``)."""
+    return {"exceptionClass": kind[0], "errorCode": kind[1], "message": message}
 
 
 _ROUTE = re.compile(r"^/(?P<tenant>[^/]+)/controller/v1/(?P<device>[^/]+)(?P<rest>/.*)?$")
@@ -146,21 +203,42 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self._dispatch("GET")
+        self._handle("GET")
 
     def do_POST(self) -> None:
-        self._dispatch("POST")
+        self._handle("POST")
 
     def do_PUT(self) -> None:
-        self._dispatch("PUT")
+        self._handle("PUT")
+
+    def setup(self) -> None:
+        super().setup()
+        self._sent_headers: dict[str, str] = {}
+
+    def send_header(self, keyword: str, value: str) -> None:
+        """Sends, and keeps what was sent for the Exchange."""
+        super().send_header(keyword, value)
+        self._sent_headers[keyword] = value
 
     # --- routing --------------------------------------------------------------------
 
-    def _dispatch(self, method: str) -> None:
+    def _handle(self, method: str) -> None:
         model = self.server_model
-        path = urlsplit(self.path).path
+        self._sent_headers = {}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        at = time.monotonic()
         model.requests.append((method, self.path))
-        match = _ROUTE.match(path)
+        self._dispatch(method, raw)
+        if model.record:
+            exchange = Exchange(at, method, self.path, dict(self.headers.items()), raw, self._status,
+                                dict(self._sent_headers), self._kept, self._length)
+            with model.lock:
+                model.exchanges.append(exchange)
+
+    def _dispatch(self, method: str, raw: bytes) -> None:
+        model = self.server_model
+        match = _ROUTE.match(urlsplit(self.path).path)
         if not match or match["tenant"] != model.tenant:
             return self._send(404, {"message": "not found"})
         device, rest = match["device"], match["rest"] or ""
@@ -168,9 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
         if token is not None and self.headers.get("Authorization") != f"TargetToken {token}":
             return self._send(401, {"message": "authentication failed"})
         if model.answer_429:
-            return self._send(429, {"errorCode": "hawkbit.server.error.quota.tooManyEntries"},
+            return self._send(429, _exception_info(QUOTA, "Too many entries have been inserted."),
                               headers={"Retry-After": "1"})
-        body = self._body() if method in ("POST", "PUT") else None
+        body = _json(raw) if method in ("POST", "PUT") else None
         with model.lock:
             if method == "GET" and rest == "":
                 return self._root(device)
@@ -215,11 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, headers={"ETag": etag})
 
     def _deployment(self, device: str, action_id: int) -> None:
+        """As hawkBit: 404 while the action is being (or was) cancelled; a finished one is still shown."""
         model = self.server_model
-        action = model.actions.get(action_id)
-        if action is None or action.device != device or action.state != "open":
-            return self._send(404, {"message": "no such deployment"})
-        action.statuses.append({"execution": "retrieved"})
+        action = model.find_action(device, action_id)
+        if not isinstance(action, Action):
+            return self._send(404, action)
+        if action.state == "canceling" or action.result == "canceled":
+            return self._send(404, None)
+        if action.state == "open":
+            action.statuses.append({"execution": "retrieved"})
         base = model.controller_url(device)
         deployment: dict[str, Any] = {"download": action.download,
                                       "update": "skip" if action.window == "unavailable" else action.update,
@@ -227,48 +309,59 @@ class _Handler(BaseHTTPRequestHandler):
         if action.window is not None:
             deployment["maintenanceWindow"] = action.window
         for module, chunk in enumerate(action.chunks, 1):
-            artifacts = [{"filename": a.filename, "size": len(a.data),
-                          "hashes": {"sha1": hashlib.sha1(a.data).hexdigest(), "md5": hashlib.md5(a.data).hexdigest(),
-                                     "sha256": hashlib.sha256(a.data).hexdigest()},
-                          "_links": {"download-http": {"href": f"{base}/softwaremodules/{action.id * 100 + module}"
-                                                               f"/artifacts/{a.filename}"}}}
-                         for a in chunk["artifacts"]]
+            artifacts = []
+            for a in chunk["artifacts"]:
+                # Both rels, as a hawkBit whose download protocols follow the request's scheme
+                # ({protocolRequest}): this server speaks plain HTTP, so both links are http.
+                href = {"href": f"{base}/softwaremodules/{action.id * 100 + module}/artifacts/{a.filename}"}
+                artifacts.append({"filename": a.filename, "size": len(a.data),
+                                  "hashes": {"sha1": hashlib.sha1(a.data).hexdigest(),
+                                             "md5": hashlib.md5(a.data).hexdigest(),
+                                             "sha256": hashlib.sha256(a.data).hexdigest()},
+                                  "_links": {"download": href, "download-http": href}})
             deployment["chunks"].append({**{k: v for k, v in chunk.items() if k != "artifacts"},
                                          "artifacts": artifacts})
         self._send(200, {"id": str(action.id), "deployment": deployment})
 
     def _feedback(self, device: str, kind: str, action_id: int, body: Any) -> None:
-        action = self.server_model.actions.get(action_id)
-        if action is None or action.device != device:
-            return self._send(404, {"message": "no such action"})
-        if action.state == "closed":
-            return self._send(410, {"message": "action is closed"})
+        action = self.server_model.find_action(device, action_id)
+        if not isinstance(action, Action):
+            return self._send(404, action)
+        cancelled = action.state == "canceling" or action.result == "canceled"
+        if kind == "cancelAction" and not cancelled:
+            return self._send(405, _exception_info(NOT_CANCELABLE, "The action is not in canceling state."))
+        if kind == "deploymentBase" and action.state == "closed":
+            return self._send(410, None)
         status = body.get("status", {}) if isinstance(body, dict) else {}
         execution, finished = status.get("execution"), status.get("result", {}).get("finished")
         action.statuses.append({"kind": kind, **status})
-        if kind == "cancelAction":
+        if kind == "cancelAction" and action.state == "canceling":
             if execution == "closed" and finished in ("success", "none"):
                 action.state, action.result = "closed", "canceled"
             elif execution == "rejected" or finished == "failure":
                 action.state = "open"
-        elif execution == "closed":
+        elif kind == "deploymentBase" and execution == "closed":
             action.state, action.result = "closed", "success" if finished in ("success", "none") else "failure"
             self.server_model.config_requested.add(device)
         self._send(200, None)
 
     def _cancel(self, device: str, action_id: int) -> None:
-        action = self.server_model.actions.get(action_id)
-        if action is None or action.device != device or action.state != "canceling":
-            return self._send(404, {"message": "no such cancel"})
+        action = self.server_model.find_action(device, action_id)
+        if not isinstance(action, Action):
+            return self._send(404, action)
+        if action.state != "canceling" and action.result != "canceled":
+            return self._send(404, None)
         self._send(200, {"id": str(action.id), "cancelAction": {"stopId": str(action.id)}})
 
     def _artifact(self, module: int, filename: str) -> None:
         action = self.server_model.actions.get(module // 100)
-        chunks = action.chunks if action else []
         index = module % 100 - 1
-        found = [a for a in (chunks[index]["artifacts"] if 0 <= index < len(chunks) else []) if a.filename == filename]
+        if action is None or not 0 <= index < len(action.chunks):
+            return self._send(404, _exception_info(NOT_FOUND, f"SoftwareModule with given identifier {{{module}}} "
+                                                              "does not exist."))
+        found = [a for a in action.chunks[index]["artifacts"] if a.filename == filename]
         if not found:
-            return self._send(404, {"message": "no such artifact"})
+            return self._send(404, None)
         artifact = found[0]
         data, headers, status = artifact.data, {"ETag": artifact.etag, "Accept-Ranges": "bytes"}, 200
         wanted = self.headers.get("Range")
@@ -280,28 +373,32 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(416, None, headers={"Content-Range": f"bytes */{len(data)}"})
             status, data = 206, data[start:end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{len(artifact.data)}"
-        self._send_bytes(status, data, "application/octet-stream", headers)
+        self._send_bytes(status, data, OCTET_STREAM, headers)
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            return {}
-
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        self._send_bytes(status, data, "application/hal+json", headers or {})
+        """JSON: a resource as HAL, an error as plain JSON (``ExceptionInfo``); None: no body, no Content-Type."""
+        if body is None:
+            return self._send_bytes(status, b"", None, headers or {})
+        self._send_bytes(status, json.dumps(body).encode(), HAL_JSON if status < 400 else "application/json",
+                         headers or {})
 
-    def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+    def _send_bytes(self, status: int, data: bytes, content_type: str | None, headers: dict[str, str]) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.wfile.write(data)
+        self._status, self._length = status, len(data)
+        self._kept = data[:ARTIFACT_PREFIX] if content_type == OCTET_STREAM else data
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
