@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fwagent {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the main job end to end on generated data")
+    demo = commands.add_parser("demo", help="run the whole update loop (server, broker, device) on generated data")
     demo.add_argument("--dir", type=Path, help="keep the files here (default: a temporary directory)")
+    demo.add_argument("--no-mqtt", action="store_true", help="no broker even if mosquitto is installed")
     demo.set_defaults(run=_lazy("agent.demo", "run"))
 
     manifest = commands.add_parser("manifest", help="make, sign, show and verify SUIT manifests")
