@@ -94,6 +94,7 @@ class ServerConfig:
     poll_default: float = 300.0                # when the server suggests none
     startup_spread: float = 30.0               # first poll within this many seconds of a start
     timeout: float = 30.0                      # seconds for one request's answer
+    progress_interval: float = 5.0             # seconds between two progress feedbacks of an action
 
 
 @dataclass(frozen=True)
@@ -305,9 +306,11 @@ def _server(table: _Table, device_id: str) -> ServerConfig:
         raise ConfigError(f"[server].url {url!r} must be an http:// or https:// URL")
     d = ServerConfig(url=url)
     numbers = {key: float(table.get(key, (int, float), getattr(d, key)))
-               for key in ("poll_min", "poll_max", "poll_default", "startup_spread", "timeout")}
-    if numbers["poll_min"] <= 0 or numbers["timeout"] <= 0 or numbers["startup_spread"] < 0:
-        raise ConfigError("[server].poll_min and timeout must be positive, startup_spread not negative")
+               for key in ("poll_min", "poll_max", "poll_default", "startup_spread", "timeout", "progress_interval")}
+    if numbers["poll_min"] <= 0 or numbers["timeout"] <= 0 or numbers["startup_spread"] < 0 \
+            or numbers["progress_interval"] < 0:
+        raise ConfigError("[server].poll_min and timeout must be positive, startup_spread and progress_interval "
+                          "not negative")
     if not numbers["poll_min"] <= numbers["poll_default"] <= numbers["poll_max"]:
         raise ConfigError("[server] needs poll_min <= poll_default <= poll_max")
     target, gateway = table.get("target_token", str), table.get("gateway_token", str)

@@ -105,6 +105,7 @@ rate_limit = {RATE_LIMIT}
 url = "{{server}}"
 startup_spread = 0
 poll_min = 1
+progress_interval = {PROGRESS_EVERY}
 """
 
 MQTT_TOML = """
@@ -259,24 +260,19 @@ class _Device:
     """The daemon in a thread, its structured log in a file."""
 
     def __init__(self, config: Config, log_path: Path) -> None:
-        from agent.daemon import orchestrator
         from agent.daemon.compose import build_daemon
 
-        self.orchestrator = orchestrator
-        self.saved_interval = orchestrator.FEEDBACK_INTERVAL
         self.stream = open(log_path, "w", encoding="utf-8")
         self.daemon = build_daemon(config, Log(self.stream))
         self.thread = threading.Thread(target=self.daemon.run, name="fwagent-daemon", daemon=True)
 
     def start(self) -> None:
-        self.orchestrator.FEEDBACK_INTERVAL = PROGRESS_EVERY
         self.thread.start()
 
     def stop(self) -> None:
         if self.thread.is_alive():
             self.daemon.stop()
             self.thread.join(30)
-        self.orchestrator.FEEDBACK_INTERVAL = self.saved_interval
         self.stream.close()
 
 

@@ -90,3 +90,20 @@ def test_outcomes_no_server_asked_for_stay_for_other_reporters(gateway: Gateway)
     with DdiServer() as server:
         assert deliver(Journal(gateway.root / "state"), client(server)) == 0
     assert len(outbox(gateway)) == 1
+
+
+def test_an_outcome_refused_for_good_is_dropped_with_a_report_and_the_rest_still_goes(gateway: Gateway) -> None:
+    """hawkBit answers 405 to a cancel confirmation for an action no longer being cancelled: that
+    outcome can never be delivered, and must not hold back the outcomes after it."""
+    with DdiServer() as server:
+        journal = Journal(gateway.root / "state")
+        record = journal.load()
+        record["outbox"].append({"id": "x", "result": "failure", "state": "failed", "code": "cancelled",
+                                 "reason": "cancelled by the server", "origin": {"ddi_action": "1"}})
+        journal.save(record)
+        server.create_deployment("gw-1", [{"part": "os", "name": "rootfs", "version": "1", "artifacts": {"a": b"a"}}])
+        action = install_for(server, gateway)
+        refused: list = []
+        assert deliver(journal, client(server), lambda outcome, err: refused.append((outcome["id"], err.code))) == 2
+        assert refused == [("x", "ddi-http-405")]
+        assert outbox(gateway) == [] and server.actions[action].result == "success"

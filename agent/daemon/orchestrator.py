@@ -44,7 +44,6 @@ from agent.log import Log
 
 STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
 FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on stop
-FEEDBACK_INTERVAL = 5.0      # seconds between two progress feedbacks of one action
 REBOOT_FEEDBACK_WAIT = 5.0   # seconds the install waits for "rebooting" to reach the server
 
 STEP_TEXT = {
@@ -88,6 +87,7 @@ class Daemon:
         self.workers: list[threading.Thread] = []
         self.install_running = False
         self.last_progress = float("-inf")
+        self.progress_interval = server.progress_interval if server else 5.0
         self.reboot_reported = threading.Event()
         installer.on_step = self._install_step
         installer.progress = self._install_progress
@@ -482,7 +482,7 @@ class Daemon:
         if throttle:                   # progress: the first, then one per interval, and always the last
             now = self.clock()
             complete = progress is not None and progress[0] >= progress[1]
-            if now - self.last_progress < FEEDBACK_INTERVAL and not complete:
+            if now - self.last_progress < self.progress_interval and not complete:
                 return
             self.last_progress = now
         body = feedback(execution, finished, details=[f"fwagent: {text}"], progress=progress)
@@ -529,7 +529,8 @@ class Daemon:
 
     def _deliver_job(self) -> None:
         assert self.client is not None
-        sent = deliver(self.installer.journal, self.client)
+        sent = deliver(self.installer.journal, self.client, lambda outcome, err: self.log.error(
+            "report-refused", action=(outcome.get("origin") or {}).get("ddi_action"), code=err.code, msg=err.detail))
         if sent:
             self.log.info("reported", outcomes=sent)
 

@@ -4,8 +4,8 @@ An outcome leaves the outbox only once the server has taken it (2xx), or says
 the action is already closed (410): a crash between sending and removing
 sends it again, and the server's 410 makes that harmless, so each result is
 recorded on the server exactly once. A transient failure stops the delivery;
-what is left waits in the journal for the next try (as after a refusal or a
-quota answer). A 404 means the action no longer exists. Outcomes of updates that
+what is left waits in the journal for the next try (as after refused
+credentials or a quota answer). A 404 means the action no longer exists. Outcomes of updates that
 no DDI action asked for stay in the outbox for other reporters.
 
 An update the server cancelled (code ``cancelled``) is answered on the
@@ -14,6 +14,7 @@ cancelAction resource, closed + success: the cancel took effect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from agent.ddi.client import DdiClient, DdiError
@@ -39,8 +40,13 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                                       code=0 if success else STATUS_CODES.get(outcome["state"], 1))
 
 
-def deliver(journal: Journal, client: DdiClient) -> int:
-    """Send the outbox's DDI outcomes, oldest first; returns how many left the outbox."""
+def deliver(journal: Journal, client: DdiClient,
+            on_refused: Callable[[dict[str, Any], DdiError], None] = lambda _o, _e: None) -> int:
+    """Send the outbox's DDI outcomes, oldest first; returns how many left the outbox.
+
+    An outcome the server refuses for good (a 4xx other than 401/403/404/410/429)
+    can never be delivered: it is handed to ``on_refused`` (the daemon logs it as
+    an error) and removed, so that it does not hold back every outcome after it."""
     delivered = 0
     with journal.locked():
         record = journal.load()
@@ -53,7 +59,9 @@ def deliver(journal: Journal, client: DdiClient) -> int:
                 client.send_feedback(kind, str(action), body)
             except DdiError as err:
                 if err.code not in GONE:
-                    break               # unreachable, refused or over quota: keep it and the rest for later
+                    if not _refused_for_good(err):
+                        break           # unreachable, TLS, refused credentials, over quota: keep it for later
+                    on_refused(outcome, err)   # 400, 405, 422...: it would block the rest forever
             record["outbox"].remove(outcome)
             journal.save(record)        # one durable write per delivered outcome
             delivered += 1
@@ -67,3 +75,7 @@ def enqueue(journal: Journal, outcome: dict[str, Any]) -> None:
         record = journal.load()
         record["outbox"].append(outcome)
         journal.save(record)
+
+
+def _refused_for_good(error: DdiError) -> bool:
+    return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
