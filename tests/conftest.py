@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,27 +63,37 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A mosquitto on a free loopback port; yields its mqtt:// URL."""
+@contextmanager
+def mosquitto(directory: Path, settings: str = "allow_anonymous true\n") -> Iterator[str]:
+    """A mosquitto on a free loopback port with extra ``settings``; yields its mqtt:// URL."""
     binary = require_tool("mosquitto")
     port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    conf = directory / "mosquitto.conf"
+    # As root, mosquitto drops to its own user unless told otherwise: it could not read our files.
+    user = f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{settings}")
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("mosquitto did not start")
-    yield f"mqtt://127.0.0.1:{port}"
-    process.terminate()
     try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("mosquitto did not start")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    """An anonymous mosquitto on loopback; its mqtt:// URL."""
+    with mosquitto(tmp_path) as url:
+        yield url

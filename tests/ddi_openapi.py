@@ -166,3 +166,14 @@ def _describe(error: BaseException) -> str:
         if (said := str(cause) or type(cause).__name__) not in text:
             text += (": " if text else "") + said
     return text
+
+
+def check_exchanges(server: Any) -> set[tuple[str, int]]:
+    """Every recorded exchange, request and answer, against the document: (operationId, status) seen."""
+    seen = set()
+    for exchange in server.exchanges:
+        operation = check_request(exchange.method, exchange.path, exchange.request_headers, exchange.request_body)
+        check_response(exchange.method, exchange.path, exchange.status, exchange.response_headers,
+                       exchange.response_body)
+        seen.add((operation, exchange.status))
+    return seen

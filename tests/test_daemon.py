@@ -7,6 +7,7 @@ by wake-ups (as an MQTT message would), so the tests do not wait for timers.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import threading
@@ -19,10 +20,12 @@ from install_bench import Gateway, make_gateway
 
 from agent.daemon.compose import build_daemon
 from agent.daemon.orchestrator import Daemon
+from agent.journal import Journal
 from agent.log import Log
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
+from ddi_openapi import check_exchanges
 from hil.server.ddi import DdiServer
 
 DEVICE = "gw-test"
@@ -68,8 +71,9 @@ def gateway(tmp_path: Path) -> Gateway:
 
 @pytest.fixture
 def server() -> Iterator[DdiServer]:
-    with DdiServer(sleep="00:05:00") as server:
+    with DdiServer(sleep="00:05:00", record=True) as server:
         yield server
+        check_exchanges(server)        # every request the daemon made, every answer, against hawkBit's document
 
 
 def connect(gateway: Gateway, server: DdiServer, extra: str = "") -> None:
@@ -105,7 +109,7 @@ def slot_holds(gateway: Gateway, name: str, image: bytes) -> bool:
 
 
 def journal(gateway: Gateway) -> dict:
-    return json.loads((gateway.root / "state/journal.json").read_text())
+    return Journal(gateway.root / "state").load()
 
 
 def test_a_bundle_deployment_is_installed_committed_and_reported(gateway: Gateway, server: DdiServer,
@@ -330,3 +334,41 @@ def test_sigterm_stops_the_service_cleanly(gateway: Gateway, server: DdiServer, 
     lines = stderr.splitlines()
     assert lines and all(line.startswith("level=") for line in lines), stderr
     assert "event=start" in lines[0] and "event=stopped" in lines[-1]
+
+
+def test_a_cancel_while_the_payload_streams_into_the_slot_stops_before_the_switch(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    connect(gateway, server, "\n")
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 300000\n")
+    image = gateway.root / "rootfs.img"
+    image.write_bytes(random.Random(6).randbytes(3 << 20))
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "3.0.0",
+                                                "artifacts": {"update.suit": signed_manifest(gateway, image, sequence=3),
+                                                              "rootfs.img": image.read_bytes()}}])
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: (journal(gateway)["update"] or {}).get("state") == "write", "the write", poke=daemon)
+        server.cancel(action.id)
+        wait_for(lambda: server.actions[action.id].state == "closed", "the cancel", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "canceled", server.statuses(action.id)
+    assert gateway.booted() == "A" and gateway.bootloader().get_primary() == "A"
+    assert not gateway.bootloader().get_state("B")              # the half-written slot stays marked bad
+    assert journal(gateway)["outbox"] == [] and journal(gateway)["update"] is None
+    assert "closed" not in executions(server, action.id)[:-1]
+
+
+def test_downloads_carry_the_servers_token_and_tls_settings(gateway: Gateway, tmp_path: Path) -> None:
+    """hawkBit and goosebit check the device's token on artifact downloads too."""
+    for name in ("ca.pem", "device.pem", "device.key"):
+        (gateway.root / name).write_text("")
+    gateway.config_path.write_text(gateway.config_path.read_text() + (
+        '\n[server]\nurl = "https://ddi.example.com"\ntarget_token = "tok"\nca_file = "ca.pem"\n'
+        'client_cert = "device.pem"\nclient_key = "device.key"\n'))
+    daemon = build_daemon(gateway.config(), Log(io.StringIO()))
+    session = daemon.downloader.session
+    assert daemon.client is not None and daemon.client.session is session
+    assert session.headers["Authorization"] == "TargetToken tok"
+    assert session.verify == str(gateway.root / "ca.pem")
+    assert session.cert == (str(gateway.root / "device.pem"), str(gateway.root / "device.key"))

@@ -14,7 +14,7 @@ from agent.ddi.client import DdiClient, DdiError
 from agent.ddi.codec import Artifact, config_data, feedback
 from agent.download.downloader import Downloader, Resume
 from agent.download.sinks import FileSink
-from ddi_openapi import DOCUMENT, check_request, check_response
+from ddi_openapi import DOCUMENT, check_exchanges, check_request, check_response
 from hil.server.ddi import DdiServer
 
 BASE = "/DEFAULT/controller/v1/gw-1"
@@ -22,17 +22,6 @@ FILES = {"rootfs.img": bytes(range(256)) * 2048, "app.tar": b"app" * 5000, "mcu.
 CHUNKS = [{"part": "os", "name": "rootfs", "version": "2.0.0",
            "artifacts": {"rootfs.img": FILES["rootfs.img"], "app.tar": FILES["app.tar"]}},
           {"part": "bApp", "name": "mcu", "version": "1.7.3", "artifacts": {"mcu.bin": FILES["mcu.bin"]}}]
-
-
-def checked(server: DdiServer) -> set[tuple[str, int]]:
-    """Every recorded exchange, request and answer, against the document: (operationId, status) seen."""
-    seen = set()
-    for exchange in server.exchanges:
-        operation = check_request(exchange.method, exchange.path, exchange.request_headers, exchange.request_body)
-        check_response(exchange.method, exchange.path, exchange.status, exchange.response_headers,
-                       exchange.response_body)
-        seen.add((operation, exchange.status))
-    return seen
 
 
 def download(artifact: Artifact, directory: Path, *, have: int = 0) -> bytes:
@@ -93,7 +82,7 @@ def test_a_whole_device_session_conforms(tmp_path: Path) -> None:
             ddi.poll()
         assert quota.value.code == "ddi-quota"
 
-    assert checked(server) == {
+    assert check_exchanges(server) == {
         ("getControllerBase", 200), ("getControllerBase", 304), ("getControllerBase", 429),
         ("putConfigData", 200),
         ("getControllerDeploymentBaseAction", 200), ("getControllerDeploymentBaseAction", 404),
@@ -110,7 +99,7 @@ def test_target_token_exchanges_conform() -> None:
             DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), target_token="wrong").poll()
         assert refused.value.code == "ddi-auth"
         DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), target_token="right").poll()
-    assert checked(server) == {("getControllerBase", 401), ("getControllerBase", 200)}
+    assert check_exchanges(server) == {("getControllerBase", 401), ("getControllerBase", 200)}
     # The document declares no security scheme (hawkBit's authentication is configured, not
     # described), so the header is checked here.
     assert [e.request_headers["Authorization"] for e in server.exchanges] == ["TargetToken wrong", "TargetToken right"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -97,3 +98,32 @@ def test_a_broker_that_is_down_never_blocks(tmp_path: Path) -> None:
     link.publish_state("idle")                  # queued, not blocking
     link.stop()
     assert time.monotonic() - started < 2 and not link.connected.is_set()
+
+
+def test_a_broker_with_passwords_takes_the_configured_credentials(tmp_path: Path) -> None:
+    from conftest import mosquitto, require_tool
+
+    passwd = tmp_path / "passwd"
+    subprocess.run([require_tool("mosquitto_passwd", "mosquitto"), "-c", "-b", str(passwd), "gw-1", "s3cret"],
+                   check=True, timeout=10, capture_output=True)
+    passwd.chmod(0o600)
+    with mosquitto(tmp_path, f"allow_anonymous false\npassword_file {passwd}\n") as url:
+        wrong = MqttLink(MqttConfig(url=url, device_id="gw-1", username="gw-1", password="nope"), lambda _r: None)
+        woken: queue.Queue = queue.Queue()
+        right = MqttLink(MqttConfig(url=url, device_id="gw-1", username="gw-1", password="s3cret"), woken.put)
+        wrong.start()
+        right.start()
+        try:
+            assert right.connected.wait(10), "the right password is taken"
+            assert not wrong.connected.wait(1), "a wrong password is refused"
+            publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            publisher.username_pw_set("gw-1", "s3cret")
+            host, port = url.removeprefix("mqtt://").split(":")
+            publisher.connect(host, int(port))
+            publisher.loop_start()
+            publisher.publish("fwagent/gw-1/wakeup", b"{}", qos=1).wait_for_publish(5)
+            assert woken.get(timeout=5) == "wakeup"
+            publisher.loop_stop()
+        finally:
+            wrong.stop()
+            right.stop()
