@@ -372,3 +372,21 @@ def test_downloads_carry_the_servers_token_and_tls_settings(gateway: Gateway, tm
     assert session.headers["Authorization"] == "TargetToken tok"
     assert session.verify == str(gateway.root / "ca.pem")
     assert session.cert == (str(gateway.root / "device.pem"), str(gateway.root / "device.key"))
+
+
+def test_an_action_replaced_without_a_cancel_gives_way_to_the_new_one(
+        gateway: Gateway, server: DdiServer, daemon: Running) -> None:
+    """goosebit reassigns by offering the new software in place of the old, with no cancelAction."""
+    old = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                             "artifacts": {"u2.fwb": gateway.bundle("u2", sequence=2).read_bytes()}}],
+                                   window="unavailable")
+    wait_for(lambda: "scheduled" in executions(server, old.id), "the first action to wait", poke=daemon)
+    new = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "3.0.0",
+                                             "artifacts": {"u3.fwb": gateway.bundle("u3", sequence=3,
+                                                                                    version="3.0.0").read_bytes()}}])
+    with server.lock:
+        server.actions[old.id].state = "closed"             # the server now offers the new one in its place
+    wait_for(lambda: server.actions[new.id].state == "closed", "the new action", poke=daemon)
+    assert server.actions[new.id].result == "success" and journal(gateway)["installed"]["version"] == "3.0.0"
+    assert not (gateway.root / "state/incoming" / str(old.id)).exists()
+    assert f"event=action-replaced action={old.id} by={new.id}" in daemon.log()

@@ -117,11 +117,20 @@ class Daemon:
                 kind, data = self.events.get(timeout=wait)
             except queue.Empty:
                 kind, data = "timer", None
-            handler = getattr(self, "_on_" + kind.replace("-", "_"))
-            handler(data) if data is not None else handler()
+            self._handle(kind, data)
             if self.clock() >= self.next_poll_at:
                 self._poll()
         self._shutdown()
+
+    def _handle(self, kind: str, data: Any) -> None:
+        """One event. A handler's error is logged and the daemon goes on: what was persisted
+        before the error is where a restart (or the next poll) takes over."""
+        handler = getattr(self, "_on_" + kind.replace("-", "_"))
+        try:
+            handler(data) if data is not None else handler()
+        except (FwagentError, OSError) as err:
+            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
+            self.log.error("event-failed", event=kind, code=getattr(err, "code", None) or "io", msg=detail)
 
     def _start(self) -> None:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
@@ -185,8 +194,8 @@ class Daemon:
             self.jobs.submit("config", self._send_config_job)
         if cancel is not None:
             self._on_cancel(cancel)
-        elif deployment is not None:
-            self._on_deployment(deployment)
+        elif deployment is not None and not (self.install_running and self.phase is Phase.IDLE):
+            self._on_deployment(deployment)       # (not while the start-up work still holds the journal)
         elif self.phase in (Phase.DOWNLOAD, Phase.WAIT):
             self.log.info("action-withdrawn", action=self.record["action"])
             self._end_action(Event.WITHDRAWN)
@@ -217,6 +226,10 @@ class Daemon:
             if deployment.may_install:
                 self._install()
             return
+        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and action != self.record["action"]:
+            # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
+            self.log.info("action-replaced", action=self.record["action"], by=action)
+            self._end_action(Event.WITHDRAWN)
         if self.phase is not Phase.IDLE:
             return                                     # one action at a time, as the server assigns them
         if action in self._reported_actions() or deployment.download == "skip":
