@@ -92,7 +92,7 @@ class ServerConfig:
     poll_min: float = 30.0                     # local bounds around the server's sleep
     poll_max: float = 24 * 3600.0
     poll_default: float = 300.0                # when the server suggests none
-    startup_spread: float = 30.0               # first poll within this many seconds of a start
+    startup_spread: float = 300.0              # first poll within this many seconds of a start
     timeout: float = 30.0                      # seconds for one request's answer
     progress_interval: float = 5.0             # seconds between two progress feedbacks of an action
 
@@ -306,7 +306,9 @@ def _server(table: _Table, device_id: str) -> ServerConfig:
         raise ConfigError(f"[server].url {url!r} must be an http:// or https:// URL")
     d = ServerConfig(url=url)
     numbers = {key: float(table.get(key, (int, float), getattr(d, key)))
-               for key in ("poll_min", "poll_max", "poll_default", "startup_spread", "timeout", "progress_interval")}
+               for key in ("poll_min", "poll_max", "poll_default", "timeout", "progress_interval")}
+    # A fleet powered up together polls spread over one interval, as it does from then on.
+    numbers["startup_spread"] = float(table.get("startup_spread", (int, float), numbers["poll_default"]))
     if numbers["poll_min"] <= 0 or numbers["timeout"] <= 0 or numbers["startup_spread"] < 0 \
             or numbers["progress_interval"] < 0:
         raise ConfigError("[server].poll_min and timeout must be positive, startup_spread and progress_interval "

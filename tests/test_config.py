@@ -122,6 +122,7 @@ def test_server_and_mqtt_sections(tmp_path: Path) -> None:
         "https://ddi.example.com", "acme", "gw-0001", "s3cret")
     assert (server.ca_file, server.poll_min, server.poll_default, server.poll_max) == (
         tmp_path / "ca.pem", 60.0, 600.0, 86400.0)
+    assert server.startup_spread == 600.0          # by default, one poll interval
     assert (mqtt.device_id, mqtt.spread, mqtt.username, mqtt.password) == ("gw-0001", 120.0, "gw", "pw")
     assert mqtt.broadcast_topic == "fwagent/all/wakeup" and mqtt.wakeup_topic is None
     assert config.device.hardware_board == "gw-board" and config.device.attributes == {"site": "plant-3"}

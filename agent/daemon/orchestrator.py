@@ -82,6 +82,7 @@ class Daemon:
         self.next_poll_at = float("inf")
         self.poll_in_flight = False
         self.poll_failures = 0
+        self.config_due = False
         self.stopping = False
         self.download_cancel = threading.Event()
         self.workers: list[threading.Thread] = []
@@ -148,7 +149,7 @@ class Daemon:
         elif self.phase is Phase.CANCEL:
             self._finish_cancel()
         if self.client:
-            self.jobs.submit("config", self._send_config_job)
+            self.config_due = True             # with the first poll: spread like the polls themselves
             self.next_poll_at = self.clock() + first_poll(self.policy, self.rng)
 
     def _shutdown(self) -> None:
@@ -190,7 +191,8 @@ class Daemon:
         self.poll_in_flight = False
         self.poll_failures = 0
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
-        if root.config_data:
+        if root.config_data or self.config_due:
+            self.config_due = False
             self.jobs.submit("config", self._send_config_job)
         if cancel is not None:
             self._on_cancel(cancel)

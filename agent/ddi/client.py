@@ -39,7 +39,7 @@ class PollPolicy:
     maximum: float = 24 * 3600.0
     default: float = 300.0          # when the server suggests nothing
     jitter: float = 0.1             # +- this share of the interval
-    startup_spread: float = 30.0    # the first poll comes within this many seconds of a start
+    startup_spread: float = 300.0   # the first poll comes within this many seconds of a start
 
 
 def next_poll(suggested: float | None, policy: PollPolicy, rng: random.Random) -> float:

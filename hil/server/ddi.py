@@ -154,7 +154,7 @@ class DdiServer:
 
     def __enter__(self) -> "DdiServer":
         handler = type("Handler", (_Handler,), {"server_model": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Listener(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, name="ddi-server", daemon=True).start()
         return self
@@ -193,6 +193,12 @@ def _exception_info(kind: tuple[str, str], message: str) -> dict[str, str]:
 
 
 _ROUTE = re.compile(r"^/(?P<tenant>[^/]+)/controller/v1/(?P<device>[^/]+)(?P<rest>/.*)?$")
+
+
+class _Listener(ThreadingHTTPServer):
+    # Python's default listen backlog of 5 makes a fleet's simultaneous connections wait for
+    # TCP retries (1, 3, 7 s...): the bench would measure the test server, not the agents.
+    request_queue_size = 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
