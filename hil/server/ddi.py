@@ -28,6 +28,7 @@ check the wire against the OpenAPI document.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -239,8 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
         if model.record:
             exchange = Exchange(at, method, self.path, dict(self.headers.items()), raw, self._status,
                                 dict(self._sent_headers), self._kept, self._length)
-            with model.lock:
-                model.exchanges.append(exchange)
+            with model.lock:      # in arrival order: a later request may finish first
+                bisect.insort(model.exchanges, exchange, key=lambda e: e.at)
 
     def _dispatch(self, method: str, raw: bytes) -> None:
         model = self.server_model
