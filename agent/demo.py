@@ -29,8 +29,6 @@ import os
 import random
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 import textwrap
 import threading
@@ -56,7 +54,6 @@ RATE_LIMIT = 1 << 20         # bytes per second: the download takes seconds, so 
 PROGRESS_EVERY = 1.0         # seconds between two progress feedbacks (the daemon's default: 5)
 ACTION_TIMEOUT = 60.0        # seconds for one deployment to close
 WAKEUP_GRACE = 5.0           # seconds for the MQTT wake-up to bring a poll before the demo calls wakeup()
-SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 SPEC = """\
 sequence = {sequence}
@@ -281,44 +278,19 @@ class _Device:
 
 def _start_broker(work: Path, stack: contextlib.ExitStack) -> str | None:
     """mosquitto on a free loopback port, stopped by ``stack``; None (and why) when there is none."""
-    binary = _find_mosquitto()
+    from hil.server.mosquitto import BrokerError, find_mosquitto, run_mosquitto
+
+    binary = find_mosquitto()
     if binary is None:
         print("MQTT         mosquitto is not installed: running without MQTT; wake-ups call the daemon's wakeup()")
         return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack.callback(_stop_process, process)
-    if not _wait(lambda: _listening(port) or process.poll() is not None, 5) or process.poll() is not None:
-        print(f"MQTT         {binary} did not start: running without MQTT; wake-ups call the daemon's wakeup()")
+    try:
+        url = stack.enter_context(run_mosquitto(work, binary=binary, timeout=5))
+    except BrokerError as err:
+        print(f"MQTT         {err}: running without MQTT; wake-ups call the daemon's wakeup()")
         return None
-    print(f"MQTT broker  mqtt://127.0.0.1:{port} ({binary})")
-    return f"mqtt://127.0.0.1:{port}"
-
-
-def _find_mosquitto() -> str | None:
-    """On PATH or in the sbin directories, where Debian puts daemons."""
-    return shutil.which("mosquitto") or shutil.which("mosquitto", path=os.pathsep.join(SBIN))
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    print(f"MQTT broker  {url} ({binary})")
+    return url
 
 
 class _Operator:

@@ -10,12 +10,8 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,39 +53,16 @@ def require_tool(name: str, package: str | None = None) -> str:
     raise AssertionError("unreachable")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def mosquitto(directory: Path, settings: str = "allow_anonymous true\n") -> Iterator[str]:
     """A mosquitto on a free loopback port with extra ``settings``; yields its mqtt:// URL."""
+    from hil.server.mosquitto import BrokerError, run_mosquitto
     binary = require_tool("mosquitto")
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    # As root, mosquitto drops to its own user unless told otherwise: it could not read our files.
-    user = f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
-    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{settings}")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("mosquitto did not start")
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        with run_mosquitto(directory, settings, binary=binary) as url:
+            yield url
+    except BrokerError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture

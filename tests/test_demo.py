@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-import agent.demo
 from agent.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +82,7 @@ def test_the_demo_runs_server_broker_and_device_and_cleans_up() -> None:
 
 def test_without_mosquitto_the_daemon_is_woken_directly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent.demo, "_find_mosquitto", lambda: None)
+    monkeypatch.setattr("hil.server.mosquitto.find_mosquitto", lambda: None)
     assert main(["demo", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mosquitto is not installed: running without MQTT" in out and "MQTT broker" not in out
