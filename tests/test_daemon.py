@@ -390,3 +390,19 @@ def test_an_action_replaced_without_a_cancel_gives_way_to_the_new_one(
     assert server.actions[new.id].result == "success" and journal(gateway)["installed"]["version"] == "3.0.0"
     assert not (gateway.root / "state/incoming" / str(old.id)).exists()
     assert f"event=action-replaced action={old.id} by={new.id}" in daemon.log()
+
+
+def test_a_damaged_action_record_starts_idle_and_the_server_offers_the_action_again(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    connect(gateway, server)
+    (gateway.root / "state").mkdir(exist_ok=True)
+    (gateway.root / "state/ddi-action.json").write_text('{"schema": 1, "phase": "downl')
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": gateway.bundle("u2", sequence=2).read_bytes()}}])
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the action", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "success"
+    assert "level=error event=action-record-damaged code=journal" in daemon.log()

@@ -31,7 +31,7 @@ from agent.config import Config
 from agent.daemon.actions import RESUME, Event, Phase, step
 from agent.daemon.jobs import JobWorker
 from agent.daemon.plan import ActionPlan, PlanError, check_payloads, plan_action, strongest_hash
-from agent.daemon.store import ActionStore
+from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, config_data, feedback
 from agent.ddi.outbox import deliver, enqueue
@@ -77,7 +77,7 @@ class Daemon:
                                  startup_spread=server.startup_spread) if server else PollPolicy()
         self.jobs = JobWorker("fwagent-link", lambda key, exc: self.events.put(("job-failed", (key, exc))))
         self.mqtt = mqtt_factory(config.mqtt, self.wakeup) if (mqtt_factory and config.mqtt) else None
-        self.record = self.store.load()
+        self.record = self._load_record()
         self.phase = RESUME[Phase(self.record["phase"])]
         self.next_poll_at = float("inf")
         self.poll_in_flight = False
@@ -93,6 +93,15 @@ class Daemon:
         installer.on_step = self._install_step
         installer.progress = self._install_progress
         installer.log = lambda message: log.info("install", msg=message)
+
+    def _load_record(self) -> dict[str, Any]:
+        """The action in hand; a damaged record starts idle: the server offers the action again,
+        and every result already reached is safe in the journal's outbox."""
+        try:
+            return self.store.load()
+        except ActionStoreError as err:
+            self.log.error("action-record-damaged", code=err.code, msg=err.detail)
+            return self.store.reset()
 
     # --- outside world -> events --------------------------------------------------------
 
