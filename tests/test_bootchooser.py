@@ -246,7 +246,7 @@ def test_registry_entry_point_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path:
                EntryPoint("grub", "builtins:dict", group),
                EntryPoint("notabootloader", "builtins:dict", group),
                EntryPoint("broken", "fwagent_no_such_module:Backend", group)]
-    monkeypatch.setattr(registry, "entry_points", lambda group: [p for p in plugins if p.group == group])
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [p for p in plugins if p.group == group])
     assert registry.names() == ["grub", "uboot", "custom", "file", "broken", "devboard", "notabootloader"]
     assert isinstance(registry.create("devboard", path=tmp_path / "s.json"), FileBootloader)
     assert registry.backend_class("grub").__name__ == "GrubBootloader"

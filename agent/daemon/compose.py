@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import replace
 
 from agent.config import Config
@@ -13,6 +15,7 @@ from agent.log import Log
 
 
 def build_daemon(config: Config, log: Log) -> Daemon:
+    _without_charset_detection()
     server = config.server
     download = config.download
     if server is not None:
@@ -34,3 +37,14 @@ def build_daemon(config: Config, log: Log) -> Daemon:
         from agent.mqtt import MqttLink
         mqtt_factory = MqttLink
     return Daemon(config, installer, client=client, downloader=downloader, log=log, mqtt_factory=mqtt_factory)
+
+
+def _without_charset_detection() -> None:
+    """Keep requests from loading a character-set detector: 2.8 MiB resident for the life of
+    the service, to guess the encoding of text answers. fwagent reads JSON, which is UTF-8
+    (RFC 8259), and bytes; without a detector requests falls back to UTF-8. Only in a process
+    that has not imported requests yet (the service), so nothing else is affected."""
+    if "requests" not in sys.modules:
+        for name in ("chardet", "charset_normalizer"):
+            sys.modules.setdefault(name, None)   # type: ignore[arg-type]  # import now raises ImportError
+        warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")

@@ -146,6 +146,10 @@ class Daemon:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
                       action=self.record.get("action"), server=self.config.server.url if self.config.server else None,
                       mqtt=self.config.mqtt.url if self.config.mqtt else None)
+        trust = self.config.trust
+        for path in (*trust.keys, *trust.hmac_keys):
+            if not path.is_file():      # loaded at the first update; said at once
+                self.log.error("trust-key-missing", path=str(path))
         self.jobs.start()
         if self.mqtt:
             self.mqtt.start()

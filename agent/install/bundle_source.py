@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from agent.bundle.reader import CHUNK, BundleReader, PayloadStream
 from agent.errors import InputFileError
 from agent.files import read_input
 from agent.install.sources import DirectorySource, SourceError
-from agent.manifest.cbor import DEFAULT_MAX_SIZE
-from agent.manifest.check import plan
-from agent.manifest.verify import VerifiedManifest
+
+if TYPE_CHECKING:   # the readers come with the first update, not with a service that waits for one
+    from agent.bundle.reader import BundleReader, PayloadStream
+    from agent.manifest.verify import VerifiedManifest
 
 CPIO_MAGIC = b"0707"
 
@@ -29,6 +29,7 @@ class BundleSource:
         self._reader: BundleReader | None = None
 
     def read_manifest(self) -> bytes:
+        from agent.bundle.reader import BundleReader
         self.close()
         try:
             self._file = open(self.path, "rb", buffering=0)
@@ -38,6 +39,7 @@ class BundleSource:
         return self._reader.manifest
 
     def payloads(self, manifest: VerifiedManifest, slot: int | None) -> "_BundlePayloads":
+        from agent.manifest.check import plan
         assert self._reader is not None, "read_manifest first"
         return _BundlePayloads(self._reader.payloads(plan(manifest, slot=slot)))
 
@@ -68,6 +70,7 @@ class _CheckedStream:
         self.stream = stream
 
     def __iter__(self) -> Iterator[memoryview]:
+        from agent.bundle.reader import CHUNK
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         while count := self.stream.readinto(buffer):
@@ -85,6 +88,7 @@ class ManifestFileSource:
         self.path = path
 
     def read_manifest(self) -> bytes:
+        from agent.manifest.cbor import DEFAULT_MAX_SIZE
         return read_input(self.path, "manifest", DEFAULT_MAX_SIZE)
 
     def payloads(self, manifest: VerifiedManifest, slot: int | None) -> DirectorySource:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import ProcessingError
 from agent.install.slots import SLOT_INDEX, Slot, SlotWriter, read_digest
-from agent.manifest.processor import Component, Digest
 from agent.manifest.targets import target_of
+
+if TYPE_CHECKING:
+    from agent.manifest.processor import Component, Digest
 
 Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, total or None)
 

@@ -10,12 +10,13 @@ that ends the update, so it is recorded exactly once.
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.errors import FwagentError, UsageError
@@ -26,12 +27,15 @@ from agent.download.downloader import Downloader, Resume
 from agent.download.downloader import Progress as DownloadProgress
 from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity
 from agent.journal import Journal
-from agent.manifest import cose
-from agent.manifest.check import CheckResult, check
-from agent.manifest.describe import manifest_view
-from agent.manifest.processor import DeviceIdentity, Processor
-from agent.manifest.verify import RollbackState, Trust, VerifiedManifest, verify_envelope
 from agent.update.flow import FINAL, Event, State, resume, step
+
+if TYPE_CHECKING:
+    from agent.manifest.check import CheckResult
+    from agent.manifest.processor import DeviceIdentity
+    from agent.manifest.verify import Trust, VerifiedManifest
+
+# The manifest machinery (SUIT, COSE, cryptography: about 10 MiB) is imported when an update
+# needs it, not by a service that waits between updates.
 
 
 # The states a cancel may still stop: nothing the bootloader boots has changed yet.
@@ -79,9 +83,18 @@ class Installer:
         self._point_of_no_return = threading.Lock()
         self._switched = False
         self._record: dict[str, Any] = {}
-        self.trust = Trust(tuple(cose.load_trust_anchor(p) for p in config.trust.keys),
-                           tuple(cose.load_mac_key(p) for p in config.trust.hmac_keys))
-        self.device = DeviceIdentity((config.device.vendor_id.bytes,), (config.device.class_id.bytes,))
+
+    @functools.cached_property
+    def trust(self) -> Trust:
+        from agent.manifest import cose
+        from agent.manifest.verify import Trust
+        return Trust(tuple(cose.load_trust_anchor(p) for p in self.config.trust.keys),
+                     tuple(cose.load_mac_key(p) for p in self.config.trust.hmac_keys))
+
+    @functools.cached_property
+    def device(self) -> DeviceIdentity:
+        from agent.manifest.processor import DeviceIdentity
+        return DeviceIdentity((self.config.device.vendor_id.bytes,), (self.config.device.class_id.bytes,))
 
     # --- entry points --------------------------------------------------------------
 
@@ -90,6 +103,7 @@ class Installer:
         """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from."""
         with self.journal.locked():
             self.open_source(source).close()  # an unreadable source is refused before anything starts
+            _ = self.trust                    # and so are unreadable trust keys
             record = self.journal.load()
             self.refuse_if_busy(record)
             record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
@@ -237,6 +251,8 @@ class Installer:
     def check_source(self, source: str) -> tuple[bytes, CheckResult]:
         """The checks of ``verify``, with no update started: signature, anti-rollback, device,
         target slots (a server action's files are checked so as soon as they arrive)."""
+        from agent.manifest.check import check
+        from agent.manifest.verify import RollbackState
         opened = self.open_source(source)
         try:
             manifest_bytes = opened.read_manifest()
@@ -272,6 +288,7 @@ class Installer:
         manifest = self._manifest(update)
         source = self.open_source(update["source"])
         try:
+            from agent.manifest.processor import Processor
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
             payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
             executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
@@ -388,6 +405,7 @@ class Installer:
     def _manifest(self, update: dict[str, Any]) -> VerifiedManifest:
         """The manifest of the update in flight, its signature checked again: the journal
         is a file like any other. Payloads are bound to it by their digests."""
+        from agent.manifest.verify import verify_envelope
         return verify_envelope(base64.b64decode(update["manifest"]), self.trust)
 
     def _check_targets(self, result: CheckResult, target: str) -> None:
@@ -420,6 +438,7 @@ class Installer:
 
 
 def manifest_version(manifest: VerifiedManifest) -> str | None:
+    from agent.manifest.describe import manifest_view
     for component in manifest_view(manifest)["components"]:
         if component.get("component-version"):
             return component["component-version"]

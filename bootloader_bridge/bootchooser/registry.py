@@ -9,7 +9,6 @@ be taken over by one.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from agent.errors import ConfigError
@@ -58,4 +57,6 @@ def create(name: str, **options: Any) -> Bootloader:
 
 
 def _plugins() -> dict[str, Any]:
+    from importlib.metadata import entry_points   # only when a name is not built in: it costs memory
+
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
