@@ -205,6 +205,9 @@ class _Listener(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_model: DdiServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body would wait for the
+    # client's delayed ACK (up to 40 ms). hawkBit buffers its answers: no such delay there.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:   # quiet: tests read the model instead
         pass
