@@ -119,3 +119,31 @@ class BootloaderTimeoutError(BootloaderError, TimeoutError):
     """A bootloader tool or hook did not finish in time."""
 
     code = "bootloader-timeout"
+
+
+# --- Things: microcontrollers on serial lines (bootloader_bridge/things/) ---
+
+
+class ThingError(BootloaderError):
+    """A Thing's bootloader refused, went silent or answered nonsense; the detail says which
+    Thing, and where (port, address, offset)."""
+
+    code = "thing"
+
+
+class ThingPortError(ThingError, OSError):
+    """The Thing's serial port is missing or cannot be opened."""
+
+    code = "thing-port"
+
+
+class ThingTimeoutError(ThingError, TimeoutError):
+    """The Thing did not answer in time (no sync, a lost reply)."""
+
+    code = "thing-timeout"
+
+
+class ThingVerifyError(ThingError, ValueError):
+    """What the Thing holds after writing is not the image (read-back or reported hash)."""
+
+    code = "thing-verify"

@@ -1,0 +1,1 @@
+"""Things: microcontrollers on a gateway's serial lines, and the bootloaders that flash them."""
