@@ -1,0 +1,357 @@
+"""A simulated MCUboot serial-recovery Thing (SMP over its console) on a pseudo-terminal.
+
+Two layers. ``SmpDevice`` is the device as a pure state machine: console bytes
+in, timed outputs out (``Output``: work for a while, then send bytes). It
+mirrors MCUboot's ``boot_serial.c``: 128-byte input lines (longer ones cut
+short), a reassembly buffer of ``buf_size`` decoded bytes, frames with a bad
+CRC dropped without an answer, answers that echo the request's SMP version and
+sequence number, ``"rc": 0`` in success answers, ``rc 8`` (ENOTSUP) for what it
+does not know, and the upload rules: offset 0 erases the whole slot (the slow
+first answer), an unexpected offset is answered with the expected one, chunks
+are cut to the flash alignment except the last, and the image state list shows
+a slot only when it holds an image whose SHA-256 TLV checks (the signature is
+not checked). ``resume=True`` gives Zephyr's application server behaviour
+instead: offset 0 with the in-progress upload's ``sha`` answers the current
+offset.
+
+Beyond serial recovery it keeps two slots with test/confirm flags and a reset
+that boots (swapping in an image marked for test from slot 1, reverting an
+unconfirmed test boot), so the agent's mark-for-test / reset / confirm flow has
+something to act on. One SMP server serves throughout, before and after resets.
+
+``SmpSimulator`` is the thin adapter: a pty whose slave is raw and stays open
+(clients come and go without EIO), one thread, and the wire's speed modelled
+both ways (``chars * bits / baud``), since a pty moves bytes at memory speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from bootloader_bridge.things import smp_codec as codec
+from bootloader_bridge.things.mcuboot_image import McubootImageError
+from bootloader_bridge.things.mcuboot_image import parse as parse_image
+
+BANNER = b"*** Booting MCUboot v2.1.0 ***\r\nI: Starting bootloader\r\n"
+LOG_LINE = b"[00:00:02.718,281] <inf> serial_recovery: busy\r\n"
+REBOOT_DELAY = 0.25         # MCUboot answers a reset, then reboots this much later
+EINVAL, ENOENT, ENOTSUP = 3, 5, 8
+
+
+@dataclass
+class Faults:
+    """What goes wrong, by the number (from 1) of the upload request it hits."""
+
+    drop: set[int] = field(default_factory=set)       # the answer is lost (the chunk was written)
+    rc: dict[int, int] = field(default_factory=dict)  # answered with this rc instead
+    reset: set[int] = field(default_factory=set)      # the device resets instead (upload state lost)
+    noise: bool = False                               # log lines before every answer and inside it
+    silent: bool = False                              # no answers at all
+
+
+@dataclass(frozen=True)
+class Output:
+    after: float                # seconds of work before it goes out (erase, flash writes, reboot)
+    data: bytes = b""
+    reboot: bool = False        # the device reboots first; the adapter sends what ``boot()`` returns
+
+
+@dataclass
+class Slot:
+    data: bytearray
+    length: int = 0             # bytes of the image written there (0: empty)
+    pending: bool = False       # marked for the next boot
+    permanent: bool = False     # marked for the next boot, for good
+    confirmed: bool = False
+    active: bool = False
+
+    def image(self) -> Any:
+        """The MCUboot image here, if the whole of one is; else None."""
+        if not self.length:
+            return None
+        try:
+            return parse_image(bytes(self.data[:self.length]))
+        except McubootImageError:
+            return None
+
+    def clear(self) -> None:
+        self.data[:] = b"\xff" * len(self.data)
+        self.length, self.pending, self.permanent, self.confirmed, self.active = 0, False, False, False, False
+
+
+class SmpDevice:
+    def __init__(self, *, slot_size: int = 256 * 1024, buf_size: int = 1024, params: bool = True,
+                 align: int = 4, upload_slot: int = 0, primary: bytes | None = None, resume: bool = False,
+                 erase_delay: float = 0.0, write_delay_per_kib: float = 0.0, indefinite: bool = True,
+                 line_max: int = 128) -> None:
+        self.slot_size, self.buf_size, self.params, self.align = slot_size, buf_size, params, align
+        self.upload_slot, self.resume, self.indefinite = upload_slot, resume, indefinite
+        self.erase_delay, self.write_delay_per_kib = erase_delay, write_delay_per_kib
+        self.faults = Faults()
+        self.slots = [Slot(bytearray(b"\xff" * slot_size)) for _ in range(2)]
+        self.decoder = codec.FrameDecoder(max_line=line_max, max_frame=buf_size)
+        self.uploads = 0            # upload requests seen
+        self.boots = 0
+        self.test_boot = False      # slot 0 runs an image on trial: it reverts at the next reset
+        self._upload_len = self._upload_off = 0
+        self._upload_sha = b""
+        if primary is not None:
+            self.slots[0].data[:len(primary)] = primary
+            self.slots[0].length = len(primary)
+            self.slots[0].confirmed = self.slots[0].active = True
+
+    # --- frames in, outputs out ---
+
+    def feed(self, data: bytes) -> list[Output]:
+        outputs: list[Output] = []
+        for packet in self.decoder.feed(data):
+            outputs += self._handle(packet)
+        return outputs
+
+    def _handle(self, packet: bytes) -> list[Output]:
+        try:
+            request = codec.decode_packet(packet)
+        except codec.SmpFormatError:
+            return []               # MCUboot drops what it cannot parse
+        header = request.header
+        if header.op not in (codec.READ, codec.WRITE) or self.faults.silent:
+            return []
+        key = (header.group, header.id, header.op)
+        if key == (codec.GROUP_IMAGE, codec.IMAGE_UPLOAD, codec.WRITE):
+            return self._upload(header, request.body)
+        if key == (codec.GROUP_IMAGE, codec.IMAGE_STATE, codec.READ):
+            return [self._answer(header, self._state_list())]
+        if key == (codec.GROUP_IMAGE, codec.IMAGE_STATE, codec.WRITE):
+            return [self._answer(header, self._state_write(request.body))]
+        if key == (codec.GROUP_OS, codec.OS_RESET, codec.WRITE):
+            return [self._answer(header, {"rc": 0}), Output(REBOOT_DELAY, reboot=True)]
+        if key == (codec.GROUP_OS, codec.OS_PARAMS, codec.READ) and self.params:
+            return [self._answer(header, {"buf_size": self.buf_size, "buf_count": 1})]
+        return [self._answer(header, {"rc": ENOTSUP})]
+
+    def _answer(self, request: codec.Header, body: dict[str, Any], after: float = 0.0) -> Output:
+        payload = _indefinite(body) if self.indefinite else cbor2.dumps(body)
+        header = codec.Header(request.op + 1, request.group, request.id, request.seq, len(payload), 0,
+                              request.version)
+        frame = codec.encode_frame(header.pack() + payload)
+        if self.faults.noise:
+            first_line = frame.index(b"\n") + 1
+            frame = LOG_LINE + frame[:first_line] + LOG_LINE + frame[first_line:]
+        return Output(after, frame)
+
+    def boot(self) -> bytes:
+        """Reset: the upload in progress is forgotten; an image marked for test is swapped in,
+        an unconfirmed trial reverted. Returns the boot banner."""
+        primary, secondary = self.slots
+        if secondary.pending:
+            self._swap()
+            self.test_boot = not secondary.permanent
+            primary.confirmed = secondary.permanent
+        elif primary.pending:
+            self.test_boot, primary.confirmed = True, False
+        elif self.test_boot and not primary.confirmed and secondary.image() is not None:
+            self._swap()
+            primary.confirmed, self.test_boot = True, False
+        for slot in self.slots:
+            slot.pending = slot.permanent = slot.active = False
+        primary.active = primary.image() is not None
+        self._upload_len = self._upload_off = 0
+        self._upload_sha = b""
+        self.decoder.reset()
+        self.boots += 1
+        return BANNER
+
+    def _swap(self) -> None:
+        primary, secondary = self.slots
+        primary.data, secondary.data = secondary.data, primary.data
+        primary.length, secondary.length = secondary.length, primary.length
+        primary.confirmed, secondary.confirmed = secondary.confirmed, primary.confirmed
+
+    # --- image group ---
+
+    def _upload(self, header: codec.Header, body: dict[str, Any]) -> list[Output]:
+        self.uploads += 1
+        number = self.uploads
+        if number in self.faults.reset:
+            return [Output(0.0, self.boot())]
+        if number in self.faults.rc:
+            return [self._answer(header, {"rc": self.faults.rc[number]})]
+        answer, delay = self._write_chunk(body)
+        if number in self.faults.drop:
+            return [Output(delay)]
+        return [self._answer(header, answer, delay)]
+
+    def _write_chunk(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        off, data = body.get("off"), body.get("data")
+        if not isinstance(off, int) or not isinstance(data, bytes):
+            return {"rc": EINVAL}, 0.0
+        slot = self.slots[self.upload_slot]
+        delay = 0.0
+        if off == 0:
+            length, sha = body.get("len"), body.get("sha", b"")
+            if not isinstance(length, int) or not 0 < length <= self.slot_size or body.get("image", 0) != 0:
+                return {"rc": EINVAL}, 0.0
+            if self.resume and sha and sha == self._upload_sha and length == self._upload_len:
+                return {"rc": 0, "off": self._upload_off}, 0.0
+            slot.clear()
+            self.test_boot = self.test_boot and self.upload_slot != 0
+            slot.length = length
+            self._upload_len, self._upload_off, self._upload_sha = length, 0, sha
+            delay += self.erase_delay
+        elif not self._upload_len or off != self._upload_off:
+            return {"rc": 0, "off": self._upload_off}, 0.0
+        if off + len(data) > self._upload_len:
+            return {"rc": EINVAL}, delay
+        take = len(data) if off + len(data) == self._upload_len else len(data) - len(data) % self.align
+        slot.data[off:off + take] = data[:take]
+        self._upload_off = off + take
+        return {"rc": 0, "off": self._upload_off}, delay + self.write_delay_per_kib * take / 1024
+
+    def _state_list(self) -> dict[str, Any]:
+        images = []
+        for number, slot in enumerate(self.slots):
+            image = slot.image()
+            if image is None:
+                continue
+            entry: dict[str, Any] = {"slot": number, "version": image.version_text, "hash": image.hash}
+            flags = {"bootable": not image.flags & 0x10, "pending": slot.pending, "confirmed": slot.confirmed,
+                     "active": slot.active, "permanent": slot.permanent}
+            entry.update({name: True for name, value in flags.items() if value})
+            images.append(entry)
+        return {"images": images}
+
+    def _state_write(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted, confirm = body.get("hash"), body.get("confirm", False) is True
+        if wanted is None and confirm:
+            number: int | None = 0
+        else:
+            number = next((n for n, slot in enumerate(self.slots)
+                           if (image := slot.image()) is not None and image.hash == wanted), None)
+        if number is None or self.slots[number].image() is None:
+            return {"rc": ENOENT, "rsn": "no image with that hash"}
+        slot = self.slots[number]
+        if number == 0 and slot.active:
+            if confirm:
+                slot.confirmed, self.test_boot = True, False
+        else:
+            slot.pending, slot.permanent = True, confirm
+        return self._state_list()
+
+
+def _indefinite(value: Any) -> bytes:
+    """CBOR with indefinite-length maps and arrays, as zcbor writes them by default."""
+    if isinstance(value, dict):
+        return b"\xbf" + b"".join(_indefinite(k) + _indefinite(v) for k, v in value.items()) + b"\xff"
+    if isinstance(value, list):
+        return b"\x9f" + b"".join(_indefinite(v) for v in value) + b"\xff"
+    return cbor2.dumps(value)
+
+
+class SmpSimulator:
+    """``with SmpSimulator(slot_size=..., baud=115200) as sim:`` a Thing at ``sim.port``.
+
+    ``sim.device`` is the SmpDevice (its ``faults``, slots and counters);
+    ``rx_bytes``/``tx_bytes`` count the bytes on the wire each way.
+    """
+
+    def __init__(self, *, baud: int = 115200, bits: int = 10, **device: Any) -> None:
+        self.device = SmpDevice(**device)
+        self.char_time = bits / baud if baud else 0.0
+        self.rx_bytes = self.tx_bytes = 0
+        self.port = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._master = self._slave = -1
+        self._rx_clock = self._tx_clock = 0.0
+
+    def __enter__(self) -> "SmpSimulator":
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)         # no echo, no line discipline: bytes as the device sends them
+        self.port = os.ttyname(self._slave)
+        self._thread = threading.Thread(target=self._run, name="smp-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        os.close(self._master)
+        os.close(self._slave)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            data = self._read(0.05)
+            if not data:
+                continue
+            self.rx_bytes += len(data)
+            self._rx_clock = _wait_until(max(self._rx_clock, time.monotonic()) + len(data) * self.char_time)
+            for output in self.device.feed(data):
+                self._emit(output)
+
+    def _emit(self, output: Output) -> None:
+        if output.after:
+            time.sleep(output.after)
+        data = output.data
+        if output.reboot:
+            while self._read(0.0):      # what arrives while the device reboots is lost
+                pass
+            data = self.device.boot()
+        if not data:
+            return
+        self._tx_clock = _wait_until(max(self._tx_clock, time.monotonic()) + len(data) * self.char_time)
+        os.write(self._master, data)
+        self.tx_bytes += len(data)
+
+    def _read(self, timeout: float) -> bytes:
+        ready, _, _ = select.select([self._master], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self._master, 4096)
+        except OSError:
+            return b""
+
+
+def _wait_until(deadline: float) -> float:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    return deadline
+
+
+def imgtool_path() -> str | None:
+    """imgtool (PyPI, a dev dependency) beside this interpreter, or on PATH."""
+    beside = Path(sys.executable).with_name("imgtool")
+    return str(beside) if beside.exists() else shutil.which("imgtool")
+
+
+def sign_image(payload: bytes, directory: Path, *, version: str = "1.2.3+4", slot_size: int = 256 * 1024,
+               header_size: int = 0x200, key: Path | None = None, extra: tuple[str, ...] = ()) -> bytes:
+    """An MCUboot image of ``payload`` made by ``imgtool sign`` (with ``key``, else hash-only)."""
+    tool = imgtool_path()
+    if tool is None:
+        raise FileNotFoundError("imgtool is not installed (uv sync installs the dev group)")
+    name = hashlib.sha256(payload).hexdigest()[:12]
+    source, target = directory / f"{name}.bin", directory / f"{name}-signed.bin"
+    source.write_bytes(payload)
+    command = [tool, "sign", "--header-size", hex(header_size), "--pad-header", "--align", "4",
+               "--slot-size", hex(slot_size), "--version", version, *extra]
+    if key is not None:
+        command += ["--key", str(key)]
+    subprocess.run([*command, str(source), str(target)], check=True, capture_output=True, timeout=60)
+    return target.read_bytes()
