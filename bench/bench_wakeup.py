@@ -31,13 +31,7 @@ progress feedback, a download thread) adds. A timer-driven poll is no baseline
 at 5 minutes, and a fresh process per wake-up would charge the baseline with an
 interpreter start the daemon never pays.
 
-On loopback most of both columns is the reference server's, not the clients':
-it writes an answer's headers and its body in two writes, so Nagle holds the
-body of the deploymentBase answer until the client's delayed ACK, up to 40 ms.
-``--server-nodelay`` sets TCP_NODELAY on the server's connections (the switch
-socketserver has for it) and shows the clients' own latency.
-
-Run: uv run python bench/bench_wakeup.py [--rounds 20] [--size 64] [--server-nodelay]
+Run: uv run python bench/bench_wakeup.py [--rounds 20] [--size 64]
 """
 
 from __future__ import annotations
@@ -66,7 +60,6 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from hil.server import ddi  # noqa: E402
 from hil.server.ddi import DdiServer  # noqa: E402
 from hil.server.mosquitto import find_mosquitto, run_mosquitto  # noqa: E402
 from install_bench import Gateway, make_gateway  # noqa: E402
@@ -220,11 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--size", type=int, default=64, help="KiB of the image in each bundle")
-    parser.add_argument("--server-nodelay", action="store_true",
-                        help="TCP_NODELAY on the reference server's connections (see above)")
     args = parser.parse_args()
-    if args.server_nodelay:
-        ddi._Handler.disable_nagle_algorithm = True          # socketserver.StreamRequestHandler's switch
     require_mosquitto()
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp, DdiServer(sleep="00:05:00", record=True) as server:
         root = Path(tmp)
@@ -276,15 +265,14 @@ def main() -> None:
                 bare.kill()
                 bare.wait()
                 watcher.stop()
-    report(base, ours, args.rounds, ", server TCP_NODELAY" if args.server_nodelay else "")
+    report(base, ours, args.rounds)
 
 
-def report(base: list[tuple[float, float, float]], ours: list[tuple[float, float, float]], rounds: int,
-           note: str) -> None:
+def report(base: list[tuple[float, float, float]], ours: list[tuple[float, float, float]], rounds: int) -> None:
     first_base, first_ours = [r[2] for r in base], [r[2] for r in ours]
     med_b, med_o = statistics.median(first_base), statistics.median(first_ours)
     verdict = "met" if med_o <= TARGET else "MISSED"
-    print(f"| wake-up -> first artifact byte, {rounds} rounds, server sleep 00:05:00{note} | bare client | fwagent | "
+    print(f"| wake-up -> first artifact byte, {rounds} rounds, server sleep 00:05:00 | bare client | fwagent | "
           "ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| median ms | {med_b * 1e3:.1f} | {med_o * 1e3:.1f} | {med_o / med_b:.1f}x | <= {TARGET * 1e3:.0f} "
