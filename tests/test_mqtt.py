@@ -127,3 +127,31 @@ def test_a_broker_with_passwords_takes_the_configured_credentials(tmp_path: Path
         finally:
             wrong.stop()
             right.stop()
+
+
+def test_a_tls_broker_is_checked_against_the_configured_ca(tmp_path: Path) -> None:
+    import datetime
+
+    from conftest import mosquitto
+    from pki import Authority
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca, other = Authority("broker CA", now), Authority("another CA", now)
+    server = ca.issue(tmp_path, "broker", ips=("127.0.0.1",))
+    trusted, untrusted = ca.write(tmp_path / "ca.crt"), other.write(tmp_path / "other.crt")
+    settings = f"allow_anonymous true\ncafile {trusted}\ncertfile {server.cert}\nkeyfile {server.key}\n"
+    with mosquitto(tmp_path, settings) as url:
+        tls_url = url.replace("mqtt://", "mqtts://")
+        woken: queue.Queue = queue.Queue()
+        good = MqttLink(MqttConfig(url=tls_url, device_id="gw-1", ca_file=str(trusted)), woken.put)
+        bad = MqttLink(MqttConfig(url=tls_url, device_id="gw-2", ca_file=str(untrusted)), lambda _r: None)
+        good.start()
+        bad.start()
+        try:
+            assert good.connected.wait(10), "the broker's certificate is signed by the configured CA"
+            assert not bad.connected.wait(1.5), "a broker the configured CA did not sign is refused"
+            good.client.publish("fwagent/gw-1/wakeup", b"{}", qos=1)     # through the same TLS session
+            assert woken.get(timeout=5) == "wakeup"
+        finally:
+            good.stop()
+            bad.stop()
