@@ -9,6 +9,7 @@ configuration file. docs/install.md and docs/download.md list every key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -97,6 +98,25 @@ class ServerConfig:
     progress_interval: float = 5.0             # seconds between two progress feedbacks of an action
 
 
+THING_PROTOCOLS = ("stm32", "mcuboot-smp")
+THING_PARITY = ("none", "even", "odd")
+
+
+@dataclass(frozen=True)
+class ThingConfig:
+    """A microcontroller on a serial line: how to reach its bootloader and read its version."""
+
+    name: str
+    port: str                                  # a pyserial URL: /dev/ttyUSB0, socket://..., rfc2217://...
+    protocol: str                              # stm32 | mcuboot-smp
+    baud: int = 115200
+    parity: str = "none"                       # default: even for stm32 (8E1), none for mcuboot-smp
+    reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>,<boot> | a command
+    address: int = 0x08000000                  # stm32: where the image goes
+    version_command: tuple[str, ...] | None = None   # prints the running version (stm32 has no other way)
+    timeout: float = 600.0                     # seconds for a whole flash
+
+
 @dataclass(frozen=True)
 class Config:
     device: DeviceConfig
@@ -107,6 +127,7 @@ class Config:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     server: ServerConfig | None = None
     mqtt: MqttConfig | None = None
+    things: dict[str, ThingConfig] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -178,9 +199,10 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     server_config = _server(_Table(server, "server", base), device.id) if server is not None else None
     mqtt = top.get("mqtt", dict)
     mqtt_config = _mqtt(_Table(mqtt, "mqtt", base), device.id) if mqtt is not None else None
+    things = _things(top.get("things", dict, {}), base)
     top.done()
     return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health,
-                  download=download, server=server_config, mqtt=mqtt_config, path=path)
+                  download=download, server=server_config, mqtt=mqtt_config, things=things, path=path)
 
 
 def _device(table: _Table) -> DeviceConfig:
@@ -357,3 +379,45 @@ def _mqtt(table: _Table, device_id: str) -> MqttConfig:
                         ca_file=str(ca) if ca else None, keepalive=keepalive, progress_interval=float(interval))
     table.done()
     return config
+
+
+def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
+    things = {}
+    for name, section in data.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            raise ConfigError(f"[things.{name}]: a Thing's name is letters, digits, '.', '_' or '-'")
+        table = _Table(section, f"things.{name}", base)
+        protocol = table.get("protocol", str, required=True)
+        if protocol not in THING_PROTOCOLS:
+            raise ConfigError(f"[things.{name}].protocol {protocol!r} is not one of {', '.join(THING_PROTOCOLS)}")
+        port = table.get("port", str, required=True)
+        if not port:
+            raise ConfigError(f"[things.{name}].port must not be empty")
+        parity = table.get("parity", str, "even" if protocol == "stm32" else "none")
+        if parity not in THING_PARITY:
+            raise ConfigError(f"[things.{name}].parity {parity!r} is not one of {', '.join(THING_PARITY)}")
+        baud = table.get("baud", int, 115200)
+        if not 1200 <= baud <= 4_000_000:
+            raise ConfigError(f"[things.{name}].baud {baud} is out of range")
+        reset = table.get("reset", (str, list), "none")
+        if isinstance(reset, list):
+            if not reset or not all(isinstance(a, str) for a in reset):
+                raise ConfigError(f"[things.{name}].reset as a command must be a list of strings")
+            reset = tuple(reset)
+        elif reset not in ("none", "dtr-rts") and not reset.startswith("gpio:"):
+            raise ConfigError(f"[things.{name}].reset {reset!r}: none, dtr-rts, gpio:<chip>:<reset>,<boot> "
+                              "or a command (a list of strings)")
+        address = table.get("address", int, 0x08000000)
+        if not 0 <= address < 1 << 32:
+            raise ConfigError(f"[things.{name}].address must be a 32-bit address")
+        version = table.get("version_command", list)
+        if version is not None and (not version or not all(isinstance(a, str) for a in version)):
+            raise ConfigError(f"[things.{name}].version_command must be a command (a list of strings)")
+        timeout = table.get("timeout", (int, float), 600)
+        if timeout <= 0:
+            raise ConfigError(f"[things.{name}].timeout must be positive")
+        things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
+                                   address=address, version_command=tuple(version) if version else None,
+                                   timeout=float(timeout))
+        table.done()
+    return things

@@ -143,3 +143,45 @@ def test_server_and_mqtt_sections(tmp_path: Path) -> None:
 def test_server_and_mqtt_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, GOOD + section))
+
+
+THINGS = """
+[things.mcu1]
+port = "/dev/serial/by-id/usb-STM32-if00"
+protocol = "stm32"
+reset = "dtr-rts"
+address = 0x08004000
+version_command = ["cat", "/run/mcu1.version"]
+
+[things.radio]
+port = "socket://127.0.0.1:7000"
+protocol = "mcuboot-smp"
+baud = 1000000
+reset = ["gpioset", "gpiochip0", "17=0"]
+"""
+
+
+def test_things(tmp_path: Path) -> None:
+    things = load_config(write(tmp_path, GOOD + THINGS)).things
+    mcu, radio = things["mcu1"], things["radio"]
+    assert (mcu.protocol, mcu.parity, mcu.baud, mcu.reset, mcu.address) == ("stm32", "even", 115200, "dtr-rts",
+                                                                            0x08004000)
+    assert mcu.version_command == ("cat", "/run/mcu1.version")
+    assert (radio.protocol, radio.parity, radio.baud) == ("mcuboot-smp", "none", 1000000)
+    assert radio.reset == ("gpioset", "gpiochip0", "17=0") and radio.version_command is None
+    assert load_config(write(tmp_path, GOOD)).things == {}
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ('[things.m]\nport = "/dev/ttyS1"\n', r"\[things.m\].protocol is required"),
+    ('[things.m]\nport = "/dev/ttyS1"\nprotocol = "esp"\n', "'esp' is not one of stm32, mcuboot-smp"),
+    ('[things.m]\nprotocol = "stm32"\n', r"\[things.m\].port is required"),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\nparity = "mark"\n', "parity 'mark'"),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\nreset = "pulse"\n', "reset 'pulse'"),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\naddress = -1\n', "32-bit address"),
+    ('[things."m/1"]\nport = "x"\nprotocol = "stm32"\n', "a Thing's name"),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\nspeed = 9600\n', r"\[things.m\].speed is not a known key"),
+])
+def test_thing_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD + section))
