@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.install_cli import add_commands
     add_commands(commands)
+    from agent.things_cli import add_commands as add_thing_commands
+    add_thing_commands(commands)
 
     bundle = commands.add_parser("bundle", help="pack and inspect update bundles")
     bsub = bundle.add_subparsers(title="bundle commands", metavar="COMMAND", required=True)
