@@ -59,6 +59,7 @@ class Faults:
     drop: set[int] = field(default_factory=set)       # the answer is lost (the chunk was written)
     rc: dict[int, int] = field(default_factory=dict)  # answered with this rc instead
     reset: set[int] = field(default_factory=set)      # the device resets instead (upload state lost)
+    corrupt: set[int] = field(default_factory=set)    # a bit of the chunk flips in flash, unnoticed
     noise: bool = False                               # log lines before every answer and inside it
     silent: bool = False                              # no answers at all
 
@@ -191,6 +192,8 @@ class SmpDevice:
         if number in self.faults.rc:
             return [self._answer(header, {"rc": self.faults.rc[number]})]
         answer, delay = self._write_chunk(body)
+        if number in self.faults.corrupt and self._upload_off:
+            self.slots[self.upload_slot].data[self._upload_off - 1] ^= 0x01
         if number in self.faults.drop:
             return [Output(delay)]
         return [self._answer(header, answer, delay)]

@@ -1,0 +1,259 @@
+"""fwagent's SmpFlasher against the simulated MCUboot Thing on a pty: uploads, faults, the
+test/reset/confirm flow."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
+from bootloader_bridge.things import registry
+from bootloader_bridge.things import smp_codec as codec
+from bootloader_bridge.things.base import ThingFlasher
+from bootloader_bridge.things.link import SerialLink
+from bootloader_bridge.things.mcuboot_image import McubootImageError, parse
+from bootloader_bridge.things.smp import SmpFlasher, SmpRefusedError
+from conftest import missing
+from hil.sim.smp_device import BANNER, SmpSimulator, imgtool_path, sign_image
+
+FAST = {"timeout": 0.3, "first_timeout": 1.0, "retries": 3}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    directory = tmp_path_factory.mktemp("images")
+    return {"64k": sign_image(os.urandom(64 * 1024), directory, version="2.1.0+7"),
+            "old": sign_image(os.urandom(20 * 1024), directory, version="1.0.0"),
+            "new": sign_image(os.urandom(20 * 1024), directory, version="1.1.0"),
+            "16k": sign_image(os.urandom(16 * 1024), directory, version="3.0.0")}
+
+
+@pytest.fixture
+def sim() -> Iterator[SmpSimulator]:
+    with SmpSimulator(baud=0, slot_size=128 * 1024) as simulator:
+        yield simulator
+
+
+def flasher(sim: SmpSimulator, **options: object) -> SmpFlasher:
+    link = SerialLink(sim.port, name="mcu1")
+    return SmpFlasher(link, **{**FAST, **options})  # type: ignore[arg-type]
+
+
+def test_upload_64k_verified_by_the_reported_hash(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    image = images["64k"]
+    thing = flasher(sim)
+    progress: list[tuple[str, int, int]] = []
+    result = thing.flash(image, lambda phase, done, total: progress.append((phase, done, total)))
+    assert (result.written, result.verified, result.retries) == (len(image), "sha256 reported by the device", 0)
+    assert bytes(sim.device.slots[0].data[:len(image)]) == image
+    writing = [done for phase, done, total in progress if phase == "writing"]
+    assert writing[0] == 0 and writing[-1] == len(image) and writing == sorted(writing)
+    assert len(writing) - 1 == sim.device.uploads <= len(image) // 980 + 1      # chunks fill the 1024-byte buffer
+    assert progress[-2:] == [("verifying", 0, len(image)), ("verifying", len(image), len(image))]
+    assert sim.device.decoder.damaged == 0                                       # every line and frame fitted
+    info = thing.info()
+    assert info.protocol == "mcuboot-smp"
+    assert info.details == {"buf_size": 1024, "buf_count": 1, "buf_size_from": "device"}
+    assert info.images[0]["hash"] == parse(image).hash.hex()
+    assert info.images[0]["version"] == "2.1.0.7"
+
+
+def test_without_params_the_default_or_configured_buffer(images: dict[str, bytes]) -> None:
+    with SmpSimulator(baud=0, params=False, buf_size=512) as sim:
+        thing = flasher(sim)
+        thing.flash(images["16k"])
+        assert thing.params() == (512, 1, "default")
+        assert len(images["16k"]) // 508 < sim.device.uploads <= len(images["16k"]) // 470 + 1
+    with SmpSimulator(baud=0, params=False, buf_size=2048) as sim:
+        thing = flasher(sim, buf_size=2048, chunk=1500)
+        thing.flash(images["16k"])
+        assert thing.info().details["buf_size_from"] == "configured"
+        assert sim.device.uploads == -(-len(images["16k"]) // 1500)
+
+
+def test_a_bad_image_is_refused_before_any_byte_is_sent(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    damaged = bytearray(images["16k"])
+    damaged[1000] ^= 0xFF
+    for bad, reason in ((bytes(damaged), "wrong hash"), (b"\x7fELF" + bytes(100), "bad magic"),
+                        (images["16k"][:5000], "truncated")):
+        with pytest.raises(McubootImageError, match=rf"^mcu1: MCUboot image: {reason}.*; nothing was sent$"):
+            flasher(sim).flash(bad)
+    time.sleep(0.1)
+    assert sim.rx_bytes == 0
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def test_dropped_answers_are_retried_with_the_same_offset(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.drop = {1, 4, 9}
+    result = flasher(sim).flash(images["64k"])
+    assert result.retries == 3
+    assert bytes(sim.device.slots[0].data[:len(images["64k"])]) == images["64k"]
+
+
+def test_log_lines_between_and_inside_frames(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.noise = True
+    assert flasher(sim).flash(images["16k"]).retries == 0
+
+
+def test_a_reset_in_mid_upload_starts_it_over(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.reset = {10}
+    result = flasher(sim).flash(images["64k"])
+    assert result.retries == 1 and sim.device.boots == 1
+    assert sim.device.uploads > len(images["64k"]) // 996 + 10      # it wrote from 0 again
+
+
+def test_an_error_code_is_a_clear_error(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.rc = {3: 3}
+    with pytest.raises(SmpRefusedError, match=r"^mcu1: image upload at offset \d+: the device answered "
+                                              r"rc 3 \(EINVAL\)$") as refused:
+        flasher(sim).flash(images["16k"])
+    assert refused.value.code == "thing-refused" and refused.value.rc == 3
+    assert isinstance(refused.value, ThingError)
+
+
+def test_a_silent_thing_times_out_naming_where(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.silent = True
+    started = time.monotonic()
+    with pytest.raises(ThingTimeoutError, match=r"^mcu1: no answer to image upload at offset 0 within 0.4 s "
+                                                r"\(tried 4 times\)$"):
+        flasher(sim, buf_size=1024, first_timeout=0.4).flash(images["16k"])
+    assert time.monotonic() - started < 4
+    with pytest.raises(ThingTimeoutError, match=r"no answer to image state read within 0.3 s \(tried 2 times\)"):
+        flasher(sim, retries=1).image_states()
+
+
+def test_lost_answers_beyond_the_retries(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.drop = {5, 6, 7, 8}
+    with pytest.raises(ThingTimeoutError, match=r"^mcu1: no answer to image upload at offset \d+ within 0.3 s "
+                                                r"\(tried 4 times\)"):
+        flasher(sim).flash(images["16k"])
+
+
+def test_a_thing_that_keeps_resetting_is_given_up(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.reset = {3, 6, 9, 12, 15, 18}
+    with pytest.raises(ThingError, match=r"^mcu1: image upload: the device started over 4 times"):
+        flasher(sim).flash(images["16k"])
+
+
+def test_a_flipped_bit_fails_verification(sim: SmpSimulator, images: dict[str, bytes]) -> None:
+    sim.device.faults.corrupt = {2}
+    with pytest.raises(ThingVerifyError, match=r"^mcu1: after the upload the device lists no image with SHA-256 "):
+        flasher(sim).flash(images["16k"])
+
+
+def test_the_first_chunk_waits_for_the_slot_erase(images: dict[str, bytes]) -> None:
+    with SmpSimulator(baud=0, erase_delay=0.6) as sim:
+        assert flasher(sim, first_timeout=2.0).flash(images["16k"]).retries == 0
+        with pytest.raises(ThingTimeoutError, match="offset 0 within 0.3 s"):
+            flasher(sim, first_timeout=0.3, retries=1).flash(images["16k"])
+
+
+def test_resume_where_the_device_allows(images: dict[str, bytes]) -> None:
+    """A Zephyr SMP server answers offset 0 with the same sha by the offset it has."""
+    with SmpSimulator(baud=0, resume=True) as sim:
+        sim.device.faults.rc = {40: 10}
+        with pytest.raises(SmpRefusedError, match="EBUSY"):
+            flasher(sim).flash(images["64k"])
+        before = sim.device.uploads
+        flasher(sim).flash(images["64k"])
+        assert sim.device.uploads - before < 30
+        assert bytes(sim.device.slots[0].data[:len(images["64k"])]) == images["64k"]
+
+
+def test_stale_answers_are_skipped() -> None:
+    """An answer that arrives late, after its request was sent again, has the old sequence number."""
+    link = ScriptedLink(lambda request: [
+        codec.encode_packet(codec.READ_RSP, 1, 0, (request.seq - 1) & 0xFF, {"images": []}),
+        codec.encode_packet(codec.READ_RSP, 0, 6, request.seq, {"buf_size": 64, "buf_count": 1}),
+        codec.encode_packet(codec.READ_RSP, 1, 0, request.seq, {"images": [{"slot": 0, "version": "9.9.9"}]})])
+    assert [state.version for state in SmpFlasher(link, **FAST).image_states()] == ["9.9.9"]  # type: ignore[arg-type]
+
+
+# --- the agent's flow for MCUboot Things -----------------------------------------------------
+
+
+def test_mark_for_test_reset_confirm(images: dict[str, bytes]) -> None:
+    old, new = images["old"], images["new"]
+    with SmpSimulator(baud=0, upload_slot=1, primary=old) as sim:
+        thing = flasher(sim)
+        thing.flash(new)
+        new_hash = parse(new).hash
+        [running, uploaded] = thing.image_states()
+        assert (running.hash, running.active, running.confirmed) == (parse(old).hash, True, True)
+        assert (uploaded.slot, uploaded.hash, uploaded.pending) == (1, new_hash, False)
+
+        marked = thing.mark_for_test(new_hash)
+        assert marked[1].pending and not marked[1].permanent
+        assert BANNER in thing.reset()
+        [trial, previous] = thing.image_states()
+        assert (trial.version, trial.active, trial.confirmed) == ("1.1.0", True, False)
+        assert previous.version == "1.0.0"
+
+        confirmed = thing.confirm()
+        assert confirmed[0].confirmed and confirmed[0].hash == new_hash
+        thing.reset()
+        assert thing.image_states()[0].version == "1.1.0"
+
+
+def test_an_unconfirmed_trial_reverts_at_the_next_reset(images: dict[str, bytes]) -> None:
+    with SmpSimulator(baud=0, upload_slot=1, primary=images["old"]) as sim:
+        thing = flasher(sim)
+        thing.flash(images["new"])
+        thing.mark_for_test(parse(images["new"]).hash)
+        thing.reset()
+        assert thing.image_states()[0].version == "1.1.0"
+        thing.reset()
+        [running, _] = thing.image_states()
+        assert (running.version, running.active, running.confirmed) == ("1.0.0", True, True)
+        with pytest.raises(SmpRefusedError, match=r"mark for test: the device answered rc 5 \(ENOENT\)"):
+            thing.mark_for_test(bytes(32))
+
+
+def test_registry_and_protocol(sim: SmpSimulator) -> None:
+    with SerialLink(sim.port, name="mcu7") as link:
+        thing = registry.create("mcuboot-smp", link, timeout=0.5)
+        assert isinstance(thing, SmpFlasher) and isinstance(thing, ThingFlasher)
+        assert thing.name == "mcu7"
+        assert thing.info().images == ()
+
+
+def test_near_the_line_rate_at_115200_baud(images: dict[str, bytes]) -> None:
+    """The time goes to the wire: the requests and answers, not the turnarounds."""
+    with SmpSimulator(baud=115200) as sim:
+        thing = flasher(sim, timeout=2.5, first_timeout=10.0)
+        thing.params()
+        wire_before = sim.rx_bytes + sim.tx_bytes
+        result = thing.flash(images["16k"])
+        wire = (sim.rx_bytes + sim.tx_bytes - wire_before) * 10 / 115200
+    assert result.seconds < wire * 1.10
+
+
+class ScriptedLink:
+    """A link whose Thing answers each request with the packets ``script(request header)`` makes."""
+
+    name = "scripted"
+
+    def __init__(self, script) -> None:  # type: ignore[no-untyped-def]
+        self.script, self.lines = script, []
+        self.decoder = codec.FrameDecoder()
+
+    def write(self, data: bytes) -> None:
+        for packet in self.decoder.feed(data):
+            for answer in self.script(codec.Header.unpack(packet)):
+                self.lines += codec.encode_frame(answer).splitlines(keepends=True)
+
+    def read_until(self, terminator: bytes, timeout: float, limit: int, what: str = "") -> bytes:
+        if not self.lines:
+            raise ThingTimeoutError("nothing scripted")
+        return self.lines.pop(0)
+
+    def drain(self, quiet: float = 0.05, timeout: float = 1.0) -> bytes:
+        return b""
