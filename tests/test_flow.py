@@ -10,7 +10,7 @@ from agent.update.flow import (FINAL, MAX_RESTARTS, RESUME, TRANSITIONS, Event, 
 # These names are written into journals in the field. Changing one breaks
 # every device that updates across the change: this list must only grow.
 PERSISTED_NAMES = ["verify", "mark-bad", "write", "switch", "reboot", "check-boot", "health", "commit",
-                   "rollback", "failed", "committed", "rolled-back"]
+                   "rollback", "failed", "committed", "rolled-back", "stash", "things"]
 
 
 def test_persisted_names_are_stable() -> None:
@@ -87,3 +87,20 @@ def test_a_crash_loop_is_forced_down_the_failure_path() -> None:
 def test_an_event_outside_the_table_is_a_bug() -> None:
     with pytest.raises(FlowError, match="no transition from commit on fell-back"):
         step(State.COMMIT, Event.FELL_BACK)
+
+
+def test_things_come_after_the_gateways_commit_and_never_roll_it_back() -> None:
+    assert step(State.COMMIT, Event.THINGS) is State.THINGS
+    assert step(State.THINGS, Event.OK) is step(State.THINGS, Event.FAILED) is State.COMMITTED
+    assert resume(State.THINGS, MAX_RESTARTS + 1) == (State.COMMITTED, True)
+
+
+def test_an_update_of_things_only_never_touches_the_gateways_slots() -> None:
+    state, path = State.VERIFY, []
+    event = Event.NO_SLOTS
+    while state not in FINAL:
+        path.append(state.value)
+        state = step(state, event)
+        event = Event.OK
+    assert path == ["verify", "stash", "things"] and state is State.COMMITTED
+    assert step(State.STASH, Event.FAILED) is State.FAILED

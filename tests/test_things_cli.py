@@ -50,3 +50,23 @@ def test_an_unknown_thing_and_a_missing_port_are_one_line_errors(config: Path,
     assert main(["things", "flash", "mcu1", str(image), "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: thing-port: mcu1: cannot open /dev/fwagent-no-such-tty") and "\n" not in err
+
+
+def test_info_and_flash_against_the_simulated_stm32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.sim.stm32_bootloader import Stm32Simulator
+
+    gateway = make_gateway(tmp_path / "gw")
+    with Stm32Simulator(0x410, baud=0, delays=False) as sim:
+        gateway.config_path.write_text(gateway.config_path.read_text() + (
+            f'\n[things.mcu1]\nport = "{sim.port}"\nprotocol = "stm32"\nparity = "none"\n'))
+        config = str(gateway.config_path)
+        assert main(["things", "info", "mcu1", "--config", config, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["protocol"] == "stm32" and "0x410" in info["device"]
+        image = tmp_path / "fw.bin"
+        image.write_bytes(bytes(range(256)) * 24)
+        assert main(["things", "flash", "mcu1", str(image), "--config", config, "--json"]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert lines[-1]["event"] == "result" and lines[-1]["written"] == 6144
+        assert {line["phase"] for line in lines if line["event"] == "progress"} >= {"writing", "verifying"}
+        assert sim.flash[:6144] == image.read_bytes()

@@ -54,6 +54,8 @@ STEP_TEXT = {
     "check-boot": "checking which slot booted",
     "health": "running the health checks",
     "commit": "committing slot {target}",
+    "stash": "keeping the Things' images until they are flashed",
+    "things": "flashing the Things",
     "rollback": "rolling back to slot {previous}",
 }
 

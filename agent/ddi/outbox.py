@@ -35,6 +35,9 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                + (f", version {outcome['version']}" if outcome.get("version") else "")]
     if outcome.get("code"):
         details.append(f"{outcome['code']}: {outcome.get('reason', '')}")
+    for name, thing in (outcome.get("things") or {}).items():     # one line per Thing: what became of it
+        why = " ".join(thing[key] for key in ("code", "reason") if thing.get(key))
+        details.append(f"Thing {name}: {thing['result']}" + (f": {why}" if why else ""))
     success = outcome["result"] == "success"
     return "deploymentBase", feedback("closed", "success" if success else "failure", details=details,
                                       code=0 if success else STATUS_CODES.get(outcome["state"], 1))

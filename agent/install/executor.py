@@ -34,12 +34,15 @@ class PayloadSource(Protocol):
     def open(self, uri: str, size: int | None) -> Iterable[bytes | memoryview]: ...
 
 
-def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot]) -> Slot:
-    """The slot a component is written to, or a clear refusal."""
+def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot], things: dict[str, Slot] | None = None) -> Slot:
+    """Where a component is written: a slot, or a Thing's image kept until it is flashed;
+    or a clear refusal."""
     target = target_of(component_id)
     if target.kind == "thing":
-        raise ProcessingError(f"component {target.describe()}: flashing Things is not available on "
-                              "this agent yet", code="target-unsupported")
+        if things is None or target.name not in things:
+            raise ProcessingError(f"component {target.describe()}: no Thing {target.name!r} is configured "
+                                  f"([things.{target.name}])", code="unknown-thing")
+        return things[target.name]
     if target.kind != "slot":
         raise ProcessingError(f"component {target.name} names no gateway slot class", code="unknown-target")
     if target.name not in slots:
@@ -58,6 +61,7 @@ class SlotExecutor:
     # http(s) payloads go straight into the slot through this, resumable (see Installer._download)
     download: Callable[[str, Slot, int | None, bytes | None], tuple[bytes, int]] | None = None
     links: dict[str, str] = field(default_factory=dict)   # "#name" -> the URL it is downloaded from
+    things: dict[str, Slot] = field(default_factory=dict)  # Thing name -> where its image is kept
     written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
     sequence: str = ""
 
@@ -68,7 +72,7 @@ class SlotExecutor:
         """Notes matter for dry runs; an install has already passed one."""
 
     def slot_for(self, component: Component) -> Slot:
-        return slot_for(component.id, self.slots)
+        return slot_for(component.id, self.slots, self.things)
 
     def component_slot(self, component: Component, slot: int) -> bool:
         return SLOT_INDEX[self.slot_for(component).name] == slot

@@ -25,7 +25,7 @@ from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.health import run_health
 from agent.download.downloader import Downloader, Resume
 from agent.download.downloader import Progress as DownloadProgress
-from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity
+from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity, size_text
 from agent.journal import Journal
 from agent.update.flow import FINAL, Event, State, resume, step
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE))
 
 
+MAX_THING_IMAGE = 64 << 20      # a microcontroller's flash is far smaller; kept in the state directory
+
+
 class InstallError(FwagentError, RuntimeError):
     code = "install"
 
@@ -55,6 +58,7 @@ class Outcome:
     code: str = ""
     version: str | None = None
     origin: dict[str, Any] | None = None   # who asked for the update (e.g. a DDI action), for reporting
+    things: dict[str, dict[str, Any]] | None = None   # each Thing's result: success, failure or skipped
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -268,12 +272,21 @@ class Installer:
         return manifest_bytes, result
 
     def _verify(self, update: dict[str, Any]) -> Event:
+        from agent.manifest.targets import target_of
+
         manifest_bytes, result = self.check_source(update["source"])
         booted = self._booted()
         update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
                       version=manifest_version(result.manifest))
-        return Event.OK
+        things = {target_of(ref.component).name: ref for ref in result.payloads
+                  if target_of(ref.component).kind == "thing"}
+        # A Thing that can roll back (MCUboot reverts an image that does not confirm) goes first;
+        # one that cannot (an STM32 keeps what it was given) goes last.
+        order = sorted(things, key=lambda name: self.config.things[name].protocol == "stm32")
+        update["things"] = {name: {"result": "pending", "size": things[name].size,
+                                   "digest": things[name].digest.hex()} for name in order}
+        return Event.NO_SLOTS if len(things) == len(result.payloads) else Event.OK
 
     def _mark_bad(self, update: dict[str, Any]) -> Event:
         self._check_not_booted(update["target"])
@@ -284,8 +297,14 @@ class Installer:
         return Event.OK
 
     def _write(self, update: dict[str, Any]) -> Event:
+        """The target slots, and the Things' images kept for after the commit (``stash`` too)."""
         self._check_not_booted(update["target"])     # again: a restart may come after a renumbering
         manifest = self._manifest(update)
+        things = self._thing_images()
+        for name, thing in (update.get("things") or {}).items():
+            things[name].device.parent.mkdir(parents=True, exist_ok=True)
+            with open(things[name].device, "wb") as stash:
+                stash.truncate(thing["size"])
         source = self.open_source(update["source"])
         try:
             from agent.manifest.processor import Processor
@@ -293,11 +312,14 @@ class Installer:
             payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
             executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
                                     download=lambda uri, slot, size, digest: self._download(
-                                        update, uri, slot, size, digest), links=update.get("links") or {})
+                                        update, uri, slot, size, digest), links=update.get("links") or {},
+                                    things=things)
             Processor(manifest, self.device, executor).run("update")
         finally:
             source.close()
         return Event.OK
+
+    _stash = _write     # Things only: the same processing; no slot component is written
 
     def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
                   digest: bytes | None) -> tuple[bytes, int]:
@@ -353,6 +375,37 @@ class Installer:
 
     def _commit(self, update: dict[str, Any]) -> Event:
         self.bootloader.set_state(update["target"], True)
+        return Event.THINGS if update.get("things") else Event.OK
+
+    def _things(self, update: dict[str, Any]) -> Event:
+        """Flash each Thing from its kept image, checked again; after a failure the rest are skipped.
+        Each result is saved as it comes: a restart flashes only the Things not done."""
+        from agent import things as thing_io
+        from agent.install.slots import read_digest
+
+        failed = next((name for name, t in update["things"].items() if t["result"] == "failure"), None)
+        for name, thing in update["things"].items():
+            if thing["result"] != "pending":
+                continue
+            if failed is not None:
+                thing.update(result="skipped", reason=f"not flashed: {failed} failed before it")
+            else:
+                image = self._thing_images()[name].device
+                try:
+                    if read_digest(image, thing["size"]) != bytes.fromhex(thing["digest"]):
+                        raise InstallError(f"{name}: its kept image changed since it was checked",
+                                           code="image-mismatch")
+                    result = thing_io.flash(self.config.things[name], image.read_bytes(),
+                                            self._thing_progress(name))
+                    thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
+                except (FwagentError, OSError) as err:
+                    failed = name
+                    detail = err.detail if isinstance(err, FwagentError) else str(err)
+                    thing.update(result="failure", code=getattr(err, "code", None) or "io", reason=detail)
+                    self.log(f"update {update['id'][:8]}: Thing {name}: {thing['code']}: {detail}")
+            self.journal.save(self._record)
+        if failed is not None:
+            update["reason"], update["code"] = f"Thing {failed} was not updated", "thing-failed"
         return Event.OK
 
     def _rollback(self, update: dict[str, Any]) -> Event:
@@ -366,7 +419,7 @@ class Installer:
 
     def _finish(self, record: dict[str, Any], state: State) -> Outcome:
         update = record["update"]
-        result = "success" if state is State.COMMITTED else "failure"
+        result = "success" if state is State.COMMITTED and update.get("code") != "thing-failed" else "failure"
         outcome = self._outcome(update, result, state.value)
         if state is State.COMMITTED:
             record["installed"] = {"sequence": update["sequence"], "digest": update["digest"],
@@ -375,6 +428,8 @@ class Installer:
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
+        for image in self._thing_images().values():
+            image.device.unlink(missing_ok=True)
         with self._point_of_no_return:                 # ready for the next update of this process
             self._switched = False
             if not self.stopping.is_set():
@@ -386,8 +441,10 @@ class Installer:
         return outcome
 
     def _outcome(self, update: dict[str, Any], result: str, state: str) -> Outcome:
+        things = {name: {k: v for k, v in t.items() if k not in ("size", "digest")}
+                  for name, t in (update.get("things") or {}).items()} or None
         return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
-                       origin=update.get("origin"),
+                       origin=update.get("origin"), things=things,
                        code=update.get("code", ""), version=update.get("version"))
 
     # --- helpers ------------------------------------------------------------------------
@@ -398,6 +455,17 @@ class Installer:
             raise InstallError("the booted slot is unknown: the kernel command line has no fwagent.slot=A|B",
                                code="booted-unknown")
         return booted
+
+    def _thing_progress(self, name: str) -> Callable[[str, int, int], None]:
+        def report(phase: str, done: int, total: int) -> None:
+            if self.progress:
+                self.progress(f"thing.{name}", done, total)
+        return report
+
+    def _thing_images(self) -> dict[str, Slot]:
+        """Where each configured Thing's image is kept between ``write`` and ``things``."""
+        directory = self.config.device.state_dir / "things"
+        return {name: Slot("thing", name, directory / f"{name}.img") for name in self.config.things}
 
     def _slots(self, group: str) -> dict[str, Slot]:
         return {name: Slot(name, group, pair[group]) for name, pair in self.config.slots.items()}
@@ -418,13 +486,18 @@ class Installer:
             raise InstallError(f"{', '.join(unsupported)} between components is not supported on gateway "
                                "slots", code="unsupported-command")
         self._check_not_booted(target)
-        slots = self._slots(target)
+        slots, things = self._slots(target), self._thing_images()
         for ref in payloads:
-            slot = slot_for(ref.component, slots)
+            slot = slot_for(ref.component, slots, things)
             if ref.digest is None or ref.size is None:
                 raise InstallError(f"{slot.label}: the manifest gives no image-digest and image-size for "
                                    f"{ref.uri}: it could not be verified", code="unverifiable-payload")
-            check_fits(slot, ref.size)
+            if slot.slot_class == "thing":
+                if ref.size > MAX_THING_IMAGE:
+                    raise InstallError(f"{slot.label}: {size_text(ref.size)} is more than a Thing's "
+                                       f"{size_text(MAX_THING_IMAGE)}", code="thing-image-too-large")
+            else:
+                check_fits(slot, ref.size)
 
     def _check_not_booted(self, target: str) -> None:
         """The target is not the booted slot, by name and by device identity."""

@@ -12,6 +12,15 @@ rename one; add new ones.
 Before ``switch`` nothing the bootloader boots has changed, so a failure ends
 in ``failed`` (the written slot stays marked bad). From ``switch`` on, the
 device may boot the new slot, so a failure ends in ``rollback``.
+
+Things (microcontrollers on serial lines) are flashed once the gateway is
+committed, from images kept in the state directory since ``write``:
+
+    commit -> things -> (committed)               gateway and Things
+    verify -> stash -> things -> (committed)      Things only: the gateway's slots stay as they are
+
+A Thing that fails does not roll the gateway back: ``things`` always ends in
+``committed``, with each Thing's result in the outcome.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ class State(str, Enum):
     FAILED = "failed"          # final: nothing was activated
     COMMITTED = "committed"    # final: the update is in place
     ROLLED_BACK = "rolled-back"  # final: back on the old slot
+    STASH = "stash"            # Things only: keep their images, checked, in the state directory
+    THINGS = "things"          # flash the Things, one after the other
 
 
 class Event(str, Enum):
@@ -40,6 +51,8 @@ class Event(str, Enum):
     SAME_BOOT = "same-boot"      # check-boot: the reboot has not happened yet
     FELL_BACK = "fell-back"      # check-boot: the bootloader booted the old slot
     TOO_MANY_RESTARTS = "too-many-restarts"
+    NO_SLOTS = "no-slots"        # verify: the manifest updates Things only
+    THINGS = "things"            # commit: Things are waiting to be flashed
 
 
 FINAL = frozenset({State.FAILED, State.COMMITTED, State.ROLLED_BACK})
@@ -65,6 +78,12 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.COMMIT, Event.FAILED): State.ROLLBACK,    # the bootloader refused the good mark
     (State.ROLLBACK, Event.OK): State.ROLLED_BACK,
     (State.ROLLBACK, Event.FAILED): State.FAILED,    # recorded with the reason; nothing more to try
+    (State.VERIFY, Event.NO_SLOTS): State.STASH,
+    (State.STASH, Event.OK): State.THINGS,
+    (State.STASH, Event.FAILED): State.FAILED,
+    (State.COMMIT, Event.THINGS): State.THINGS,
+    (State.THINGS, Event.OK): State.COMMITTED,
+    (State.THINGS, Event.FAILED): State.COMMITTED,   # the gateway stays committed; the outcome says what failed
 }
 # Too many restarts within one update (a crash loop): take the failure path of
 # wherever the update is. ROLLBACK keeps trying: it is short, idempotent, and
@@ -88,6 +107,8 @@ RESUME: dict[State, State] = {
     State.HEALTH: State.CHECK_BOOT,
     State.COMMIT: State.CHECK_BOOT,
     State.ROLLBACK: State.ROLLBACK,
+    State.STASH: State.STASH,          # keep the images again from the start
+    State.THINGS: State.THINGS,        # the Things not flashed yet; one cut short is flashed again
 }
 
 # How many times an update may be resumed before it is forced down its failure path.

@@ -1,0 +1,112 @@
+"""Campaigns with Things: a manifest's ["thing", name] components, flashed after the gateway's commit
+(or without touching the gateway's slots when only Things are updated), on the simulated STM32
+system bootloader of hil/sim/ over a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.bundle.writer import create_bundle
+from agent.ddi.outbox import outcome_feedback
+from agent.manifest import cose
+from agent.manifest.sign import add_signature
+from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
+from hil.sim.stm32_bootloader import Faults, Stm32Simulator
+from install_bench import Gateway, make_gateway
+
+FLASH_BASE = 0x08000000
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    return make_gateway(tmp_path / "gw")
+
+
+def with_things(gateway: Gateway, ports: dict[str, str]) -> None:
+    text = gateway.config_path.read_text()
+    for name, port in ports.items():
+        text += f'\n[things.{name}]\nport = "{port}"\nprotocol = "stm32"\nparity = "none"\n'
+    gateway.config_path.write_text(text)
+
+
+def bundle(gateway: Gateway, name: str, components: dict[str, bytes], *, sequence: int) -> Path:
+    """A signed bundle with one payload per component: "rootfs", or a Thing's name."""
+    entries, files = [], []
+    for component, data in components.items():
+        path = gateway.root / f"{name}-{component}.bin"
+        path.write_bytes(data)
+        ident = ["rootfs"] if component == "rootfs" else ["thing", component]
+        entries.append({"id": ident, "file": path.name, "uri": f"#{path.name}", "version": "2.0.0"})
+        files.append((path.name, path))
+    spec = parse_spec({"sequence": sequence, "vendor_domain": "example.com", "class_name": "gw-test",
+                       "component": entries}, gateway.root)
+    signed = add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
+    out = gateway.root / f"{name}.fwb"
+    create_bundle(out, signed, files, "2.0.0")
+    return out
+
+
+@pytest.fixture
+def stm32() -> Iterator[Stm32Simulator]:
+    with Stm32Simulator(0x410, baud=0, delays=False) as sim:
+        yield sim
+
+
+def test_the_gateway_commits_first_then_the_thing_is_flashed(gateway: Gateway, stm32: Stm32Simulator) -> None:
+    with_things(gateway, {"mcu1": stm32.port})
+    rootfs, firmware = random.Random(1).randbytes(1 << 20), random.Random(2).randbytes(20 * 1024 + 12)
+    source = bundle(gateway, "u2", {"rootfs": rootfs, "mcu1": firmware}, sequence=2)
+    steps: list[str] = []
+    installer = gateway.installer()
+    installer.on_step = lambda state, _update: steps.append(state)
+    outcome = installer.install(str(source))
+    assert outcome.result == "success" and outcome.state == "committed", outcome
+    assert steps.index("commit") < steps.index("things")
+    assert gateway.booted() == "B"
+    assert stm32.flash[:len(firmware)] == firmware
+    assert outcome.things == {"mcu1": {"result": "success", "verified": outcome.things["mcu1"]["verified"],
+                                       "seconds": outcome.things["mcu1"]["seconds"]}}
+    assert not (gateway.root / "state/things/mcu1.img").exists()        # the kept image is gone
+
+
+def test_things_only_leave_the_gateways_slots_and_boot_state_alone(gateway: Gateway, stm32: Stm32Simulator) -> None:
+    with_things(gateway, {"mcu1": stm32.port})
+    firmware = random.Random(3).randbytes(8 * 1024)
+    before = gateway.bootloader().variables(), gateway.slot_digest("B")
+    steps: list[str] = []
+    installer = gateway.installer()
+    installer.on_step = lambda state, _update: steps.append(state)
+    outcome = installer.install(str(bundle(gateway, "t3", {"mcu1": firmware}, sequence=3)))
+    assert outcome.result == "success" and steps == ["verify", "stash", "things"]
+    assert (gateway.bootloader().variables(), gateway.slot_digest("B")) == before and gateway.booted() == "A"
+    assert stm32.flash[:len(firmware)] == firmware
+
+
+def test_an_offline_thing_fails_the_rest_are_skipped_and_the_gateway_stays_committed(gateway: Gateway) -> None:
+    with Stm32Simulator(0x410, baud=0, delays=False) as good:
+        with_things(gateway, {"mcu1": "/dev/fwagent-offline-mcu", "mcu2": good.port})
+        images = {"rootfs": random.Random(4).randbytes(1 << 20), "mcu1": b"\x11" * 4096, "mcu2": b"\x22" * 4096}
+        outcome = gateway.installer().install(str(bundle(gateway, "u4", images, sequence=4)))
+        assert gateway.booted() == "B" and outcome.state == "committed" and outcome.result == "failure"
+        assert outcome.code == "thing-failed" and outcome.things["mcu1"]["result"] == "failure"
+        assert outcome.things["mcu1"]["code"] == "thing-port"
+        assert outcome.things["mcu2"] == {"result": "skipped", "reason": "not flashed: mcu1 failed before it"}
+        assert good.flash[:4096] == b"\xff" * 4096
+    kind, body = outcome_feedback(outcome.as_dict())
+    details = body["status"]["details"]
+    assert kind == "deploymentBase" and body["status"]["result"]["finished"] == "failure"
+    assert any(d.startswith("Thing mcu1: failure: thing-port mcu1: cannot open") for d in details), details
+    assert "Thing mcu2: skipped: not flashed: mcu1 failed before it" in details
+    journal = json.loads((gateway.root / "state/journal.json").read_text())
+    assert journal["installed"]["sequence"] == 4        # the gateway's update stands
+
+
+def test_a_manifest_for_an_unconfigured_thing_is_refused_before_anything_is_written(gateway: Gateway) -> None:
+    outcome = gateway.installer().install(str(bundle(gateway, "u5", {"mcu9": b"\x00" * 64}, sequence=5)))
+    assert outcome.result == "failure" and outcome.state == "failed" and outcome.code == "unknown-thing"
+    assert "no Thing 'mcu9' is configured ([things.mcu9])" in outcome.reason
