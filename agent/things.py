@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from agent.config import ThingConfig
-from agent.errors import ThingError
+from agent.errors import ThingError, ThingVerifyError
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
 from bootloader_bridge.things.registry import create
@@ -40,12 +40,42 @@ def info(thing: ThingConfig) -> ThingInfo:
 
 
 def flash(thing: ThingConfig, image: bytes, progress: FlashProgress | None = None) -> FlashResult:
-    """Write and verify ``image``, then reset the Thing into it."""
+    """Write and verify ``image``, then start the Thing on it (for MCUboot: on trial, then kept)."""
     started = time.monotonic()
     with opened(thing) as (flasher, reset, link):
         result = flasher.flash(image, progress)
+        verified = result.verified
+        if thing.protocol == "mcuboot-smp":
+            verified += "; " + _activate_mcuboot(thing, flasher, image, progress)
         reset.leave(link)
-    return FlashResult(result.written, result.verified, result.retries, time.monotonic() - started)
+    return FlashResult(result.written, verified, result.retries, time.monotonic() - started)
+
+
+def _activate_mcuboot(thing: ThingConfig, flasher: Any, image: bytes, progress: FlashProgress | None) -> str:
+    """Boot the new image once on trial, see it run, then confirm it; an image that does not come
+    up is not confirmed, and MCUboot goes back to the old one at the next reset.
+
+    MCUboot's serial recovery writes the primary slot itself: there is nothing to try then, and
+    a reset starts the image."""
+    from bootloader_bridge.things.mcuboot_image import parse
+
+    digest = parse(image).hash
+    if progress:
+        progress("activating", 0, len(image))
+    if any(state.hash == digest and state.slot == 0 for state in flasher.image_states()):
+        flasher.reset()
+        return "written to the primary slot"
+    flasher.mark_for_test(digest)
+    flasher.reset()
+    running = next((state for state in flasher.image_states() if state.active), None)
+    if running is None or running.hash != digest:
+        raise ThingVerifyError(f"{thing.name}: the new image did not come up after the reset "
+                               f"(running {running.version if running else 'nothing'}); it is not confirmed, "
+                               "and MCUboot goes back to the old image at the next reset")
+    flasher.confirm(digest)
+    if progress:
+        progress("activating", len(image), len(image))
+    return "booted on trial and confirmed"
 
 
 def running_version(thing: ThingConfig) -> str | None:

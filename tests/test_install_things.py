@@ -110,3 +110,24 @@ def test_a_manifest_for_an_unconfigured_thing_is_refused_before_anything_is_writ
     outcome = gateway.installer().install(str(bundle(gateway, "u5", {"mcu9": b"\x00" * 64}, sequence=5)))
     assert outcome.result == "failure" and outcome.state == "failed" and outcome.code == "unknown-thing"
     assert "no Thing 'mcu9' is configured ([things.mcu9])" in outcome.reason
+
+
+def test_an_mcuboot_thing_boots_the_new_image_on_trial_and_confirms_it(gateway: Gateway, tmp_path: Path) -> None:
+    from conftest import missing
+    from hil.sim.smp_device import SmpSimulator, imgtool_path, sign_image
+
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    old = sign_image(random.Random(5).randbytes(12 * 1024), tmp_path, version="1.0.0")
+    new = sign_image(random.Random(6).randbytes(12 * 1024), tmp_path, version="1.1.0")
+    with SmpSimulator(baud=0, upload_slot=1, primary=old) as radio, Stm32Simulator(0x410, baud=0, delays=False) as mcu:
+        with_things(gateway, {"mcu1": mcu.port})
+        gateway.config_path.write_text(gateway.config_path.read_text() + (
+            f'\n[things.radio]\nport = "{radio.port}"\nprotocol = "mcuboot-smp"\n'))
+        outcome = gateway.installer().install(str(bundle(gateway, "u6", {"mcu1": b"\x33" * 2048, "radio": new}, sequence=6)))
+        assert outcome.result == "success", outcome
+        assert outcome.things["radio"]["verified"].endswith("booted on trial and confirmed")
+        assert list(outcome.things) == ["radio", "mcu1"]          # the STM32 cannot roll back: it goes last
+        primary = radio.device.slots[0]
+        assert primary.confirmed and bytes(primary.data[:len(new)]) == new
+        assert mcu.flash[:2048] == b"\x33" * 2048
