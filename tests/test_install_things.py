@@ -131,3 +131,25 @@ def test_an_mcuboot_thing_boots_the_new_image_on_trial_and_confirms_it(gateway: 
         primary = radio.device.slots[0]
         assert primary.confirmed and bytes(primary.data[:len(new)]) == new
         assert mcu.flash[:2048] == b"\x33" * 2048
+
+
+def test_a_server_campaign_reports_each_thing(gateway: Gateway, tmp_path: Path, stm32: Stm32Simulator) -> None:
+    from hil.server.ddi import DdiServer
+    from test_daemon import DEVICE, Running, connect, wait_for
+
+    with_things(gateway, {"mcu1": stm32.port})
+    firmware = random.Random(7).randbytes(4096)
+    source = bundle(gateway, "u7", {"rootfs": random.Random(8).randbytes(1 << 20), "mcu1": firmware}, sequence=7)
+    with DdiServer() as server:
+        connect(gateway, server)
+        daemon = Running(gateway, server, tmp_path / "daemon.log")
+        try:
+            action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                        "artifacts": {"u7.fwb": source.read_bytes()}}])
+            wait_for(lambda: server.actions[action.id].state == "closed", "the campaign", poke=daemon)
+        finally:
+            daemon.stop()
+        details = [d for s in server.statuses(action.id) for d in s.get("details", [])]
+    assert server.actions[action.id].result == "success"
+    assert "fwagent: flashing the Things" in details and "Thing mcu1: success" in details
+    assert stm32.flash[:4096] == firmware and gateway.booted() == "B"
