@@ -153,3 +153,33 @@ def test_a_server_campaign_reports_each_thing(gateway: Gateway, tmp_path: Path, 
     assert server.actions[action.id].result == "success"
     assert "fwagent: flashing the Things" in details and "Thing mcu1: success" in details
     assert stm32.flash[:4096] == firmware and gateway.booted() == "B"
+
+
+class PowerCut(BaseException):
+    """Stands for the power going: nothing in the agent catches it."""
+
+
+def test_a_power_cut_while_flashing_things_flashes_only_those_not_done(gateway: Gateway) -> None:
+    with Stm32Simulator(0x410, baud=0, delays=False) as mcu1, Stm32Simulator(0x410, baud=0, delays=False) as mcu2:
+        with_things(gateway, {"mcu1": mcu1.port, "mcu2": mcu2.port})
+        images = {"rootfs": random.Random(9).randbytes(1 << 20), "mcu1": b"\x44" * 4096, "mcu2": b"\x55" * 4096}
+        source = bundle(gateway, "u8", images, sequence=8)
+        installer, state = gateway.installer(), {"step": ""}
+
+        def cut_during_mcu2(label: str, done: int, total: int | None) -> None:
+            if state["step"] == "things" and label == "thing.mcu2":
+                raise PowerCut
+
+        installer.on_step = lambda step, _update: state.update(step=step)
+        installer.progress = cut_during_mcu2
+        with pytest.raises(PowerCut):
+            installer.install(str(source))
+        journal = json.loads((gateway.root / "state/journal.json").read_text())
+        assert journal["update"]["state"] == "things"
+        assert journal["update"]["things"]["mcu1"]["result"] == "success"
+        assert journal["update"]["things"]["mcu2"]["result"] == "pending"
+        mcu1.bootloader.flash[:4096] = b"\xff" * 4096             # would show a second flash of mcu1
+        gateway.power_cycle()
+        outcome = gateway.installer().resume()
+        assert outcome is not None and outcome.result == "success" and gateway.booted() == "B"
+        assert mcu2.flash[:4096] == images["mcu2"] and mcu1.flash[:4096] == b"\xff" * 4096
