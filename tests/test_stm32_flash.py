@@ -100,11 +100,18 @@ def test_get_checksum_verifies_without_reading_back() -> None:
         assert flasher.flash(image).verified == "read-back"
 
 
-def test_checksum_verify_needs_a_bootloader_that_lists_it() -> None:
+def test_the_commands_needed_are_checked_before_anything_is_erased() -> None:
     with thing(verify="checksum") as (sim, flasher):
-        with pytest.raises(ThingError, match=r"mcu1: the bootloader on /dev/pts/\d+ does not list Get Checksum"):
+        with pytest.raises(ThingError, match=r"^mcu1: the bootloader on /dev/pts/\d+ does not list "
+                                             r"Get Checksum \(0xA1\)$") as caught:
             flasher.flash(firmware(1024))
         assert sim.bootloader.commands[0x43] == 0 and sim.bootloader.writes == 0
+    assert caught.value.code == "thing-config"
+    # "erase" 0x00 is Get again: this bootloader lists no erase command
+    no_erase = Chip(0x410, "F1 without erase", 0x22, 0x00, ((128, 1024),), page_erase=0.0, mass_erase=0.0, program=0.0)
+    with thing(no_erase) as (sim, flasher):
+        with pytest.raises(ThingError, match=r"does not list Erase \(0x43 or 0x44\)$"):
+            flasher.flash(firmware(1024))
 
 
 def test_go_starts_the_image() -> None:

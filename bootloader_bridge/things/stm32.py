@@ -168,9 +168,16 @@ class Stm32Flasher:
         get = self._identify()
         plan = self._plan(image, self._flash_map())
         checksum = self.verify == "checksum" or self.verify == "auto" and Command.GET_CHECKSUM in get.commands
-        if checksum and Command.GET_CHECKSUM not in get.commands:
-            raise ThingError(f"{self.name}: the bootloader on {self.link.url} does not list Get Checksum (0xA1); "
-                             "use verify = \"read-back\"", code="thing-config")
+        needed = [(Command.WRITE_MEMORY, "Write Memory"),
+                  (Command.GET_CHECKSUM, "Get Checksum") if checksum else (Command.READ_MEMORY, "Read Memory")]
+        if self.go:
+            needed.append((Command.GO, "Go"))
+        missing = [f"{what} (0x{code:02X})" for code, what in needed if code not in get.commands]
+        if not {Command.ERASE, Command.EXTENDED_ERASE} & set(get.commands):
+            missing.append("Erase (0x43 or 0x44)")
+        if missing:
+            raise ThingError(f"{self.name}: the bootloader on {self.link.url} does not list {', '.join(missing)}",
+                             code="thing-config")
         self._erase_image(plan, report)
         self._write_image(plan, report)
         verified = self._verify_image(plan, checksum, report)
