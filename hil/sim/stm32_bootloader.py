@@ -133,6 +133,7 @@ class Bootloader:
         self.resets = 0
         self.went_to: int | None = None           # the address of the last Go
         self.bytes_in = self.bytes_out = 0
+        self.busy = 0.0                           # seconds spent erasing and programming
         self._replies: list[Reply] = []
         self._start()
 
@@ -151,6 +152,7 @@ class Bootloader:
                 self._start()
         replies, self._replies = self._replies, []
         self.bytes_out += sum(len(reply.data) for reply in replies)
+        self.busy += sum(reply.busy for reply in replies)
         return replies
 
     def _start(self) -> None:
