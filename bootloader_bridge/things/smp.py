@@ -27,6 +27,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
@@ -138,7 +139,7 @@ class SmpFlasher:
                 raise ThingError(f"{self.name}: a buffer of {max_packet + codec.FRAME_OVERHEAD} bytes leaves "
                                  "no room for upload data")
             data = image[off:off + size]
-            body = self._request(lambda seq: codec.image_upload(seq, fields, data), f"image upload at offset {off}",
+            body = self._request(partial(codec.image_upload, fields=fields, data=data), f"image upload at offset {off}",
                                  timeout=self.first_timeout if off == 0 else self.timeout)
             try:
                 answered = codec.upload_offset(body)
