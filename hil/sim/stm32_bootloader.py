@@ -400,7 +400,7 @@ class Stm32Simulator:
         now = time.monotonic()
         self._line_free = max(self._line_free, now) + seconds
         if self._line_free > now:
-            time.sleep(self._line_free - now)
+            self._stop.wait(self._line_free - now)     # a long erase does not hold up __exit__
 
     def _send(self, data: bytes) -> None:
         while data:
