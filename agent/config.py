@@ -114,7 +114,9 @@ class ThingConfig:
     reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>,<boot> | a command
     address: int = 0x08000000                  # stm32: where the image goes
     version_command: tuple[str, ...] | None = None   # prints the running version (stm32 has no other way)
-    timeout: float = 600.0                     # seconds for a whole flash
+    flash_size: int | None = None              # stm32: for parts fwagent does not know by their id
+    page_size: int | None = None
+    boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
 
 
 @dataclass(frozen=True)
@@ -413,11 +415,14 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         version = table.get("version_command", list)
         if version is not None and (not version or not all(isinstance(a, str) for a in version)):
             raise ConfigError(f"[things.{name}].version_command must be a command (a list of strings)")
-        timeout = table.get("timeout", (int, float), 600)
-        if timeout <= 0:
-            raise ConfigError(f"[things.{name}].timeout must be positive")
+        sizes = {key: table.get(key, int) for key in ("flash_size", "page_size")}
+        if any(size is not None and size <= 0 for size in sizes.values()):
+            raise ConfigError(f"[things.{name}].flash_size and page_size must be positive")
+        boot_timeout = table.get("boot_timeout", (int, float), 60)
+        if boot_timeout <= 0:
+            raise ConfigError(f"[things.{name}].boot_timeout must be positive")
         things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
                                    address=address, version_command=tuple(version) if version else None,
-                                   timeout=float(timeout))
+                                   **sizes, boot_timeout=float(boot_timeout))
         table.done()
     return things

@@ -10,64 +10,83 @@ from contextlib import contextmanager
 from typing import Any
 
 from agent.config import ThingConfig
-from agent.errors import ThingError, ThingVerifyError
+from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
 from bootloader_bridge.things.registry import create
-from bootloader_bridge.things.reset import parse_reset
+from bootloader_bridge.things.reset import NoReset, parse_reset
 
 VERSION_TIMEOUT = 10.0
 
 
 @contextmanager
 def opened(thing: ThingConfig) -> Iterator[tuple[Any, Any, SerialLink]]:
-    """(flasher, reset method, link) with the Thing in its bootloader; the port closed afterwards."""
+    """(flasher, reset method, link) with the Thing in its bootloader; reset into its application
+    and the port closed afterwards, whatever happened (a Thing is never left held in reset)."""
     reset = parse_reset(thing.reset, thing.name)
     with SerialLink(thing.port, baud=thing.baud, parity=thing.parity, name=thing.name) as link:
         reset.enter(link)
-        options: dict[str, Any] = {"name": thing.name}
-        if thing.protocol == "stm32":
-            options["address"] = thing.address
-        yield create(thing.protocol, link, **options), reset, link
+        try:
+            options: dict[str, Any] = {"name": thing.name}
+            if thing.protocol == "stm32":
+                # Without reset lines only the bootloader's Go starts the application.
+                options.update(address=thing.address, flash_size=thing.flash_size, page_size=thing.page_size,
+                               go=isinstance(reset, NoReset))
+            yield create(thing.protocol, link, **options), reset, link
+        finally:
+            reset.leave(link)
 
 
 def info(thing: ThingConfig) -> ThingInfo:
-    with opened(thing) as (flasher, reset, link):
-        try:
-            return flasher.info()
-        finally:
-            reset.leave(link)
+    with opened(thing) as (flasher, _reset, _link):
+        return flasher.info()
 
 
 def flash(thing: ThingConfig, image: bytes, progress: FlashProgress | None = None) -> FlashResult:
     """Write and verify ``image``, then start the Thing on it (for MCUboot: on trial, then kept)."""
     started = time.monotonic()
     with opened(thing) as (flasher, reset, link):
-        result = flasher.flash(image, progress)
-        verified = result.verified
         if thing.protocol == "mcuboot-smp":
-            verified += "; " + _activate_mcuboot(thing, flasher, image, progress)
-        reset.leave(link)
-    return FlashResult(result.written, verified, result.retries, time.monotonic() - started)
+            verified, retries, written = _flash_mcuboot(thing, flasher, reset, link, image, progress)
+        else:
+            result = flasher.flash(image, progress)
+            verified, retries, written = result.verified, result.retries, result.written
+    return FlashResult(written, verified, retries, time.monotonic() - started)
 
 
-def _activate_mcuboot(thing: ThingConfig, flasher: Any, image: bytes, progress: FlashProgress | None) -> str:
-    """Boot the new image once on trial, see it run, then confirm it; an image that does not come
-    up is not confirmed, and MCUboot goes back to the old one at the next reset.
+def _flash_mcuboot(thing: ThingConfig, flasher: Any, reset: Any, link: SerialLink, image: bytes,
+                   progress: FlashProgress | None) -> tuple[str, int, int]:
+    """Upload, then boot the new image once on trial, see it run, and confirm it. An image that
+    does not come up is not confirmed: MCUboot goes back to the old one at the next reset.
 
-    MCUboot's serial recovery writes the primary slot itself: there is nothing to try then, and
-    a reset starts the image."""
+    The image may be running already (a power cut after the trial boot, before the confirm):
+    then it is confirmed, not uploaded again. MCUboot's serial recovery writes the primary slot
+    itself: there is no trial then, and a reset starts the image."""
     from bootloader_bridge.things.mcuboot_image import parse
 
     digest = parse(image).hash
+    running = _running(flasher)
+    if running is not None and running.hash == digest:
+        if not running.confirmed:
+            flasher.confirm(digest)
+        return "already running; confirmed", 0, 0
+    result = flasher.flash(image, progress)
     if progress:
         progress("activating", 0, len(image))
     if any(state.hash == digest and state.slot == 0 for state in flasher.image_states()):
-        flasher.reset()
-        return "written to the primary slot"
+        _restart(flasher, reset, link)
+        return result.verified + "; written to the primary slot", result.retries, result.written
     flasher.mark_for_test(digest)
-    flasher.reset()
-    running = next((state for state in flasher.image_states() if state.active), None)
+    _restart(flasher, reset, link)
+    deadline = time.monotonic() + thing.boot_timeout
+    while True:                        # MCUboot swaps the slots before the image starts: that takes a while
+        try:
+            running = _running(flasher)
+            break
+        except ThingTimeoutError:
+            if time.monotonic() > deadline:
+                raise ThingTimeoutError(f"{thing.name}: no answer within {thing.boot_timeout:g} s after the "
+                                        "trial reset; the new image is not confirmed") from None
     if running is None or running.hash != digest:
         raise ThingVerifyError(f"{thing.name}: the new image did not come up after the reset "
                                f"(running {running.version if running else 'nothing'}); it is not confirmed, "
@@ -75,7 +94,21 @@ def _activate_mcuboot(thing: ThingConfig, flasher: Any, image: bytes, progress: 
     flasher.confirm(digest)
     if progress:
         progress("activating", len(image), len(image))
-    return "booted on trial and confirmed"
+    return result.verified + "; booted on trial and confirmed", result.retries, result.written
+
+
+def _running(flasher: Any) -> Any:
+    return next((state for state in flasher.image_states() if state.active), None)
+
+
+def _restart(flasher: Any, reset: Any, link: SerialLink) -> None:
+    """Into the application: through the reset lines when there are any (with the boot pin
+    released), else by the device's own reset command."""
+    if isinstance(reset, NoReset):
+        flasher.reset()
+    else:
+        reset.leave(link)
+        link.drain(quiet=0.4, timeout=3.0)
 
 
 def running_version(thing: ThingConfig) -> str | None:

@@ -69,8 +69,7 @@ def test_the_gateway_commits_first_then_the_thing_is_flashed(gateway: Gateway, s
     assert steps.index("commit") < steps.index("things")
     assert gateway.booted() == "B"
     assert stm32.flash[:len(firmware)] == firmware
-    assert outcome.things == {"mcu1": {"result": "success", "verified": outcome.things["mcu1"]["verified"],
-                                       "seconds": outcome.things["mcu1"]["seconds"]}}
+    assert outcome.things["mcu1"]["result"] == "success" and outcome.things["mcu1"]["verified"] == "read-back"
     assert not (gateway.root / "state/things/mcu1.img").exists()        # the kept image is gone
 
 
@@ -85,6 +84,8 @@ def test_things_only_leave_the_gateways_slots_and_boot_state_alone(gateway: Gate
     assert outcome.result == "success" and steps == ["verify", "stash", "things"]
     assert (gateway.bootloader().variables(), gateway.slot_digest("B")) == before and gateway.booted() == "A"
     assert stm32.flash[:len(firmware)] == firmware
+    installed = json.loads((gateway.root / "state/journal.json").read_text())["installed"]
+    assert installed["sequence"] == 3 and installed["slot"] == "A" and installed["version"] is None
 
 
 def test_an_offline_thing_fails_the_rest_are_skipped_and_the_gateway_stays_committed(gateway: Gateway) -> None:
@@ -183,3 +184,61 @@ def test_a_power_cut_while_flashing_things_flashes_only_those_not_done(gateway: 
         outcome = gateway.installer().resume()
         assert outcome is not None and outcome.result == "success" and gateway.booted() == "B"
         assert mcu2.flash[:4096] == images["mcu2"] and mcu1.flash[:4096] == b"\xff" * 4096
+
+
+def test_rollback_by_hand_during_the_things_step_never_rolls_the_gateway_back(gateway: Gateway) -> None:
+    from agent.cli import main
+
+    with Stm32Simulator(0x410, baud=0, delays=False) as mcu1:
+        with_things(gateway, {"mcu1": mcu1.port})
+        installer = gateway.installer()
+        installer.on_step = lambda step, _update: (_ for _ in ()).throw(PowerCut) if step == "things" else None
+        with pytest.raises(PowerCut):
+            installer.install(str(bundle(gateway, "u9", {"rootfs": b"\x66" * 4096, "mcu1": b"\x77" * 64},
+                                         sequence=9)))
+        assert main(["rollback", "--config", str(gateway.config_path), "--json"]) == 1
+        outcome = json.loads((gateway.root / "state/journal.json").read_text())["outbox"][-1]
+        assert outcome["state"] == "committed" and outcome["result"] == "failure"
+        assert outcome["things"]["mcu1"]["result"] == "skipped" and "aborted" in outcome["things"]["mcu1"]["reason"]
+        assert gateway.booted() == "B" and gateway.bootloader().get_primary() == "B"
+
+
+def test_a_crash_loop_in_the_things_step_is_reported_as_a_failure(gateway: Gateway) -> None:
+    from agent.update.flow import MAX_RESTARTS
+
+    with_things(gateway, {"mcu1": "/dev/fwagent-offline-mcu"})
+    installer = gateway.installer()
+    installer.on_step = lambda step, _update: (_ for _ in ()).throw(PowerCut) if step == "things" else None
+    with pytest.raises(PowerCut):
+        installer.install(str(bundle(gateway, "u10", {"rootfs": b"\x88" * 4096, "mcu1": b"\x99" * 64},
+                                     sequence=10)))
+    for _ in range(MAX_RESTARTS):
+        again = gateway.installer()
+        again.on_step = installer.on_step
+        with pytest.raises(PowerCut):
+            again.resume()
+    outcome = gateway.installer().resume()
+    assert outcome is not None and outcome.state == "committed" and outcome.result == "failure"
+    assert outcome.code == "restart-loop" and outcome.things["mcu1"]["result"] == "skipped"
+    assert gateway.booted() == "B"
+
+
+def test_an_mcuboot_image_already_running_on_trial_is_confirmed_not_uploaded_again(tmp_path: Path) -> None:
+    from conftest import missing
+    from agent.config import ThingConfig
+    from agent.things import flash
+    from hil.sim.smp_device import SmpSimulator, imgtool_path, sign_image
+
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    old = sign_image(random.Random(11).randbytes(8 * 1024), tmp_path, version="1.0.0")
+    new = sign_image(random.Random(12).randbytes(8 * 1024), tmp_path, version="1.1.0")
+    with SmpSimulator(baud=0, upload_slot=1, primary=old) as radio:
+        thing = ThingConfig(name="radio", port=radio.port, protocol="mcuboot-smp")
+        flash(thing, new)
+        primary = radio.device.slots[0]
+        primary.confirmed = False                 # as after a cut between the trial boot and the confirm
+        uploads = radio.device.uploads
+        result = flash(thing, new)
+        assert result.verified == "already running; confirmed" and radio.device.uploads == uploads
+        assert primary.confirmed and bytes(primary.data[:len(new)]) == new

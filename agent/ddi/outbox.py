@@ -22,8 +22,9 @@ from agent.ddi.codec import feedback
 from agent.journal import Journal
 
 GONE = ("ddi-gone", "ddi-http-404")
-# status.code of a closed action: 0 committed, 1 failed with nothing activated, 2 rolled back
-STATUS_CODES = {"failed": 1, "rolled-back": 2}     # the action is closed, or no longer exists: nothing to tell
+# status.code of a closed action: 0 committed, 1 failed with nothing activated, 2 rolled back,
+# 3 the gateway committed but a Thing not updated
+STATUS_CODES = {"failed": 1, "rolled-back": 2, "committed": 3}     # the action is closed, or no longer exists: nothing to tell
 
 
 def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:

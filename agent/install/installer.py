@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 
 # The states a cancel may still stop: nothing the bootloader boots has changed yet.
-BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE))
+BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE, State.STASH))
 
 
 MAX_THING_IMAGE = 64 << 20      # a microcontroller's flash is far smaller; kept in the state directory
@@ -165,8 +167,10 @@ class Installer:
                 raise UsageError("no update is in progress")
             update["reason"], update["code"] = reason, "aborted"
             state = State(update["state"])
-            if state in (State.VERIFY, State.MARK_BAD, State.WRITE):
+            if state.value in BEFORE_SWITCH:
                 return self._finish(record, State.FAILED)
+            if state is State.THINGS:     # the gateway is committed: a Thing never rolls it back
+                return self._finish(record, State.COMMITTED)
             return self._run(record, State.ROLLBACK)
 
     def _waiting_for_reboot(self, update: dict[str, Any], state: State) -> bool:
@@ -286,7 +290,8 @@ class Installer:
         order = sorted(things, key=lambda name: self.config.things[name].protocol == "stm32")
         update["things"] = {name: {"result": "pending", "size": things[name].size,
                                    "digest": things[name].digest.hex()} for name in order}
-        return Event.NO_SLOTS if len(things) == len(result.payloads) else Event.OK
+        update["things_only"] = len(things) == len(result.payloads)
+        return Event.NO_SLOTS if update["things_only"] else Event.OK
 
     def _mark_bad(self, update: dict[str, Any]) -> Event:
         self._check_not_booted(update["target"])
@@ -380,8 +385,9 @@ class Installer:
     def _things(self, update: dict[str, Any]) -> Event:
         """Flash each Thing from its kept image, checked again; after a failure the rest are skipped.
         Each result is saved as it comes: a restart flashes only the Things not done."""
+        import hashlib
+
         from agent import things as thing_io
-        from agent.install.slots import read_digest
 
         failed = next((name for name, t in update["things"].items() if t["result"] == "failure"), None)
         for name, thing in update["things"].items():
@@ -390,15 +396,16 @@ class Installer:
             if failed is not None:
                 thing.update(result="skipped", reason=f"not flashed: {failed} failed before it")
             else:
-                image = self._thing_images()[name].device
                 try:
-                    if read_digest(image, thing["size"]) != bytes.fromhex(thing["digest"]):
+                    if name not in self.config.things:
+                        raise InstallError(f"{name}: no longer configured ([things.{name}])", code="unknown-thing")
+                    data = (self._things_dir / f"{name}.img").read_bytes()
+                    if len(data) != thing["size"] or hashlib.sha256(data).digest() != bytes.fromhex(thing["digest"]):
                         raise InstallError(f"{name}: its kept image changed since it was checked",
-                                           code="image-mismatch")
-                    result = thing_io.flash(self.config.things[name], image.read_bytes(),
-                                            self._thing_progress(name))
+                                           code="image-mismatch")     # read once: checked is flashed
+                    result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
-                except (FwagentError, OSError) as err:
+                except (FwagentError, OSError, ValueError, LookupError) as err:
                     failed = name
                     detail = err.detail if isinstance(err, FwagentError) else str(err)
                     thing.update(result="failure", code=getattr(err, "code", None) or "io", reason=detail)
@@ -419,17 +426,25 @@ class Installer:
 
     def _finish(self, record: dict[str, Any], state: State) -> Outcome:
         update = record["update"]
-        result = "success" if state is State.COMMITTED and update.get("code") != "thing-failed" else "failure"
+        things = update.get("things") or {}
+        for thing in things.values():
+            if thing["result"] == "pending":
+                thing.update(result="skipped", reason=f"not flashed: the update ended {state.value}"
+                             + (f" ({update['code']})" if update.get("code") else ""))
+        done = all(thing["result"] == "success" for thing in things.values())
+        result = "success" if state is State.COMMITTED and done else "failure"
         outcome = self._outcome(update, result, state.value)
         if state is State.COMMITTED:
+            before = record["installed"] or {}
+            # Things only: the gateway runs what it ran; its slot and version stay.
+            only = update.get("things_only")
             record["installed"] = {"sequence": update["sequence"], "digest": update["digest"],
-                                   "version": update.get("version"), "slot": update["target"],
-                                   "time": time.time()}
+                                   "version": before.get("version") if only else update.get("version"),
+                                   "slot": update["previous"] if only else update["target"], "time": time.time()}
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
-        for image in self._thing_images().values():
-            image.device.unlink(missing_ok=True)
+        shutil.rmtree(self._things_dir, ignore_errors=True)       # the kept Thing images
         with self._point_of_no_return:                 # ready for the next update of this process
             self._switched = False
             if not self.stopping.is_set():
@@ -462,10 +477,13 @@ class Installer:
                 self.progress(f"thing.{name}", done, total)
         return report
 
+    @property
+    def _things_dir(self) -> Path:
+        return self.config.device.state_dir / "things"
+
     def _thing_images(self) -> dict[str, Slot]:
         """Where each configured Thing's image is kept between ``write`` and ``things``."""
-        directory = self.config.device.state_dir / "things"
-        return {name: Slot("thing", name, directory / f"{name}.img") for name in self.config.things}
+        return {name: Slot("thing", name, self._things_dir / f"{name}.img") for name in self.config.things}
 
     def _slots(self, group: str) -> dict[str, Slot]:
         return {name: Slot(name, group, pair[group]) for name, pair in self.config.slots.items()}

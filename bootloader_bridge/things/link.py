@@ -39,8 +39,7 @@ class SerialLink:
         import serial
 
         try:
-            self.port.write(data)
-            self.port.flush()
+            self.port.write(data)      # bounded by write_timeout; no tcdrain, which has no timeout
         except (serial.SerialException, OSError) as exc:
             raise ThingPortError(f"{self.name}: writing to {self.url} failed: {exc}") from None
 

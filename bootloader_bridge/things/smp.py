@@ -120,7 +120,10 @@ class SmpFlasher:
         MCUboot answers first and reboots 250 ms later; a request sent in that
         window is lost, so this waits until the console has been quiet for longer.
         """
-        self._request(codec.reset, "reset")
+        try:
+            self._request(codec.reset, "reset", tries=1)   # never twice: a second reset ends a trial boot
+        except ThingTimeoutError:
+            pass                                           # the answer may be lost to the reboot itself
         banner = self.link.drain(quiet=0.4, timeout=self.reset_settle)
         self.decoder.reset()
         return banner

@@ -257,7 +257,9 @@ class Stm32Flasher:
                 held = self._read_memory(target, len(block))
                 if held == block:
                     return
-                if not _programmable(held, block):
+                # Flash words are programmed once after an erase: many parts refuse a second
+                # programming (F1 PGERR), and ECC parts (G0, L4, H7) must never get one.
+                if held.count(0xFF) != len(held):
                     self._erase_again(plan, offset)
             self._write_memory(target, block)
 
@@ -446,12 +448,6 @@ class Stm32Flasher:
             return self.link.read(count, wait, "reply")
         except ThingTimeoutError:
             raise _Silent("no reply") from None
-
-
-def _programmable(held: bytes, block: bytes) -> bool:
-    """Whether programming ``block`` over ``held`` gives ``block``: it needs no bit set that is clear."""
-    want = int.from_bytes(block, "big")
-    return int.from_bytes(held, "big") & want == want
 
 
 def _parse(parser: Callable[[bytes], T], body: bytes) -> T:
