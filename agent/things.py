@@ -3,14 +3,14 @@ flash it. The protocols themselves are in bootloader_bridge/things/."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from agent.config import ThingConfig
-from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
+from agent.errors import BootloaderError, ThingError, ThingTimeoutError, ThingVerifyError
+from bootloader_bridge.bootchooser.command import run
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
 from bootloader_bridge.things.registry import create
@@ -116,12 +116,8 @@ def running_version(thing: ThingConfig) -> str | None:
     if thing.version_command is None:
         return None
     try:
-        done = subprocess.run(thing.version_command, capture_output=True, text=True, timeout=VERSION_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise ThingError(f"{thing.name}: version command did not answer in {VERSION_TIMEOUT:g} s") from None
-    except OSError as exc:
-        raise ThingError(f"{thing.name}: version command {thing.version_command[0]}: {exc.strerror}") from None
-    if done.returncode != 0:
-        raise ThingError(f"{thing.name}: version command exited {done.returncode}: {done.stderr.strip()[:200]}")
-    lines = done.stdout.strip().splitlines()
+        output = run(thing.version_command, timeout=VERSION_TIMEOUT)
+    except BootloaderError as err:
+        raise ThingError(f"{thing.name}: version command: {err.detail}") from None
+    lines = output.strip().splitlines()
     return lines[0].strip() if lines else None

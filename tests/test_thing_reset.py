@@ -69,5 +69,5 @@ def test_a_reset_command_runs_with_the_thing_and_the_step(tmp_path: Path) -> Non
     reset.leave(None)
     assert log.read_text() == "mcu1 enter\nmcu1 leave\n"
     failing = CommandReset((sys.executable, "-c", "import sys; sys.stderr.write('no board'); sys.exit(3)"), "mcu1")
-    with pytest.raises(ThingError, match="mcu1: reset command .* \\(enter\\) exited 3: no board"):
+    with pytest.raises(ThingError, match=r"mcu1: reset \(enter\): .* failed with exit status 3: no board"):
         failing.enter(None)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
+import functools
 from collections.abc import Callable
 
 from agent.config import Config
 from agent.download.downloader import Downloader
-from agent.errors import BootloaderError, BootloaderTimeoutError
 from agent.install.boot import KernelBoot, SimulatedBoot
 from agent.install.executor import Progress
 from agent.install.installer import Installer
 from bootloader_bridge.bootchooser import registry
+from bootloader_bridge.bootchooser.command import run
 
 REBOOT_TIMEOUT = 60.0
 
@@ -39,19 +39,6 @@ def build_installer(config: Config, *, progress: Progress | None = None,
     else:
         boot = KernelBoot(config.bootloader.cmdline)
         command = config.bootloader.reboot or ()
-        reboot = lambda: _run_reboot(command)  # noqa: E731
+        reboot = functools.partial(run, command, timeout=REBOOT_TIMEOUT)
     return Installer(config, bootloader, boot, reboot=reboot, open_source=open_update_source,
                      progress=progress, log=log, downloader=downloader)
-
-
-def _run_reboot(command: tuple[str, ...]) -> None:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=REBOOT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BootloaderTimeoutError(f"reboot command {' '.join(command)!r} did not return in "
-                                     f"{REBOOT_TIMEOUT:g} s") from None
-    except OSError as exc:
-        raise BootloaderError(f"reboot command {' '.join(command)!r} cannot run: {exc.strerror}") from None
-    if result.returncode != 0:
-        raise BootloaderError(f"reboot command {' '.join(command)!r} exited {result.returncode}: "
-                              f"{result.stderr.strip()[:200]}")

@@ -12,14 +12,15 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.errors import BootEnvCorruptError, BootloaderError, BootloaderTimeoutError
 
 _STDERR_LIMIT = 500
 
 
-def run(argv: Sequence[str], *, timeout: float, corrupt_if: Sequence[str] = ()) -> str:
+def run(argv: Sequence[str], *, timeout: float, corrupt_if: Sequence[str] = (),
+        env: Mapping[str, str] | None = None) -> str:
     """Standard output of ``argv``; a failure or timeout raises, naming the command and its stderr.
 
     ``corrupt_if`` are phrases (any case) by which the tool reports an unreadable
@@ -30,7 +31,7 @@ def run(argv: Sequence[str], *, timeout: float, corrupt_if: Sequence[str] = ()) 
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                                   start_new_session=True)
+                                   start_new_session=True, env=None if env is None else {**os.environ, **env})
     except OSError as err:
         raise BootloaderError(f"{command}: cannot run: {err.strerror or err}") from err
     try:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.errors import ThingError, ThingPortError, ThingTimeoutError
+from agent.errors import BootloaderError, BootloaderTimeoutError, ThingError, ThingPortError, ThingTimeoutError
+from bootloader_bridge.bootchooser.command import run
 
 PULSE = 0.1              # seconds a reset is held
 SETTLE = 0.3             # seconds for the bootloader to start listening
@@ -132,17 +132,12 @@ class CommandReset:
         self._run("leave")
 
     def _run(self, step: str) -> None:
-        env = {**os.environ, "FWAGENT_THING": self.thing, "FWAGENT_RESET": step}
         try:
-            done = subprocess.run(self.command, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise ThingTimeoutError(f"{self.thing}: reset command {self.command[0]} ({step}) did not finish in "
-                                    f"{COMMAND_TIMEOUT:g} s") from None
-        except OSError as exc:
-            raise ThingError(f"{self.thing}: reset command {self.command[0]}: {exc.strerror}") from None
-        if done.returncode != 0:
-            raise ThingError(f"{self.thing}: reset command {self.command[0]} ({step}) exited {done.returncode}: "
-                             f"{done.stderr.strip()[:200]}")
+            run(self.command, timeout=COMMAND_TIMEOUT, env={"FWAGENT_THING": self.thing, "FWAGENT_RESET": step})
+        except BootloaderTimeoutError as err:
+            raise ThingTimeoutError(f"{self.thing}: reset ({step}): {err.detail}") from None
+        except BootloaderError as err:
+            raise ThingError(f"{self.thing}: reset ({step}): {err.detail}") from None
 
 
 def parse_reset(spec: str | tuple[str, ...], thing: str) -> ResetMethod:
