@@ -293,6 +293,8 @@ class SmpSimulator:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+            if self._thread.is_alive():     # never close descriptors a live thread may still write to
+                raise RuntimeError(f"the SMP simulator on {self.port} did not stop")
         os.close(self._master)
         os.close(self._slave)
 
@@ -302,13 +304,13 @@ class SmpSimulator:
             if not data:
                 continue
             self.rx_bytes += len(data)
-            self._rx_clock = _wait_until(max(self._rx_clock, time.monotonic()) + len(data) * self.char_time)
+            self._rx_clock = self._wait_until(max(self._rx_clock, time.monotonic()) + len(data) * self.char_time)
             for output in self.device.feed(data):
                 self._emit(output)
 
     def _emit(self, output: Output) -> None:
-        if output.after:
-            time.sleep(output.after)
+        if output.after and self._stop.wait(output.after):
+            return                      # stopped during the device's work: nothing more goes out
         data = output.data
         if output.reboot:
             while self._read(0.0):      # what arrives while the device reboots is lost
@@ -316,9 +318,14 @@ class SmpSimulator:
             data = self.device.boot()
         if not data:
             return
-        self._tx_clock = _wait_until(max(self._tx_clock, time.monotonic()) + len(data) * self.char_time)
+        self._tx_clock = self._wait_until(max(self._tx_clock, time.monotonic()) + len(data) * self.char_time)
         os.write(self._master, data)
         self.tx_bytes += len(data)
+
+    def _wait_until(self, deadline: float) -> float:
+        """The line's time for what was sent or received; cut short by a stop."""
+        self._stop.wait(max(0.0, deadline - time.monotonic()))
+        return deadline
 
     def _read(self, timeout: float) -> bytes:
         ready, _, _ = select.select([self._master], [], [], timeout)
@@ -330,11 +337,6 @@ class SmpSimulator:
             return b""
 
 
-def _wait_until(deadline: float) -> float:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    return deadline
 
 
 def imgtool_path() -> str | None:

@@ -373,6 +373,8 @@ class Stm32Simulator:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._thread.is_alive():         # never close descriptors a live thread may still write to
+            raise RuntimeError(f"the STM32 simulator on {self.port} did not stop")
         os.close(self._master)
         os.close(self._slave)
 
