@@ -27,15 +27,10 @@ both ways (``chars * bits / baud``), since a pty moves bytes at memory speed.
 from __future__ import annotations
 
 import hashlib
-import os
-import pty
-import select
 import shutil
 import subprocess
 import sys
-import threading
 import time
-import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +40,7 @@ import cbor2
 from bootloader_bridge.things import smp_codec as codec
 from bootloader_bridge.things.mcuboot_image import McubootImageError
 from bootloader_bridge.things.mcuboot_image import parse as parse_image
+from hil.sim.pty_end import PtyEnd
 
 BANNER = b"*** Booting MCUboot v2.1.0 ***\r\nI: Starting bootloader\r\n"
 LOG_LINE = b"[00:00:02.718,281] <inf> serial_recovery: busy\r\n"
@@ -275,32 +271,20 @@ class SmpSimulator:
         self.device = SmpDevice(**device)
         self.char_time = bits / baud if baud else 0.0
         self.rx_bytes = self.tx_bytes = 0
+        self.pty = PtyEnd("SMP simulator")
         self.port = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._master = self._slave = -1
         self._rx_clock = self._tx_clock = 0.0
 
     def __enter__(self) -> "SmpSimulator":
-        self._master, self._slave = pty.openpty()
-        tty.setraw(self._slave)         # no echo, no line discipline: bytes as the device sends them
-        self.port = os.ttyname(self._slave)
-        self._thread = threading.Thread(target=self._run, name="smp-sim", daemon=True)
-        self._thread.start()
+        self.port = self.pty.start(self._run)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            if self._thread.is_alive():     # never close descriptors a live thread may still write to
-                raise RuntimeError(f"the SMP simulator on {self.port} did not stop")
-        os.close(self._master)
-        os.close(self._slave)
+        self.pty.stop()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            data = self._read(0.05)
+        while not self.pty.stopping.is_set():
+            data = self.pty.read(0.05)
             if not data:
                 continue
             self.rx_bytes += len(data)
@@ -309,32 +293,23 @@ class SmpSimulator:
                 self._emit(output)
 
     def _emit(self, output: Output) -> None:
-        if output.after and self._stop.wait(output.after):
+        if output.after and self.pty.wait(output.after):
             return                      # stopped during the device's work: nothing more goes out
         data = output.data
         if output.reboot:
-            while self._read(0.0):      # what arrives while the device reboots is lost
+            while self.pty.read(0.0):   # what arrives while the device reboots is lost
                 pass
             data = self.device.boot()
         if not data:
             return
         self._tx_clock = self._wait_until(max(self._tx_clock, time.monotonic()) + len(data) * self.char_time)
-        os.write(self._master, data)
+        self.pty.write(data)
         self.tx_bytes += len(data)
 
     def _wait_until(self, deadline: float) -> float:
         """The line's time for what was sent or received; cut short by a stop."""
-        self._stop.wait(max(0.0, deadline - time.monotonic()))
+        self.pty.wait(deadline - time.monotonic())
         return deadline
-
-    def _read(self, timeout: float) -> bytes:
-        ready, _, _ = select.select([self._master], [], [], timeout)
-        if not ready:
-            return b""
-        try:
-            return os.read(self._master, 4096)
-        except OSError:
-            return b""
 
 
 

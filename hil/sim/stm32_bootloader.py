@@ -20,15 +20,12 @@ simulator itself is checked with Debian's ``stm32flash`` (tests/test_stm32_sim.p
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import threading
 import time
-import tty
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
+
+from hil.sim.pty_end import PtyEnd
 
 SYNC, ACK, NACK = 0x7F, 0x79, 0x1F
 FLASH_BASE = 0x08000000
@@ -354,7 +351,7 @@ class Stm32Simulator:
         self.bootloader = Bootloader(self.chip, flash_size=self.flash_size,
                                      get_checksum=self.get_checksum, faults=self.faults)
         self._char_time = self.bits_per_byte / self.baud if self.baud else 0.0
-        self._stop = threading.Event()
+        self.pty = PtyEnd("STM32 simulator")
         self._line_free = 0.0
 
     @property
@@ -362,37 +359,23 @@ class Stm32Simulator:
         return bytes(self.bootloader.flash)
 
     def __enter__(self) -> "Stm32Simulator":
-        self._master, self._slave = pty.openpty()
-        tty.setraw(self._slave)               # else the slave echoes what the client sends
-        os.set_blocking(self._master, False)  # a client that stops reading loses bytes, as on a UART
-        self.port = os.ttyname(self._slave)
-        self._thread = threading.Thread(target=self._serve, name=f"stm32sim {self.port}", daemon=True)
-        self._thread.start()
+        self.port = self.pty.start(self._serve)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self._thread.is_alive():         # never close descriptors a live thread may still write to
-            raise RuntimeError(f"the STM32 simulator on {self.port} did not stop")
-        os.close(self._master)
-        os.close(self._slave)
+        self.pty.stop()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                data = os.read(self._master, 4096)
-            except (BlockingIOError, InterruptedError):
+        while not self.pty.stopping.is_set():
+            data = self.pty.read(0.05)
+            if not data:
                 continue
             self._line(len(data))
             for reply in self.bootloader.feed(data):
                 if self.delays and reply.busy:
                     self._busy(reply.busy)
                 self._line(len(reply.data))
-                self._send(reply.data)
+                self.pty.write(reply.data)
 
     def _line(self, chars: int) -> None:
         """Wait the line time of ``chars`` characters, counted from when the line was last free."""
@@ -402,11 +385,4 @@ class Stm32Simulator:
         now = time.monotonic()
         self._line_free = max(self._line_free, now) + seconds
         if self._line_free > now:
-            self._stop.wait(self._line_free - now)     # a long erase does not hold up __exit__
-
-    def _send(self, data: bytes) -> None:
-        while data:
-            try:
-                data = data[os.write(self._master, data):]
-            except BlockingIOError:
-                return                       # nobody reads: the bytes are lost on the line
+            self.pty.wait(self._line_free - now)       # a long erase does not hold up __exit__
