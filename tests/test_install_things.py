@@ -16,7 +16,7 @@ from agent.ddi.outbox import outcome_feedback
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
-from hil.sim.stm32_bootloader import Faults, Stm32Simulator
+from hil.sim.stm32_bootloader import Stm32Simulator
 from install_bench import Gateway, make_gateway
 
 FLASH_BASE = 0x08000000
