@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,22 +67,33 @@ class Journal:
             raise JournalError(f"{self.path}: cannot write: {exc.strerror}") from None
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the journal's lock; another process holding it is refused at once, not waited for."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise JournalError(f"{self.dir}: cannot take the lock: {exc.strerror}") from None
+    def locked(self, wait: float = 5.0) -> Iterator[None]:
+        """Hold the journal's lock. Another process holding it is refused at once, not waited
+        for; another thread of this process is waited for up to ``wait`` seconds (a flock is
+        held per open file, so the threads of one process would refuse each other too)."""
+        guard = _THREAD_LOCKS.setdefault(self.path, threading.Lock())
+        if not guard.acquire(timeout=wait):
+            raise UsageError("the update in progress holds the journal", code="busy")
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError("another fwagent process is working on the update right now",
-                                 code="busy") from None
-            yield
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise JournalError(f"{self.dir}: cannot take the lock: {exc.strerror}") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UsageError("another fwagent process is working on the update right now",
+                                     code="busy") from None
+                yield
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            guard.release()
+
+
+_THREAD_LOCKS: dict[Path, threading.Lock] = {}
 
 
 def _check(record: Any, path: Path) -> None:

@@ -234,10 +234,49 @@ def test_every_start_confirms_the_booted_slot(gateway: Gateway) -> None:
 
 
 def test_a_second_process_is_refused_while_one_works(gateway: Gateway) -> None:
-    installer = gateway.installer()
-    with installer.journal.locked(), pytest.raises(UsageError, match="another fwagent process") as caught:
-        gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
-    assert caught.value.code == "busy"
+    import subprocess
+    import sys
+
+    state = gateway.root / "state"
+    state.mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(state / 'lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match="another fwagent process") as caught:
+            gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
+        assert caught.value.code == "busy"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_threads_of_one_process_wait_for_the_journal_instead_of_refusing_each_other(gateway: Gateway) -> None:
+    import threading
+    import time
+
+    journal = gateway.installer().journal
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with journal.locked():
+            taken.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(5)
+    with pytest.raises(UsageError, match="the update in progress holds the journal"):
+        with journal.locked(wait=0.2):
+            pass
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    with journal.locked(wait=5):                    # waited for, not refused
+        assert time.monotonic() - started >= 0.2
+    holder.join()
 
 
 @pytest.mark.parametrize("text, message", [

@@ -60,6 +60,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.WAIT, Event.WITHDRAWN): Phase.IDLE,
     (Phase.INSTALL, Event.INSTALLED): Phase.IDLE,
     (Phase.INSTALL, Event.CANCEL): Phase.INSTALL,     # the installer accepts or rejects it
+    (Phase.INSTALL, Event.FAILED): Phase.IDLE,        # refused before it began (files unreadable, busy)
     (Phase.CANCEL, Event.CLEANED): Phase.IDLE,
 }
 

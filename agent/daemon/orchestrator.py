@@ -34,7 +34,7 @@ from agent.daemon.plan import ActionPlan, PlanError, check_payloads, plan_action
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, config_data, feedback
-from agent.ddi.outbox import deliver, enqueue
+from agent.ddi.outbox import GONE, deliver, enqueue
 from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
 from agent.errors import FwagentError
@@ -216,6 +216,8 @@ class Daemon:
         elif self.phase in (Phase.DOWNLOAD, Phase.WAIT):
             self.log.info("action-withdrawn", action=self.record["action"])
             self._end_action(Event.WITHDRAWN)
+        elif self.phase is Phase.CANCEL:           # the server holds no cancel any more: it took ours
+            self._end_action(Event.CLEANED)
         if self.phase is not Phase.INSTALL and not self.install_running:
             self.jobs.submit("deliver", self._deliver_job)
 
@@ -243,6 +245,10 @@ class Daemon:
             if deployment.may_install:
                 self._install()
             return
+        if self.phase is Phase.DOWNLOAD and action == self.record["action"]:
+            if deployment.may_install != self.record["may_install"]:    # the window opened or closed
+                self._move_fields(may_install=deployment.may_install)
+            return
         if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and action != self.record["action"]:
             # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
             self.log.info("action-replaced", action=self.record["action"], by=action)
@@ -260,7 +266,7 @@ class Daemon:
             self._fail_action(err)
             return
         self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
-                   fetched={}, resume={}, version=plan.version)
+                   window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
         self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
                        progress=(0, 100))
         self._start_download()
@@ -304,7 +310,7 @@ class Daemon:
                        progress=(100, 100))
         if self.record["may_install"]:
             self._install()
-        else:
+        elif self.record.get("window") == "unavailable":
             self._feedback("scheduled", "waiting for the maintenance window", progress=(100, 100))
 
     def _on_download_failed(self, data: tuple[str, BaseException]) -> None:
@@ -430,6 +436,14 @@ class Daemon:
     def _on_cancel(self, cancel: Cancel) -> None:
         current = self.record.get("action")
         self.log.info("cancel", action=cancel.stop_id, phase=self.phase.value)
+        ended = self._reported_actions()
+        if cancel.stop_id in ended and ended[cancel.stop_id] != "cancelled":
+            # The update ended on the device and its result waits in the outbox: the cancel comes
+            # too late. Refused, so that the server keeps the action for the result that follows.
+            self._feedback("rejected", "the update has ended on the device; its result follows",
+                           kind="cancelAction", action=cancel.action_id)
+            self.jobs.submit("deliver", self._deliver_job)
+            return
         if self.phase is Phase.INSTALL and cancel.stop_id == current:
             if not self.installer.request_cancel():
                 self._feedback("rejected", "the update is past the switch to the new slot; it cannot be cancelled",
@@ -454,8 +468,12 @@ class Daemon:
         shutil.rmtree(self.incoming / action, ignore_errors=True)
 
         def confirm() -> None:
-            self.client.send_feedback("cancelAction", cancel, feedback(
-                "closed", "success", details=["fwagent: cancelled; downloads removed, nothing was installed"]))
+            try:
+                self.client.send_feedback("cancelAction", cancel, feedback(
+                    "closed", "success", details=["fwagent: cancelled; downloads removed, nothing was installed"]))
+            except DdiError as err:        # closed there already (a confirmation sent before a restart)
+                if err.code not in GONE and err.status != 405:
+                    raise
             self.events.put(("cancel-confirmed", cancel))
 
         if self.client:
@@ -474,6 +492,11 @@ class Daemon:
         self.store.save(self.record)
         self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
         self._publish_state()
+
+    def _move_fields(self, **fields: Any) -> None:
+        """Persist more about the action in hand, in the same phase."""
+        self.record = {**self.record, **fields}
+        self.store.save(self.record)
 
     def _end_action(self, event: Event) -> None:
         action = self.record.get("action")
@@ -495,9 +518,10 @@ class Daemon:
         if self.client:
             self.jobs.submit("deliver", self._deliver_job)
 
-    def _reported_actions(self) -> set[str]:
-        """Actions whose final result waits in the outbox: never started again."""
-        return {str((o.get("origin") or {}).get("ddi_action")) for o in self.installer.journal.load()["outbox"]}
+    def _reported_actions(self) -> dict[str, str]:
+        """Actions whose final result waits in the outbox (action -> its code): never started again."""
+        return {str((o.get("origin") or {}).get("ddi_action")): o.get("code") or ""
+                for o in self.installer.journal.load()["outbox"] if (o.get("origin") or {}).get("ddi_action")}
 
     # --- reports ---------------------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ from agent.ddi.client import DdiClient, DdiError
 from agent.ddi.codec import feedback
 from agent.journal import Journal
 
-GONE = ("ddi-gone", "ddi-http-404")
+GONE = ("ddi-gone", "ddi-http-404")   # the action is closed, or no longer exists: nothing to tell
+
 # status.code of a closed action: 0 committed, 1 failed with nothing activated, 2 rolled back,
 # 3 the gateway committed but a Thing not updated
-STATUS_CODES = {"failed": 1, "rolled-back": 2, "committed": 3}     # the action is closed, or no longer exists: nothing to tell
+STATUS_CODES = {"failed": 1, "rolled-back": 2, "committed": 3}
 
 
 def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -48,29 +49,38 @@ def deliver(journal: Journal, client: DdiClient,
             on_refused: Callable[[dict[str, Any], DdiError], None] = lambda _o, _e: None) -> int:
     """Send the outbox's DDI outcomes, oldest first; returns how many left the outbox.
 
+    Nothing is locked while a request is on its way (each may take the client's
+    timeout): an outcome is read, sent, then removed by its id under the journal's lock.
     An outcome the server refuses for good (a 4xx other than 401/403/404/410/429)
     can never be delivered: it is handed to ``on_refused`` (the daemon logs it as
     an error) and removed, so that it does not hold back every outcome after it."""
     delivered = 0
-    with journal.locked():
-        record = journal.load()
-        for outcome in list(record["outbox"]):
-            action = (outcome.get("origin") or {}).get("ddi_action")
-            if action is None:
-                continue
-            try:
-                kind, body = outcome_feedback(outcome)
-                client.send_feedback(kind, str(action), body)
-            except DdiError as err:
-                if err.code not in GONE:
-                    if not _refused_for_good(err):
-                        break           # unreachable, TLS, refused credentials, over quota: keep it for later
-                    on_refused(outcome, err)   # 400, 405, 422...: it would block the rest forever
-            record["outbox"].remove(outcome)
-            journal.save(record)        # one durable write per delivered outcome
-            delivered += 1
+    for outcome in list(journal.load()["outbox"]):
+        action = (outcome.get("origin") or {}).get("ddi_action")
+        if action is None:
+            continue
+        try:
+            kind, body = outcome_feedback(outcome)
+            client.send_feedback(kind, str(action), body)
+        except DdiError as err:
+            if err.code not in GONE:
+                if not _refused_for_good(err):
+                    break           # unreachable, TLS, refused credentials, over quota: keep it for later
+                on_refused(outcome, err)   # 400, 405, 422...: it would block the rest forever
+        _forget(journal, outcome["id"])
+        delivered += 1
     return delivered
 
+
+def _forget(journal: Journal, outcome_id: str) -> None:
+    with journal.locked():
+        record = journal.load()
+        record["outbox"] = [o for o in record["outbox"] if o.get("id") != outcome_id]
+        journal.save(record)       # one durable write per delivered outcome
+
+
+def _refused_for_good(error: DdiError) -> bool:
+    return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
 
 
 def enqueue(journal: Journal, outcome: dict[str, Any]) -> None:
@@ -79,7 +89,3 @@ def enqueue(journal: Journal, outcome: dict[str, Any]) -> None:
         record = journal.load()
         record["outbox"].append(outcome)
         journal.save(record)
-
-
-def _refused_for_good(error: DdiError) -> bool:
-    return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
