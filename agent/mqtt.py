@@ -54,6 +54,8 @@ class MqttLink:
         self.rng = rng or random.Random()
         self.clock = clock
         self.last_progress = float("-inf")
+        self.last_state: str | None = None
+        self.was_connected = False
         self.timers: list[threading.Timer] = []
         self.connected = threading.Event()
         self.wakeup_topic = config.wakeup_topic or f"{config.prefix}/wakeup"
@@ -81,8 +83,8 @@ class MqttLink:
         self.client.loop_stop()
 
     def publish_state(self, state: str, **details: Any) -> None:
-        self.client.publish(f"{self.config.prefix}/state", json.dumps({"state": state, **details}), qos=1,
-                            retain=True)
+        self.last_state = json.dumps({"state": state, **details})
+        self.client.publish(f"{self.config.prefix}/state", self.last_state, qos=1, retain=True)
 
     def publish_progress(self, **progress: Any) -> bool:
         """Throttled: returns False when this update was dropped as too soon after the last."""
@@ -102,7 +104,12 @@ class MqttLink:
         if self.config.broadcast_topic:
             topics.append((self.config.broadcast_topic, 1))
         client.subscribe(topics)
-        self.publish_state("online")
+        if self.was_connected and self.last_state is not None:
+            # Back after a drop: the broker published the last will; the last state goes over it.
+            client.publish(f"{self.config.prefix}/state", self.last_state, qos=1, retain=True)
+        else:
+            self.publish_state("online")   # subscribed: wake-ups reach the device from now on
+        self.was_connected = True
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:

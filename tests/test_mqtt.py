@@ -155,3 +155,21 @@ def test_a_tls_broker_is_checked_against_the_configured_ca(tmp_path: Path) -> No
         finally:
             good.stop()
             bad.stop()
+
+
+def test_after_a_dropped_connection_the_last_state_goes_over_the_last_will(broker: str) -> None:
+    link = MqttLink(MqttConfig(url=broker, device_id="gw-7"), lambda _r: None)
+    watcher = Watcher(broker)
+    try:
+        link.start()
+        assert link.connected.wait(10)
+        link.publish_state("download", action="12")
+        assert watcher.next("fwagent/gw-7/state")[0] == {"state": "online"}
+        assert watcher.next("fwagent/gw-7/state")[0] == {"state": "download", "action": "12"}
+        link.connected.clear()
+        link.client.socket().close()               # the link drops; paho reconnects by itself
+        assert watcher.next("fwagent/gw-7/state", timeout=10)[0] == {"state": "offline"}
+        assert watcher.next("fwagent/gw-7/state", timeout=15)[0] == {"state": "download", "action": "12"}
+    finally:
+        link.stop()
+        watcher.stop()

@@ -3,8 +3,9 @@
 The orchestrator never waits on the network: it submits jobs (a poll, a
 feedback, a delivery of the outbox), and each job posts what it learnt back
 as an event. A job submitted with a key replaces a pending job with the same
-key (a newer progress report makes the older one pointless); jobs without a
-key all run, in order. Every request inside a job has its own timeout.
+key, in its place in the queue (a newer progress report makes the older one
+pointless, and must not overtake the reports after it); jobs without a key
+all run, in order. Every request inside a job has its own timeout.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class JobWorker:
 
     def submit(self, key: str | None, job: Job) -> None:
         with self.condition:
-            if key is not None:
-                self.pending = [(k, j) for k, j in self.pending if k != key]
-            self.pending.append((key, job))
+            at = next((i for i, (k, _) in enumerate(self.pending) if key is not None and k == key), None)
+            if at is None:
+                self.pending.append((key, job))
+            else:
+                self.pending[at] = (key, job)      # in its predecessor's place: reports stay in order
             self.condition.notify()
 
     def busy(self, key: str) -> bool:

@@ -84,12 +84,13 @@ class Daemon:
         self.next_poll_at = float("inf")
         self.poll_in_flight = False
         self.poll_failures = 0
+        self.wake_pending = False
         self.config_due = False
         self.stopping = False
         self.download_cancel = threading.Event()
         self.workers: list[threading.Thread] = []
         self.install_running = False
-        self.last_progress = float("-inf")
+        self.last_progress: dict[str, float] = {}
         self.progress_interval = server.progress_interval if server else 5.0
         self.reboot_reported = threading.Event()
         installer.on_step = self._install_step
@@ -159,13 +160,17 @@ class Daemon:
         # Finish an update in flight (or confirm the booted slot) before anything else touches the journal.
         self._spawn("fwagent-install", self._resume_worker)
         self.install_running = True
+        if self.record.get("action") in self._reported_actions() and self.phase is not Phase.INSTALL:
+            self._end_action(Event.FAILED)        # its failure was queued just before a restart
         if self.phase is Phase.DOWNLOAD:
             self._start_download()
         elif self.phase is Phase.CANCEL:
             self._finish_cancel()
         if self.client:
             self.config_due = True             # with the first poll: spread like the polls themselves
-            self.next_poll_at = self.clock() + first_poll(self.policy, self.rng)
+            in_hand = self.phase in (Phase.DOWNLOAD, Phase.WAIT, Phase.CANCEL)
+            # With an action in hand, ask at once: it may have been cancelled while the device was off.
+            self.next_poll_at = self.clock() + (0.0 if in_hand else first_poll(self.policy, self.rng))
 
     def _shutdown(self) -> None:
         self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
@@ -193,6 +198,7 @@ class Daemon:
         self.log.info("wakeup", reason=reason)
         if self.client:
             self.next_poll_at = self.clock()
+            self.wake_pending = self.poll_in_flight     # a poll on its way may have missed the news
 
     def _poll(self) -> None:
         if self.client is None or self.poll_in_flight or self.stopping:
@@ -206,6 +212,8 @@ class Daemon:
         self.poll_in_flight = False
         self.poll_failures = 0
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
+        if self.wake_pending:
+            self.wake_pending, self.next_poll_at = False, self.clock()
         if root.config_data or self.config_due:
             self.config_due = False
             self.jobs.submit("config", self._send_config_job)
@@ -274,9 +282,9 @@ class Daemon:
     def _start_download(self) -> None:
         plan = ActionPlan.from_dict(self.record["plan"])
         artifacts = [a for a in plan.fetch_first(self.record["may_install"]) if a.filename not in self.record["fetched"]]
-        self.download_cancel = threading.Event()
-        self._spawn("fwagent-download", lambda: self._download_worker(self.record["action"], plan, artifacts,
-                                                                     dict(self.record["resume"])))
+        self.download_cancel = cancel = threading.Event()
+        action, resumes = self.record["action"], dict(self.record["resume"])    # the worker's own copies
+        self._spawn("fwagent-download", lambda: self._download_worker(action, plan, artifacts, resumes, cancel))
 
     def _on_checkpoint(self, data: tuple[str, str, dict[str, Any]]) -> None:
         action, name, resume = data
@@ -291,10 +299,12 @@ class Daemon:
             self.record["resume"].pop(name, None)
             self.store.save(self.record)
 
-    def _on_download_progress(self, data: tuple[str, int, int | None]) -> None:
-        name, done, total = data
+    def _on_download_progress(self, data: tuple[str, str, int, int | None]) -> None:
+        action, name, done, total = data
+        if action != self.record.get("action"):
+            return                             # a worker of an action that has ended
         percent = int(done * 100 / total) if total else 0
-        self._feedback("proceeding", f"Downloaded {percent}% of {name}", progress=(percent, 100), throttle=True)
+        self._feedback("proceeding", f"Downloaded {percent}% of {name}", progress=(percent, 100), throttle="download")
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="download", file=name, done=done,
                                        total=total)
@@ -323,21 +333,22 @@ class Daemon:
             self._fail_action(error)
 
     def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
-                         resumes: dict[str, Any]) -> None:
+                         resumes: dict[str, Any], cancel: threading.Event) -> None:
         directory = self.incoming / action
         try:
             directory.mkdir(parents=True, exist_ok=True)
             for artifact in artifacts:
                 path = directory / artifact.filename
-                self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)))
+                self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
             _, checked = self.installer.check_source(str(directory / plan.main.filename))
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
-        except (FwagentError, OSError) as err:
+        except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
             self.events.put(("download-failed", (action, err)))
 
-    def _fetch(self, action: str, artifact: Any, path: Path, resume: Resume | None) -> None:
+    def _fetch(self, action: str, artifact: Any, path: Path, resume: Resume | None,
+               cancel: threading.Event) -> None:
         """One artifact into a file; the server's hash checked (SHA-256 by the downloader itself)."""
         algorithm, expected = strongest_hash(artifact)
         with FileSink(path, artifact.size) as sink:
@@ -345,8 +356,8 @@ class Daemon:
                 artifact.url, sink, size=artifact.size,
                 digest=bytes.fromhex(expected) if algorithm == "sha256" else None, resume=resume,
                 checkpoint=lambda r: self.events.put(("checkpoint", (action, artifact.filename, r.as_dict()))),
-                cancel=self.download_cancel,
-                progress=lambda p: self.events.put(("download-progress", (artifact.filename, p.done, p.total))))
+                cancel=cancel,
+                progress=lambda p: self.events.put(("download-progress", (action, artifact.filename, p.done, p.total))))
         if algorithm != "sha256":
             digest = hashlib.new(algorithm, usedforsecurity=False)
             with open(path, "rb") as stream:
@@ -376,7 +387,7 @@ class Daemon:
     def _install_worker(self, run: Callable[[], Outcome | None]) -> None:
         try:
             self.events.put(("installed", run()))
-        except (FwagentError, OSError) as err:
+        except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
             self.events.put(("install-error", err))
 
     def _install_step(self, state: str, update: dict[str, Any]) -> None:
@@ -405,7 +416,7 @@ class Daemon:
         slot, done, total = data
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
-            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle=True)
+            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle="install")
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
                                        total=total)
@@ -424,10 +435,11 @@ class Daemon:
             self.jobs.submit("deliver", self._deliver_job)
             self.jobs.submit("config", self._send_config_job)
 
-    def _on_install_error(self, error: FwagentError | OSError) -> None:
-        """The install was refused before it started (another update in progress, unreadable files)."""
+    def _on_install_error(self, error: Exception) -> None:
+        """The install was refused before it started (another update in progress, unreadable files),
+        or broke off with an error of its own; the journal has what it reached."""
         self.install_running = False
-        self.log.error("install-refused", code=getattr(error, "code", "io"), msg=str(error))
+        self.log.error("install-refused", code=_code(error), msg=_detail(error))
         if self.phase is Phase.INSTALL:
             self._fail_action(error)
 
@@ -508,8 +520,7 @@ class Daemon:
 
     def _fail_action(self, error: BaseException) -> None:
         """The action failed before the install: its result joins the outbox, as an install's would."""
-        code = getattr(error, "code", None) or "io"
-        detail = error.detail if isinstance(error, FwagentError) else str(error)
+        code, detail = _code(error), _detail(error)
         self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
         enqueue(self.installer.journal, {
             "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
@@ -526,19 +537,21 @@ class Daemon:
     # --- reports ---------------------------------------------------------------------------------
 
     def _feedback(self, execution: str, text: str, *, finished: str = "none", kind: str = "deploymentBase",
-                  action: str | None = None, progress: tuple[int, int] | None = None, throttle: bool = False,
+                  action: str | None = None, progress: tuple[int, int] | None = None, throttle: str = "",
                   done: Callable[[], None] | None = None) -> None:
+        """``throttle`` names a stream of progress (download, install): its first report, then one per
+        interval, and always its last; a newer one replaces an unsent older one of the same stream."""
         action = action or self.record.get("action")
         if self.client is None or action is None:
             if done:
                 done()
             return
-        if throttle:                   # progress: the first, then one per interval, and always the last
+        if throttle:
             now = self.clock()
             complete = progress is not None and progress[0] >= progress[1]
-            if now - self.last_progress < self.progress_interval and not complete:
+            if now - self.last_progress.get(throttle, float("-inf")) < self.progress_interval and not complete:
                 return
-            self.last_progress = now
+            self.last_progress[throttle] = now
         body = feedback(execution, finished, details=[f"fwagent: {text}"], progress=progress)
         client = self.client
 
@@ -549,7 +562,7 @@ class Daemon:
                 if done:
                     done()
 
-        self.jobs.submit("progress" if throttle else None, send)
+        self.jobs.submit(f"progress:{throttle}" if throttle else None, send)
 
     def _publish_state(self, **details: Any) -> None:
         if self.mqtt:
@@ -594,3 +607,11 @@ class Daemon:
         thread = threading.Thread(target=target, name=name, daemon=True)
         self.workers = [w for w in self.workers if w.is_alive()] + [thread]
         thread.start()
+
+
+def _code(error: BaseException) -> str:
+    return getattr(error, "code", None) or ("io" if isinstance(error, OSError) else "internal")
+
+
+def _detail(error: BaseException) -> str:
+    return error.detail if isinstance(error, FwagentError) else f"{type(error).__name__}: {error}"
