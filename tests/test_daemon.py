@@ -406,3 +406,41 @@ def test_a_damaged_action_record_starts_idle_and_the_server_offers_the_action_ag
         daemon.stop()
     assert server.actions[action.id].result == "success"
     assert "level=error event=action-record-damaged code=journal" in daemon.log()
+
+
+def test_a_cancel_that_comes_after_the_end_is_rejected_and_the_result_is_sent(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    """The update committed across a reboot; its result still waits in the outbox when the operator
+    cancels: the server must end up with the result, not a cancel confirmed over it."""
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": b"x"}}])
+    gateway.installer().install(str(gateway.bundle("u2", sequence=2)), origin={"ddi_action": str(action.id)})
+    server.cancel(action.id)
+    connect(gateway, server)
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the result", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "success", server.statuses(action.id)
+    cancel_replies = [s for s in server.statuses(action.id) if s.get("kind") == "cancelAction"]
+    assert [s["execution"] for s in cancel_replies] == ["rejected"] * len(cancel_replies) and cancel_replies
+
+
+def test_a_cancel_phase_the_server_no_longer_knows_ends(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    state = gateway.root / "state"
+    state.mkdir(exist_ok=True)
+    (state / "ddi-action.json").write_text(json.dumps({"schema": 1, "phase": "cancel", "action": "99",
+                                                       "cancel": "99"}))
+    connect(gateway, server)
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: json.loads((state / "ddi-action.json").read_text())["phase"] == "idle",
+                 "the cancel phase to end", poke=daemon)
+        action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                    "artifacts": {"u2.fwb": gateway.bundle("u2", sequence=2)
+                                                                  .read_bytes()}}])
+        wait_for(lambda: server.actions[action.id].state == "closed", "the next action", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "success"
