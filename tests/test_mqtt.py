@@ -163,8 +163,8 @@ def test_after_a_dropped_connection_the_last_state_goes_over_the_last_will(broke
     try:
         link.start()
         assert link.connected.wait(10)
-        link.publish_state("download", action="12")
         assert watcher.next("fwagent/gw-7/state")[0] == {"state": "online"}
+        link.publish_state("download", action="12")
         assert watcher.next("fwagent/gw-7/state")[0] == {"state": "download", "action": "12"}
         link.connected.clear()
         link.client.socket().close()               # the link drops; paho reconnects by itself
