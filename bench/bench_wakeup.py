@@ -41,7 +41,6 @@ import json
 import math
 import os
 import queue
-import signal
 import socket
 import statistics
 import subprocess
@@ -60,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from hil.local import stop_process  # noqa: E402
 from hil.server.ddi import DdiServer  # noqa: E402
 from hil.server.mosquitto import find_mosquitto, run_mosquitto  # noqa: E402
 from install_bench import Gateway, make_gateway  # noqa: E402
@@ -124,12 +124,7 @@ def daemon_process(gateway: Gateway, log: IO[str]) -> Iterator[subprocess.Popen[
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 30)
 
 
 class Watcher:

@@ -20,7 +20,6 @@ import hashlib
 import http
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import NamedTuple, Self
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from hil.local import free_port, stop_process
 
 MiB = 1 << 20
 
@@ -66,13 +67,6 @@ def require_nginx(*, tls: bool = False) -> str:
     missing(f"{path} was built without the SSL module (apt-get install nginx-light, see README.md)" if path
             else "nginx is not installed (apt-get install nginx-light, see README.md)")
     raise AssertionError("unreachable")
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float, alive=lambda: True) -> bool:
@@ -179,17 +173,6 @@ http {{
 """
 
 
-def _stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-
-
 @contextmanager
 def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0,
                  tls: TlsFiles | None = None) -> Iterator[NginxServer]:
@@ -231,7 +214,7 @@ def nginx_server(root: Path, tmp: Path, *, start_timeout: float = 10.0,
             if proc.poll() is None or "in use" not in failures[-1]:
                 break
         finally:
-            _stop_process(proc)
+            stop_process(proc)
     raise RuntimeError("nginx did not start:\n" + failures[-1] if failures else "nginx did not start")
 
 

@@ -41,8 +41,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -50,6 +48,8 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 import requests
+
+from hil.local import free_port, stop_process
 
 ENV_VAR = "FWAGENT_GOOSEBIT"
 REPO = Path(__file__).resolve().parents[2]
@@ -114,13 +114,6 @@ def available(venv: Path | None = None) -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class GoosebitServer:
     """A goosebit server on 127.0.0.1 with a fresh database, for the ``with`` block.
 
@@ -170,13 +163,8 @@ class GoosebitServer:
     def stop(self) -> None:
         """SIGTERM the server, SIGKILL it if it lingers; remove the directory made for it."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT)
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
         if self._log is not None:
             self._log.close()
             self._log = None
