@@ -446,3 +446,25 @@ def test_a_cancel_phase_the_server_no_longer_knows_ends(gateway: Gateway, server
     finally:
         daemon.stop()
     assert server.actions[action.id].result == "success"
+
+
+def test_an_action_whose_failure_was_queued_before_a_restart_is_not_started_again(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    from agent.ddi.outbox import enqueue
+
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": b"not a bundle"}}])
+    state = gateway.root / "state"
+    enqueue(Journal(state), {"id": "f1", "result": "failure", "state": "failed", "code": "bundle",
+                             "reason": "not a bundle", "origin": {"ddi_action": str(action.id)}})
+    (state / "ddi-action.json").write_text(json.dumps({"schema": 1, "phase": "download", "action": str(action.id),
+                                                       "plan": None, "may_install": True, "fetched": {},
+                                                       "resume": {}}))
+    connect(gateway, server)
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the queued result", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "failure"
+    assert not any(path.endswith("/u2.fwb") for _m, path in server.requests)     # never fetched again

@@ -160,7 +160,7 @@ class Daemon:
         # Finish an update in flight (or confirm the booted slot) before anything else touches the journal.
         self._spawn("fwagent-install", self._resume_worker)
         self.install_running = True
-        if self.record.get("action") in self._reported_actions() and self.phase is not Phase.INSTALL:
+        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and self.record["action"] in self._reported_actions():
             self._end_action(Event.FAILED)        # its failure was queued just before a restart
         if self.phase is Phase.DOWNLOAD:
             self._start_download()
