@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bootloader_bridge.things.mcuboot_image import McubootImageError, parse
-from hil.sim.smp_device import imgtool_path, sign_image
+from hil.sim.smp_device import imgtool_path, keygen, sign_image
 from conftest import missing
 
 PAYLOAD = bytes((i * 7 + 3) & 0xFF for i in range(20000))
@@ -40,16 +40,6 @@ def imgtool_digest(image: bytes, directory: Path, key: Path | None = None) -> tu
     return tuple(version), digest
 
 
-def keygen(directory: Path, kind: str) -> Path:
-    import subprocess
-
-    key = directory / f"{kind}.pem"
-    if not key.exists():
-        subprocess.run([str(imgtool_path()), "keygen", "-k", str(key), "-t", kind], check=True,
-                       capture_output=True, timeout=60)
-    return key
-
-
 # --- made by imgtool -----------------------------------------------------------------
 
 
@@ -71,6 +61,8 @@ def test_signed_image_with_protected_tlvs(imgtool: Path) -> None:
     assert parsed.version_text == "2.0.0"
     assert parsed.signature == "ECDSA"
     assert (0x50, struct.pack("<I", 7)) in parsed.tlvs     # SEC_CNT, protected
+    assert hashlib.sha256(image[:parsed.hashed_end]).digest() == parsed.hash
+    assert len(PAYLOAD) + 0x200 < parsed.hashed_end < parsed.end
 
 
 def test_padded_confirmed_image_for_a_whole_slot(imgtool: Path) -> None:

@@ -3,9 +3,11 @@ test/reset/confirm flow."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from bootloader_bridge.things.link import SerialLink
 from bootloader_bridge.things.mcuboot_image import McubootImageError, parse
 from bootloader_bridge.things.smp import SmpFlasher, SmpRefusedError
 from conftest import missing
-from hil.sim.smp_device import BANNER, SmpSimulator, imgtool_path, sign_image
+from hil.sim.smp_device import BANNER, SmpSimulator, imgtool_path, keygen, public_key, sign_image
 
 FAST = {"timeout": 0.3, "first_timeout": 1.0, "retries": 3}
 
@@ -146,6 +148,38 @@ def test_a_flipped_bit_fails_verification(sim: SmpSimulator, images: dict[str, b
     sim.device.faults.corrupt = {2}
     with pytest.raises(ThingVerifyError, match=r"^mcu1: after the upload the device lists no image with SHA-256 "):
         flasher(sim).flash(images["16k"])
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519"])
+def test_only_an_image_signed_with_the_devices_key_is_accepted(kind: str, tmp_path: Path) -> None:
+    """MCUboot lists an image only when its signature verifies: one signed with another key,
+    or not signed at all, fails verification although every byte arrived."""
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    payload = os.urandom(12 * 1024)
+    trusted, other = keygen(tmp_path, kind), keygen(tmp_path / "other", kind)
+    with SmpSimulator(baud=0, key=public_key(trusted)) as sim:
+        good = sign_image(payload, tmp_path, version="4.0.0", key=trusted)
+        assert flasher(sim).flash(good).verified == "sha256 reported by the device"
+        assert [state.hash for state in flasher(sim).image_states()] == [parse(good).hash]
+        for name, image in (("another key", sign_image(payload, tmp_path, version="4.0.1", key=other)),
+                            ("no key", sign_image(payload, tmp_path, version="4.0.2"))):
+            with pytest.raises(ThingVerifyError, match=r"no images\): it did not validate on the device"):
+                flasher(sim).flash(image)
+            assert bytes(sim.device.slots[0].data[:len(image)]) == image, name   # it did arrive whole
+
+
+def test_the_hash_must_be_listed_for_the_image_number_uploaded(sim: SmpSimulator, images: dict[str, bytes],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a multi-image device the same hash under another image number is not the upload."""
+    thing = flasher(sim)
+    listed = thing.image_states
+    monkeypatch.setattr(thing, "image_states",
+                        lambda: [dataclasses.replace(state, image=1) for state in listed()])
+    with pytest.raises(ThingVerifyError, match=r"device lists no image with SHA-256 .*\(no images\)"):
+        thing.flash(images["16k"])
+    monkeypatch.undo()
+    assert thing.image_states()[0].hash == parse(images["16k"]).hash
 
 
 def test_the_first_chunk_waits_for_the_slot_erase(images: dict[str, bytes]) -> None:

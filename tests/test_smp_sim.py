@@ -23,8 +23,7 @@ from smpclient.requests.os_management import MCUMgrParametersRead, ResetWrite
 from smpclient.transport.serial import SMPSerialTransport
 
 from conftest import missing
-from hil.sim.smp_device import BANNER, SmpSimulator, imgtool_path, sign_image
-
+from hil.sim.smp_device import BANNER, SmpSimulator, imgtool_path, keygen, public_key, sign_image
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +77,32 @@ def test_smpclient_uploads_an_image_and_reads_its_hash_back(sim: SmpSimulator, i
     [slot] = states.images
     assert (slot.slot, slot.version, slot.hash, slot.bootable) == (0, "1.2.3.4", imgtool_hash(image, tmp_path), True)
     assert sim.device.decoder.damaged == 0
+
+
+def test_smpclient_sees_only_images_signed_with_the_devices_key(tmp_path: Path) -> None:
+    """imgtool verifies both images with the trusted key, and the simulator lists the one it
+    accepts, with imgtool's hash."""
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    from imgtool import image as imgtool_image
+    from imgtool import keys as imgtool_keys
+
+    trusted, other = keygen(tmp_path, "ecdsa-p256"), keygen(tmp_path / "other", "ecdsa-p256")
+    payload = os.urandom(8 * 1024)
+    for key, listed in ((other, False), (trusted, True)):
+        signed = sign_image(payload, tmp_path, version="5.0.0", key=key)
+        (tmp_path / "check.bin").write_bytes(signed)
+        verdict, _, digest, _ = imgtool_image.Image.verify(str(tmp_path / "check.bin"),
+                                                           imgtool_keys.load(str(trusted)))
+        assert (verdict == imgtool_image.VerifyResult.OK) is listed
+        with SmpSimulator(baud=0, slot_size=64 * 1024, key=public_key(trusted)) as sim:
+            async def work(client: SMPClient) -> Any:
+                await upload(client, signed)
+                return await client.request(ImageStatesRead())
+
+            states = run(sim.port, work)
+        assert success(states)
+        assert [state.hash for state in states.images] == ([digest] if listed else [])
 
 
 def test_smpclient_small_messages_when_params_are_off(image: bytes) -> None:

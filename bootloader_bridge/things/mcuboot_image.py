@@ -59,6 +59,7 @@ class McubootImage:
     flags: int
     load_address: int
     tlvs: tuple[tuple[int, bytes], ...]  # protected, then unprotected, in file order
+    hashed_end: int                      # header, payload and protected TLVs: what the hash and signature cover
     end: int                             # offset after the TLV area
     hash_checked: bool                   # False only for an encrypted payload (hashed in clear)
 
@@ -121,7 +122,7 @@ def parse(data: bytes, *, what: str = "MCUboot image") -> McubootImage:
                                     "(damaged or altered file)")
     return McubootImage(version=(major, minor, revision, build), hash=expected, header_size=header_size,
                         image_size=image_size, flags=flags, load_address=load_address,
-                        tlvs=tuple(protected + unprotected),
+                        tlvs=tuple(protected + unprotected), hashed_end=hashed_end,
                         end=end, hash_checked=not encrypted)
 
 

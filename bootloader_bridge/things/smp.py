@@ -79,7 +79,7 @@ class SmpFlasher:
         started, retries_before = time.monotonic(), self._retries
         self._upload(bytes(image), report)
         report("verifying", 0, len(image))
-        states = self.image_states()
+        states = [state for state in self.image_states() if state.image == self.image]
         if not any(state.hash == checked.hash for state in states):
             listed = ", ".join(f"slot {s.slot} {s.hash.hex()[:16] if s.hash else 'no hash'}" for s in states)
             raise ThingVerifyError(f"{self.name}: after the upload the device lists no image with SHA-256 "

@@ -9,8 +9,10 @@ sequence number, ``"rc": 0`` in success answers, ``rc 8`` (ENOTSUP) for what it
 does not know, and the upload rules: offset 0 erases the whole slot (the slow
 first answer), an unexpected offset is answered with the expected one, chunks
 are cut to the flash alignment except the last, and the image state list shows
-a slot only when it holds an image whose SHA-256 TLV checks (the signature is
-not checked). ``resume=True`` gives Zephyr's application server behaviour
+a slot only when it holds an image whose SHA-256 TLV checks and, given the
+public ``key`` MCUboot was built with, whose key-hash TLV names that key and
+whose signature verifies (ECDSA P-256 over the hashed bytes, Ed25519 over their
+SHA-256, as imgtool signs them). ``resume=True`` gives Zephyr's application server behaviour
 instead: offset 0 with the in-progress upload's ``sha`` answers the current
 offset.
 
@@ -36,6 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from bootloader_bridge.things import smp_codec as codec
 from bootloader_bridge.things.mcuboot_image import McubootImageError
@@ -46,6 +53,7 @@ BANNER = b"*** Booting MCUboot v2.1.0 ***\r\nI: Starting bootloader\r\n"
 LOG_LINE = b"[00:00:02.718,281] <inf> serial_recovery: busy\r\n"
 REBOOT_DELAY = 0.25         # MCUboot answers a reset, then reboots this much later
 EINVAL, ENOENT, ENOTSUP = 3, 5, 8
+TLV_KEYHASH, TLV_ECDSA, TLV_ED25519 = 0x01, 0x22, 0x24
 
 
 @dataclass
@@ -75,31 +83,53 @@ class Slot:
     permanent: bool = False     # marked for the next boot, for good
     confirmed: bool = False
     active: bool = False
+    key: Any = None             # the public key images must be signed with (None: hash only)
 
     def image(self) -> Any:
-        """The MCUboot image here, if the whole of one is; else None."""
+        """The MCUboot image here, if the whole of one is and it validates; else None."""
         if not self.length:
             return None
+        data = bytes(self.data[:self.length])
         try:
-            return parse_image(bytes(self.data[:self.length]))
+            image = parse_image(data)
         except McubootImageError:
             return None
+        return image if self.key is None or signed_by(data, image, self.key) else None
 
     def clear(self) -> None:
         self.data[:] = b"\xff" * len(self.data)
         self.length, self.pending, self.permanent, self.confirmed, self.active = 0, False, False, False, False
 
 
+def signed_by(data: bytes, image: Any, key: Any) -> bool:
+    """Whether ``image`` (parsed from ``data``) carries ``key``'s hash and a valid signature by it."""
+    tlvs = dict(image.tlvs)
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if tlvs.get(TLV_KEYHASH) != hashlib.sha256(spki).digest():
+        return False
+    signed = data[:image.hashed_end]
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and TLV_ECDSA in tlvs:
+            key.verify(tlvs[TLV_ECDSA], signed, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, Ed25519PublicKey) and TLV_ED25519 in tlvs:
+            key.verify(tlvs[TLV_ED25519], hashlib.sha256(signed).digest())
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
 class SmpDevice:
     def __init__(self, *, slot_size: int = 256 * 1024, buf_size: int = 1024, params: bool = True,
                  align: int = 4, upload_slot: int = 0, primary: bytes | None = None, resume: bool = False,
                  erase_delay: float = 0.0, write_delay_per_kib: float = 0.0, indefinite: bool = True,
-                 line_max: int = 128) -> None:
+                 line_max: int = 128, key: Any = None) -> None:
         self.slot_size, self.buf_size, self.params, self.align = slot_size, buf_size, params, align
         self.upload_slot, self.resume, self.indefinite = upload_slot, resume, indefinite
         self.erase_delay, self.write_delay_per_kib = erase_delay, write_delay_per_kib
         self.faults = Faults()
-        self.slots = [Slot(bytearray(b"\xff" * slot_size)) for _ in range(2)]
+        self.slots = [Slot(bytearray(b"\xff" * slot_size), key=key) for _ in range(2)]
         self.decoder = codec.FrameDecoder(max_line=line_max, max_frame=buf_size)
         self.uploads = 0            # upload requests seen
         self.boots = 0
@@ -312,12 +342,27 @@ class SmpSimulator:
         return deadline
 
 
-
-
 def imgtool_path() -> str | None:
     """imgtool (PyPI, a dev dependency) beside this interpreter, or on PATH."""
     beside = Path(sys.executable).with_name("imgtool")
     return str(beside) if beside.exists() else shutil.which("imgtool")
+
+
+def keygen(directory: Path, kind: str) -> Path:
+    """A signing key made by ``imgtool keygen`` (``ecdsa-p256``, ``ed25519``, ...), once per directory."""
+    tool = imgtool_path()
+    if tool is None:
+        raise FileNotFoundError("imgtool is not installed (uv sync installs the dev group)")
+    key = directory / f"{kind}.pem"
+    if not key.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run([tool, "keygen", "-k", str(key), "-t", kind], check=True, capture_output=True, timeout=60)
+    return key
+
+
+def public_key(key: Path) -> Any:
+    """The public half of a key file ``keygen`` made: what MCUboot is built with."""
+    return load_pem_private_key(key.read_bytes(), password=None).public_key()
 
 
 def sign_image(payload: bytes, directory: Path, *, version: str = "1.2.3+4", slot_size: int = 256 * 1024,
