@@ -168,10 +168,14 @@ def test_a_closed_maintenance_window_downloads_and_verifies_then_waits(
         daemon.daemon.wakeup("test")
         time.sleep(0.3)
     assert "closed" not in executions(server, action.id) and gateway.booted() == "A"
+    fetches = [path for method, path in server.requests if method == "GET" and "/deploymentBase/" in path]
+    assert len(fetches) == 1                # the link did not change: the deployment is not fetched again
+    assert executions(server, action.id).count("retrieved") == 1
     assert json.loads((gateway.root / "state/ddi-action.json").read_text())["phase"] == "wait-window"
     server.set_window(action.id, "available")
     wait_for(lambda: server.actions[action.id].state == "closed", "the install once the window opens", poke=daemon)
     assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+    assert executions(server, action.id).count("retrieved") == 2     # once more when the link changed
 
 
 def test_a_cancel_before_the_install_cleans_up_and_is_confirmed(

@@ -85,6 +85,7 @@ class Daemon:
         self.poll_in_flight = False
         self.poll_failures = 0
         self.wake_pending = False
+        self.deployment_href: str | None = None     # the action in hand's deploymentBase link, as last fetched
         self.config_due = False
         self.stopping = False
         self.download_cancel = threading.Event()
@@ -205,7 +206,8 @@ class Daemon:
             return
         self.poll_in_flight = True
         self.next_poll_at = float("inf")
-        self.jobs.submit("poll", self._poll_job)
+        known = self.deployment_href if self.phase is not Phase.IDLE else None
+        self.jobs.submit("poll", lambda: self._poll_job(known))
 
     def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None]) -> None:
         root, deployment, cancel = data
@@ -221,6 +223,10 @@ class Daemon:
             self._on_cancel(cancel)
         elif deployment is not None and not (self.install_running and self.phase is Phase.IDLE):
             self._on_deployment(deployment)       # (not while the start-up work still holds the journal)
+            if self.phase is not Phase.IDLE and self.record.get("action") == deployment.action_id:
+                self.deployment_href = root.deployment
+        elif root.deployment is not None and root.deployment == self.deployment_href:
+            pass                                   # the action in hand, unchanged: not fetched again
         elif self.phase in (Phase.DOWNLOAD, Phase.WAIT):
             self.log.info("action-withdrawn", action=self.record["action"])
             self._end_action(Event.WITHDRAWN)
@@ -513,6 +519,7 @@ class Daemon:
     def _end_action(self, event: Event) -> None:
         action = self.record.get("action")
         self.download_cancel.set()
+        self.deployment_href = None
         self._move(event)
         if action:
             shutil.rmtree(self.incoming / action, ignore_errors=True)
@@ -579,12 +586,15 @@ class Daemon:
 
     # --- jobs (on the job worker) ----------------------------------------------------------------
 
-    def _poll_job(self) -> None:
+    def _poll_job(self, known: str | None) -> None:
+        """Poll; fetch a cancel, or a deployment unless its link is ``known`` (hawkBit records a
+        RETRIEVED status at every fetch, and its link's ``c=`` changes when the action does)."""
         assert self.client is not None
         try:
             root = self.client.poll()
             cancel = self.client.cancel_action(root.cancel) if root.cancel else None
-            deployment = self.client.deployment(root.deployment) if root.deployment and not cancel else None
+            fetch = root.deployment and not cancel and root.deployment != known
+            deployment = self.client.deployment(root.deployment) if fetch else None
         except (DdiError, DdiFormatError) as err:
             self.events.put(("poll-failed", err))
             return

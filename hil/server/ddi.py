@@ -95,6 +95,9 @@ class Action:
         return int.from_bytes(digest[:4], "big", signed=True)
 
 
+RETRIEVED = {"execution": "retrieved"}   # the status a deploymentBase fetch records
+
+
 class DdiServer:
     """``with DdiServer() as server:`` serves ``server.url``; tenant ``DEFAULT``."""
 
@@ -310,8 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, action)
         if action.state == "canceling" or action.result == "canceled":
             return self._send(404, None)
-        if action.state == "open":
-            action.statuses.append({"execution": "retrieved"})
+        if action.state == "open" and (not action.statuses or action.statuses[-1] != RETRIEVED):
+            action.statuses.append(dict(RETRIEVED))     # as hawkBit: not twice in a row
         base = model.controller_url(device)
         deployment: dict[str, Any] = {"download": action.download,
                                       "update": "skip" if action.window == "unavailable" else action.update,
