@@ -117,6 +117,7 @@ class ThingConfig:
     flash_size: int | None = None              # stm32: for parts fwagent does not know by their id
     page_size: int | None = None
     boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
+    rollback: bool = False                     # it boots a new image on trial and can go back: flashed first
 
 
 @dataclass(frozen=True)
@@ -421,8 +422,12 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         boot_timeout = table.get("boot_timeout", (int, float), 60)
         if boot_timeout <= 0:
             raise ConfigError(f"[things.{name}].boot_timeout must be positive")
+        rollback = table.get("rollback", bool, protocol == "mcuboot-smp")
+        if rollback and protocol == "stm32":
+            raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
+                              "earlier image")
         things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
                                    address=address, version_command=tuple(version) if version else None,
-                                   **sizes, boot_timeout=float(boot_timeout))
+                                   **sizes, boot_timeout=float(boot_timeout), rollback=rollback)
         table.done()
     return things

@@ -169,7 +169,10 @@ def test_things(tmp_path: Path) -> None:
     assert mcu.version_command == ("cat", "/run/mcu1.version")
     assert (radio.protocol, radio.parity, radio.baud) == ("mcuboot-smp", "none", 1000000)
     assert radio.reset == ("gpioset", "gpiochip0", "17=0") and radio.version_command is None
+    assert (mcu.rollback, radio.rollback) == (False, True)
     assert load_config(write(tmp_path, GOOD)).things == {}
+    recovery = '[things.rec]\nport = "x"\nprotocol = "mcuboot-smp"\nrollback = false\n'
+    assert load_config(write(tmp_path, GOOD + recovery)).things["rec"].rollback is False
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -181,6 +184,8 @@ def test_things(tmp_path: Path) -> None:
     ('[things.m]\nport = "x"\nprotocol = "stm32"\naddress = -1\n', "32-bit address"),
     ('[things."m/1"]\nport = "x"\nprotocol = "stm32"\n', "a Thing's name"),
     ('[things.m]\nport = "x"\nprotocol = "stm32"\nspeed = 9600\n', r"\[things.m\].speed is not a known key"),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\nrollback = true\n', "cannot go back to an earlier image"),
+    ('[things.m]\nport = "x"\nprotocol = "mcuboot-smp"\nrollback = "yes"\n', r"rollback must be bool"),
 ])
 def test_thing_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

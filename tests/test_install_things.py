@@ -134,6 +134,28 @@ def test_an_mcuboot_thing_boots_the_new_image_on_trial_and_confirms_it(gateway: 
         assert mcu.flash[:2048] == b"\x33" * 2048
 
 
+def test_a_thing_that_cannot_roll_back_goes_after_those_that_can(gateway: Gateway, tmp_path: Path) -> None:
+    """MCUboot's serial recovery writes the primary slot itself: configured ``rollback = false``,
+    it waits until the Thing that boots on trial has been confirmed."""
+    from conftest import missing
+    from hil.sim.smp_device import SmpSimulator, imgtool_path, sign_image
+
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    old = sign_image(random.Random(7).randbytes(8 * 1024), tmp_path, version="1.0.0")
+    new = [sign_image(random.Random(seed).randbytes(8 * 1024), tmp_path, version="1.1.0") for seed in (8, 9)]
+    with SmpSimulator(baud=0) as recovery, SmpSimulator(baud=0, upload_slot=1, primary=old) as radio:
+        gateway.config_path.write_text(gateway.config_path.read_text() + (
+            f'\n[things.rec]\nport = "{recovery.port}"\nprotocol = "mcuboot-smp"\nrollback = false\n'
+            f'\n[things.radio]\nport = "{radio.port}"\nprotocol = "mcuboot-smp"\n'))
+        outcome = gateway.installer().install(str(bundle(gateway, "u7", {"rec": new[0], "radio": new[1]},
+                                                         sequence=7)))
+        assert outcome.result == "success", outcome
+        assert list(outcome.things) == ["radio", "rec"]
+        assert outcome.things["rec"]["verified"].endswith("written to the primary slot")
+        assert bytes(recovery.device.slots[0].data[:len(new[0])]) == new[0]
+
+
 def test_a_server_campaign_reports_each_thing(gateway: Gateway, tmp_path: Path, stm32: Stm32Simulator) -> None:
     from hil.server.ddi import DdiServer
     from test_daemon import DEVICE, Running, connect, wait_for

@@ -286,8 +286,8 @@ class Installer:
         things = {target_of(ref.component).name: ref for ref in result.payloads
                   if target_of(ref.component).kind == "thing"}
         # A Thing that can roll back (MCUboot reverts an image that does not confirm) goes first;
-        # one that cannot (an STM32 keeps what it was given) goes last.
-        order = sorted(things, key=lambda name: self.config.things[name].protocol == "stm32")
+        # one that cannot (an STM32, or MCUboot's serial recovery, keeps what it was given) goes last.
+        order = sorted(things, key=lambda name: not self.config.things[name].rollback)
         update["things"] = {name: {"result": "pending", "size": things[name].size,
                                    "digest": things[name].digest.hex()} for name in order}
         update["things_only"] = len(things) == len(result.payloads)
