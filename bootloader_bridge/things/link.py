@@ -28,6 +28,7 @@ class SerialLink:
         if parity not in PARITY:
             raise ValueError(f"parity {parity!r} is not one of {', '.join(PARITY)}")
         self.url, self.name = url, name or url
+        self.received = 0          # bytes read since the port was opened: 0 means the Thing never spoke
         try:
             self.port: Any = serial.serial_for_url(url, baudrate=baud, parity=PARITY[parity], bytesize=8,
                                                    stopbits=1, timeout=POLL, write_timeout=5.0,
@@ -105,6 +106,8 @@ class SerialLink:
         import serial
 
         try:
-            return self.port.read(count)
+            data = self.port.read(count)
         except (serial.SerialException, OSError) as exc:
             raise ThingPortError(f"{self.name}: reading from {self.url} failed: {exc}") from None
+        self.received += len(data)
+        return data
