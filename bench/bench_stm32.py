@@ -15,7 +15,9 @@ a pty has no parity), and for the part's page-erase (20 ms) and programming
   Checksum over the whole image.
 
 Each is run on both bootloaders, without and with Get Checksum listed (newer
-bootloaders list it; stm32flash -v reads back either way). Where the time
+bootloaders list it; stm32flash -v reads back either way). Without it both
+clients move the same bytes over the line, which bounds them both: a verdict
+is printed per bootloader (docs/things.md, "How a write is verified"). Where the time
 goes: the line (characters both ways x 11 / baud, from the simulator's
 counters), the device (erasing and programming) and the rest (turnarounds,
 host and pty). The image read back from the simulator is compared after
@@ -103,10 +105,13 @@ def main() -> None:
         print(f"{listing:<22} {row.client:<11} {row.verified:<13} {row.seconds:8.2f} {size / row.seconds / 1000:6.2f} "
               f"{row.line:7.2f} {row.device:8.2f} {row.seconds - row.line - row.device:7.2f} "
               f"{row.to_device:8d} {row.from_device:8d} {base.seconds / row.seconds:7.2f}x")
-    best = max(next(r for r in rows if r.client == "stm32flash" and r.checksum == row.checksum).seconds / row.seconds
-               for row in rows if row.client == "fwagent")
-    print(f"\ntarget: fwagent >= {TARGET}x faster end to end; best {best:.2f}x "
-          f"({'met' if best >= TARGET else 'NOT met'})")
+    print(f"\ntarget: fwagent >= {TARGET}x faster end to end than stm32flash -v")
+    for checksum in (False, True):
+        ours, theirs = (next(r for r in rows if r.client == client and r.checksum == checksum)
+                        for client in ("fwagent", "stm32flash"))
+        ratio = theirs.seconds / ours.seconds
+        listing = "lists Get Checksum" if checksum else "no Get Checksum"
+        print(f"  {listing:<20} {ratio:.2f}x  {'met' if ratio >= TARGET else 'NOT met'}")
 
 
 if __name__ == "__main__":

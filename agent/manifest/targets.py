@@ -2,8 +2,8 @@
 
 * ``["<class>"]``, one element naming a slot class (``rootfs``, ``appfs``...):
   the gateway's A/B slots of that class.
-* ``["thing", "<name>"]``: an attached microcontroller (flashing Things is not
-  available yet: an install refuses such a component with ``target-unsupported``).
+* ``["thing", "<name>"]``: the attached microcontroller configured as
+  ``[things.<name>]`` (docs/things.md), flashed after the gateway commits.
 
 Any other identifier (such as the ``[h'00']`` of the IETF examples) maps to no
 target on a gateway; a manifest naming one can be inspected but not installed.
