@@ -407,8 +407,16 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
             if not reset or not all(isinstance(a, str) for a in reset):
                 raise ConfigError(f"[things.{name}].reset as a command must be a list of strings")
             reset = tuple(reset)
-        elif reset not in ("none", "dtr-rts") and not reset.startswith("gpio:"):
-            raise ConfigError(f"[things.{name}].reset {reset!r}: none, dtr-rts, gpio:<chip>:<reset>,<boot> "
+        elif reset.startswith("gpio:"):
+            from agent.errors import ThingError
+            from bootloader_bridge.things.reset import parse_reset   # only here: most commands have no Things
+
+            try:
+                parse_reset(reset, name)
+            except ThingError as err:      # "<name>: reset ..." becomes "[things.<name>].reset ..."
+                raise ConfigError(f"[things.{name}].{err.detail.removeprefix(f'{name}: ')}") from None
+        elif reset not in ("none", "dtr-rts"):
+            raise ConfigError(f"[things.{name}].reset {reset!r}: none, dtr-rts, gpio:<chip>:<reset>[,<boot>] "
                               "or a command (a list of strings)")
         address = table.get("address", int, 0x08000000)
         if not 0 <= address < 1 << 32:
