@@ -1,5 +1,5 @@
 """fwagent's SmpFlasher against the simulated MCUboot Thing on a pty: uploads, faults, the
-test/reset/confirm flow."""
+test/reset/confirm flow, and the agent's flash of an MCUboot Thing (agent/things.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from agent.config import ThingConfig
 from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
+from agent.things import flash
 from bootloader_bridge.things import registry
 from bootloader_bridge.things import smp_codec as codec
 from bootloader_bridge.things.base import ThingFlasher
@@ -41,16 +44,19 @@ def sim() -> Iterator[SmpSimulator]:
         yield simulator
 
 
-def flasher(sim: SmpSimulator, **options: object) -> SmpFlasher:
-    link = SerialLink(sim.port, name="mcu1")
-    return SmpFlasher(link, **{**FAST, **options})  # type: ignore[arg-type]
+@contextmanager
+def flasher(sim: SmpSimulator, **options: object) -> Iterator[SmpFlasher]:
+    """An SmpFlasher on its own link to the simulator, closed afterwards."""
+    with SerialLink(sim.port, name="mcu1") as link:
+        yield SmpFlasher(link, **{**FAST, **options})  # type: ignore[arg-type]
 
 
 def test_upload_64k_verified_by_the_reported_hash(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     image = images["64k"]
-    thing = flasher(sim)
     progress: list[tuple[str, int, int]] = []
-    result = thing.flash(image, lambda phase, done, total: progress.append((phase, done, total)))
+    with flasher(sim) as thing:
+        result = thing.flash(image, lambda phase, done, total: progress.append((phase, done, total)))
+        info = thing.info()
     assert (result.written, result.verified, result.retries) == (len(image), "sha256 reported by the device", 0)
     assert bytes(sim.device.slots[0].data[:len(image)]) == image
     writing = [done for phase, done, total in progress if phase == "writing"]
@@ -58,7 +64,6 @@ def test_upload_64k_verified_by_the_reported_hash(sim: SmpSimulator, images: dic
     assert len(writing) - 1 == sim.device.uploads <= len(image) // 980 + 1      # chunks fill the 1024-byte buffer
     assert progress[-2:] == [("verifying", 0, len(image)), ("verifying", len(image), len(image))]
     assert sim.device.decoder.damaged == 0                                       # every line and frame fitted
-    info = thing.info()
     assert info.protocol == "mcuboot-smp"
     assert info.details == {"buf_size": 1024, "buf_count": 1, "buf_size_from": "device"}
     assert info.images[0]["hash"] == parse(image).hash.hex()
@@ -66,13 +71,11 @@ def test_upload_64k_verified_by_the_reported_hash(sim: SmpSimulator, images: dic
 
 
 def test_without_params_the_default_or_configured_buffer(images: dict[str, bytes]) -> None:
-    with SmpSimulator(baud=0, params=False, buf_size=512) as sim:
-        thing = flasher(sim)
+    with SmpSimulator(baud=0, params=False, buf_size=512) as sim, flasher(sim) as thing:
         thing.flash(images["16k"])
         assert thing.params() == (512, 1, "default")
         assert len(images["16k"]) // 508 < sim.device.uploads <= len(images["16k"]) // 470 + 1
-    with SmpSimulator(baud=0, params=False, buf_size=2048) as sim:
-        thing = flasher(sim, buf_size=2048, chunk=1500)
+    with SmpSimulator(baud=0, params=False, buf_size=2048) as sim, flasher(sim, buf_size=2048, chunk=1500) as thing:
         thing.flash(images["16k"])
         assert thing.info().details["buf_size_from"] == "configured"
         assert sim.device.uploads == -(-len(images["16k"]) // 1500)
@@ -83,8 +86,9 @@ def test_a_bad_image_is_refused_before_any_byte_is_sent(sim: SmpSimulator, image
     damaged[1000] ^= 0xFF
     for bad, reason in ((bytes(damaged), "wrong hash"), (b"\x7fELF" + bytes(100), "bad magic"),
                         (images["16k"][:5000], "truncated")):
-        with pytest.raises(McubootImageError, match=rf"^mcu1: MCUboot image: {reason}.*; nothing was sent$"):
-            flasher(sim).flash(bad)
+        with flasher(sim) as thing, pytest.raises(McubootImageError,
+                                                  match=rf"^mcu1: MCUboot image: {reason}.*; nothing was sent$"):
+            thing.flash(bad)
     time.sleep(0.1)
     assert sim.rx_bytes == 0
 
@@ -94,28 +98,31 @@ def test_a_bad_image_is_refused_before_any_byte_is_sent(sim: SmpSimulator, image
 
 def test_dropped_answers_are_retried_with_the_same_offset(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.drop = {1, 4, 9}
-    result = flasher(sim).flash(images["64k"])
+    with flasher(sim) as thing:
+        result = thing.flash(images["64k"])
     assert result.retries == 3
     assert bytes(sim.device.slots[0].data[:len(images["64k"])]) == images["64k"]
 
 
 def test_log_lines_between_and_inside_frames(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.noise = True
-    assert flasher(sim).flash(images["16k"]).retries == 0
+    with flasher(sim) as thing:
+        assert thing.flash(images["16k"]).retries == 0
 
 
 def test_a_reset_in_mid_upload_starts_it_over(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.reset = {10}
-    result = flasher(sim).flash(images["64k"])
+    with flasher(sim) as thing:
+        result = thing.flash(images["64k"])
     assert result.retries == 1 and sim.device.boots == 1
     assert sim.device.uploads > len(images["64k"]) // 996 + 10      # it wrote from 0 again
 
 
 def test_an_error_code_is_a_clear_error(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.rc = {3: 3}
-    with pytest.raises(SmpRefusedError, match=r"^mcu1: image upload at offset \d+: the device answered "
-                                              r"rc 3 \(EINVAL\)$") as refused:
-        flasher(sim).flash(images["16k"])
+    with flasher(sim) as thing, pytest.raises(SmpRefusedError, match=r"^mcu1: image upload at offset \d+: the "
+                                                                     r"device answered rc 3 \(EINVAL\)$") as refused:
+        thing.flash(images["16k"])
     assert refused.value.code == "thing-refused" and refused.value.rc == 3
     assert isinstance(refused.value, ThingError)
 
@@ -123,31 +130,34 @@ def test_an_error_code_is_a_clear_error(sim: SmpSimulator, images: dict[str, byt
 def test_a_silent_thing_times_out_naming_where(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.silent = True
     started = time.monotonic()
-    with pytest.raises(ThingTimeoutError, match=r"^mcu1: no answer to image upload at offset 0 within 0.4 s "
-                                                r"\(tried 4 times\)$"):
-        flasher(sim, buf_size=1024, first_timeout=0.4).flash(images["16k"])
+    with flasher(sim, buf_size=1024, first_timeout=0.4) as thing, pytest.raises(
+            ThingTimeoutError, match=r"^mcu1: no answer to image upload at offset 0 within 0.4 s \(tried 4 times\)$"):
+        thing.flash(images["16k"])
     assert time.monotonic() - started < 4
-    with pytest.raises(ThingTimeoutError, match=r"no answer to image state read within 0.3 s \(tried 2 times\)"):
-        flasher(sim, retries=1).image_states()
+    with flasher(sim, retries=1) as thing, pytest.raises(
+            ThingTimeoutError, match=r"no answer to image state read within 0.3 s \(tried 2 times\)"):
+        thing.image_states()
 
 
 def test_lost_answers_beyond_the_retries(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.drop = {5, 6, 7, 8}
-    with pytest.raises(ThingTimeoutError, match=r"^mcu1: no answer to image upload at offset \d+ within 0.3 s "
-                                                r"\(tried 4 times\)"):
-        flasher(sim).flash(images["16k"])
+    with flasher(sim) as thing, pytest.raises(ThingTimeoutError, match=r"^mcu1: no answer to image upload at "
+                                                                       r"offset \d+ within 0.3 s \(tried 4 times\)"):
+        thing.flash(images["16k"])
 
 
 def test_a_thing_that_keeps_resetting_is_given_up(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.reset = {3, 6, 9, 12, 15, 18}
-    with pytest.raises(ThingError, match=r"^mcu1: image upload: the device started over 4 times"):
-        flasher(sim).flash(images["16k"])
+    with flasher(sim) as thing, pytest.raises(ThingError, match=r"^mcu1: image upload: the device started over "
+                                                                r"4 times"):
+        thing.flash(images["16k"])
 
 
 def test_a_flipped_bit_fails_verification(sim: SmpSimulator, images: dict[str, bytes]) -> None:
     sim.device.faults.corrupt = {2}
-    with pytest.raises(ThingVerifyError, match=r"^mcu1: after the upload the device lists no image with SHA-256 "):
-        flasher(sim).flash(images["16k"])
+    with flasher(sim) as thing, pytest.raises(ThingVerifyError, match=r"^mcu1: after the upload the device lists "
+                                                                      r"no image with SHA-256 "):
+        thing.flash(images["16k"])
 
 
 @pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519"])
@@ -158,47 +168,63 @@ def test_only_an_image_signed_with_the_devices_key_is_accepted(kind: str, tmp_pa
         missing("imgtool is not installed (uv sync installs the dev group)")
     payload = os.urandom(12 * 1024)
     trusted, other = keygen(tmp_path, kind), keygen(tmp_path / "other", kind)
-    with SmpSimulator(baud=0, key=public_key(trusted)) as sim:
+    with SmpSimulator(baud=0, key=public_key(trusted)) as sim, flasher(sim) as thing:
         good = sign_image(payload, tmp_path, version="4.0.0", key=trusted)
-        assert flasher(sim).flash(good).verified == "sha256 reported by the device"
-        assert [state.hash for state in flasher(sim).image_states()] == [parse(good).hash]
+        assert thing.flash(good).verified == "sha256 reported by the device"
+        assert [state.hash for state in thing.image_states()] == [parse(good).hash]
         for name, image in (("another key", sign_image(payload, tmp_path, version="4.0.1", key=other)),
                             ("no key", sign_image(payload, tmp_path, version="4.0.2"))):
             with pytest.raises(ThingVerifyError, match=r"no images\): it did not validate on the device"):
-                flasher(sim).flash(image)
+                thing.flash(image)
             assert bytes(sim.device.slots[0].data[:len(image)]) == image, name   # it did arrive whole
 
 
 def test_the_hash_must_be_listed_for_the_image_number_uploaded(sim: SmpSimulator, images: dict[str, bytes],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """On a multi-image device the same hash under another image number is not the upload."""
-    thing = flasher(sim)
-    listed = thing.image_states
-    monkeypatch.setattr(thing, "image_states",
-                        lambda: [dataclasses.replace(state, image=1) for state in listed()])
-    with pytest.raises(ThingVerifyError, match=r"device lists no image with SHA-256 .*\(no images\)"):
-        thing.flash(images["16k"])
-    monkeypatch.undo()
-    assert thing.image_states()[0].hash == parse(images["16k"]).hash
+    with flasher(sim) as thing:
+        listed = thing.image_states
+        monkeypatch.setattr(thing, "image_states",
+                            lambda: [dataclasses.replace(state, image=1) for state in listed()])
+        with pytest.raises(ThingVerifyError, match=r"device lists no image with SHA-256 .*\(no images\)"):
+            thing.flash(images["16k"])
+        monkeypatch.undo()
+        assert thing.image_states()[0].hash == parse(images["16k"]).hash
 
 
 def test_the_first_chunk_waits_for_the_slot_erase(images: dict[str, bytes]) -> None:
     with SmpSimulator(baud=0, erase_delay=0.6) as sim:
-        assert flasher(sim, first_timeout=2.0).flash(images["16k"]).retries == 0
-        with pytest.raises(ThingTimeoutError, match="offset 0 within 0.3 s"):
-            flasher(sim, first_timeout=0.3, retries=1).flash(images["16k"])
+        with flasher(sim, first_timeout=2.0) as thing:
+            assert thing.flash(images["16k"]).retries == 0
+        with flasher(sim, first_timeout=0.3, retries=1) as thing, pytest.raises(ThingTimeoutError,
+                                                                                match="offset 0 within 0.3 s"):
+            thing.flash(images["16k"])
 
 
 def test_resume_where_the_device_allows(images: dict[str, bytes]) -> None:
     """A Zephyr SMP server answers offset 0 with the same sha by the offset it has."""
     with SmpSimulator(baud=0, resume=True) as sim:
         sim.device.faults.rc = {40: 10}
-        with pytest.raises(SmpRefusedError, match="EBUSY"):
-            flasher(sim).flash(images["64k"])
+        with flasher(sim) as thing, pytest.raises(SmpRefusedError, match="EBUSY"):
+            thing.flash(images["64k"])
         before = sim.device.uploads
-        flasher(sim).flash(images["64k"])
+        with flasher(sim) as thing:
+            thing.flash(images["64k"])
         assert sim.device.uploads - before < 30
         assert bytes(sim.device.slots[0].data[:len(images["64k"])]) == images["64k"]
+
+
+def test_a_garbled_answer_is_ignored_and_the_same_offset_sent_again(sim: SmpSimulator,
+                                                                    images: dict[str, bytes]) -> None:
+    """Noise inside a frame fails its check: the answer is dropped as if lost, and the chunk goes
+    again at the same offset (the device, which wrote it, answers with the offset it wants next)."""
+    sim.device.faults.garble = {3}
+    with flasher(sim) as thing:
+        result = thing.flash(images["16k"])
+        assert thing.decoder.damaged == 1
+    assert result.retries == 1
+    assert 0 < sim.device.offsets[2] == sim.device.offsets[3] < sim.device.offsets[4]
+    assert bytes(sim.device.slots[0].data[:len(images["16k"])]) == images["16k"]
 
 
 def test_stale_answers_are_skipped() -> None:
@@ -215,8 +241,7 @@ def test_stale_answers_are_skipped() -> None:
 
 def test_mark_for_test_reset_confirm(images: dict[str, bytes]) -> None:
     old, new = images["old"], images["new"]
-    with SmpSimulator(baud=0, upload_slot=1, primary=old) as sim:
-        thing = flasher(sim)
+    with SmpSimulator(baud=0, upload_slot=1, primary=old) as sim, flasher(sim) as thing:
         thing.flash(new)
         new_hash = parse(new).hash
         [running, uploaded] = thing.image_states()
@@ -237,8 +262,7 @@ def test_mark_for_test_reset_confirm(images: dict[str, bytes]) -> None:
 
 
 def test_an_unconfirmed_trial_reverts_at_the_next_reset(images: dict[str, bytes]) -> None:
-    with SmpSimulator(baud=0, upload_slot=1, primary=images["old"]) as sim:
-        thing = flasher(sim)
+    with SmpSimulator(baud=0, upload_slot=1, primary=images["old"]) as sim, flasher(sim) as thing:
         thing.flash(images["new"])
         thing.mark_for_test(parse(images["new"]).hash)
         thing.reset()
@@ -248,6 +272,22 @@ def test_an_unconfirmed_trial_reverts_at_the_next_reset(images: dict[str, bytes]
         assert (running.version, running.active, running.confirmed) == ("1.0.0", True, True)
         with pytest.raises(SmpRefusedError, match=r"mark for test: the device answered rc 5 \(ENOENT\)"):
             thing.mark_for_test(bytes(32))
+
+
+def test_an_image_that_does_not_come_up_is_not_confirmed(images: dict[str, bytes]) -> None:
+    """The trial image crashes, the watchdog resets the Thing and MCUboot reverts: the agent sees
+    the old image running and leaves the new one unconfirmed."""
+    old, new = images["old"], images["new"]
+    with SmpSimulator(baud=0, upload_slot=1, primary=old) as sim:
+        sim.device.faults.trial_fails = True
+        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp")
+        with pytest.raises(ThingVerifyError, match=r"^radio: the new image did not come up after the reset "
+                                                   r"\(running 1\.0\.0\); it is not confirmed"):
+            flash(thing, new)
+    primary, secondary = sim.device.slots
+    assert (bytes(primary.data[:len(old)]), primary.active, primary.confirmed) == (old, True, True)
+    assert (bytes(secondary.data[:len(new)]), secondary.pending, secondary.confirmed) == (new, False, False)
+    assert sim.device.boots == 2                     # the trial boot and the watchdog's
 
 
 def test_registry_and_protocol(sim: SmpSimulator) -> None:
@@ -260,8 +300,7 @@ def test_registry_and_protocol(sim: SmpSimulator) -> None:
 
 def test_near_the_line_rate_at_115200_baud(images: dict[str, bytes]) -> None:
     """The time goes to the wire: the requests and answers, not the turnarounds."""
-    with SmpSimulator(baud=115200) as sim:
-        thing = flasher(sim, timeout=2.5, first_timeout=10.0)
+    with SmpSimulator(baud=115200) as sim, flasher(sim, timeout=2.5, first_timeout=10.0) as thing:
         thing.params()
         wire_before = sim.rx_bytes + sim.tx_bytes
         result = thing.flash(images["16k"])

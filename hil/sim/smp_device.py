@@ -18,8 +18,9 @@ offset.
 
 Beyond serial recovery it keeps two slots with test/confirm flags and a reset
 that boots (swapping in an image marked for test from slot 1, reverting an
-unconfirmed test boot), so the agent's mark-for-test / reset / confirm flow has
-something to act on. One SMP server serves throughout, before and after resets.
+unconfirmed test boot, or at once a trial image that crashes), so the agent's
+mark-for-test / reset / confirm flow has something to act on. One SMP server
+serves throughout, before and after resets.
 
 ``SmpSimulator`` is the thin adapter: a pty whose slave is raw and stays open
 (clients come and go without EIO), one thread, and the wire's speed modelled
@@ -51,6 +52,7 @@ from hil.sim.pty_end import PtyEnd
 
 BANNER = b"*** Booting MCUboot v2.1.0 ***\r\nI: Starting bootloader\r\n"
 LOG_LINE = b"[00:00:02.718,281] <inf> serial_recovery: busy\r\n"
+CRASH = b"E: ***** USAGE FAULT *****\r\nE: >>> ZEPHYR FATAL ERROR 0: CPU exception on CPU 0\r\n"
 REBOOT_DELAY = 0.25         # MCUboot answers a reset, then reboots this much later
 EINVAL, ENOENT, ENOTSUP = 3, 5, 8
 TLV_KEYHASH, TLV_ECDSA, TLV_ED25519 = 0x01, 0x22, 0x24
@@ -58,14 +60,16 @@ TLV_KEYHASH, TLV_ECDSA, TLV_ED25519 = 0x01, 0x22, 0x24
 
 @dataclass
 class Faults:
-    """What goes wrong, by the number (from 1) of the upload request it hits."""
+    """What goes wrong; the sets and maps by the number (from 1) of the upload request they hit."""
 
     drop: set[int] = field(default_factory=set)       # the answer is lost (the chunk was written)
     rc: dict[int, int] = field(default_factory=dict)  # answered with this rc instead
     reset: set[int] = field(default_factory=set)      # the device resets instead (upload state lost)
     corrupt: set[int] = field(default_factory=set)    # a bit of the chunk flips in flash, unnoticed
+    garble: set[int] = field(default_factory=set)     # a byte of the answer's base64 is damaged on the wire
     noise: bool = False                               # log lines before every answer and inside it
     silent: bool = False                              # no answers at all
+    trial_fails: bool = False                         # an image booted on trial crashes: MCUboot reverts
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class SmpDevice:
         self.slots = [Slot(bytearray(b"\xff" * slot_size), key=key) for _ in range(2)]
         self.decoder = codec.FrameDecoder(max_line=line_max, max_frame=buf_size)
         self.uploads = 0            # upload requests seen
+        self.offsets: list[Any] = []    # the offset each upload request asked for, in order
         self.boots = 0
         self.test_boot = False      # slot 0 runs an image on trial: it reverts at the next reset
         self._upload_len = self._upload_off = 0
@@ -182,17 +187,22 @@ class SmpDevice:
 
     def boot(self) -> bytes:
         """Reset: the upload in progress is forgotten; an image marked for test is swapped in,
-        an unconfirmed trial reverted. Returns the boot banner."""
+        an unconfirmed trial reverted. Returns what the console shows: the boot banner, twice
+        when a trial image crashes (``faults.trial_fails``) and the watchdog resets it."""
         primary, secondary = self.slots
+        console = BANNER
         if secondary.pending:
             self._swap()
             self.test_boot = not secondary.permanent
             primary.confirmed = secondary.permanent
+            if self.test_boot and self.faults.trial_fails:
+                self._revert()
+                self.boots += 1
+                console += CRASH + BANNER
         elif primary.pending:
             self.test_boot, primary.confirmed = True, False
         elif self.test_boot and not primary.confirmed and secondary.image() is not None:
-            self._swap()
-            primary.confirmed, self.test_boot = True, False
+            self._revert()
         for slot in self.slots:
             slot.pending = slot.permanent = slot.active = False
         primary.active = primary.image() is not None
@@ -200,7 +210,7 @@ class SmpDevice:
         self._upload_sha = b""
         self.decoder.reset()
         self.boots += 1
-        return BANNER
+        return console
 
     def _swap(self) -> None:
         primary, secondary = self.slots
@@ -208,10 +218,16 @@ class SmpDevice:
         primary.length, secondary.length = secondary.length, primary.length
         primary.confirmed, secondary.confirmed = secondary.confirmed, primary.confirmed
 
+    def _revert(self) -> None:
+        """MCUboot swaps the unconfirmed trial image back out: the old, confirmed one runs again."""
+        self._swap()
+        self.slots[0].confirmed, self.test_boot = True, False
+
     # --- image group ---
 
     def _upload(self, header: codec.Header, body: dict[str, Any]) -> list[Output]:
         self.uploads += 1
+        self.offsets.append(body.get("off"))
         number = self.uploads
         if number in self.faults.reset:
             return [Output(0.0, self.boot())]
@@ -222,7 +238,8 @@ class SmpDevice:
             self.slots[self.upload_slot].data[self._upload_off - 1] ^= 0x01
         if number in self.faults.drop:
             return [Output(delay)]
-        return [self._answer(header, answer, delay)]
+        output = self._answer(header, answer, delay)
+        return [_garbled(output) if number in self.faults.garble else output]
 
     def _write_chunk(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         off, data = body.get("off"), body.get("data")
@@ -279,6 +296,14 @@ class SmpDevice:
         else:
             slot.pending, slot.permanent = True, confirm
         return self._state_list()
+
+
+def _garbled(output: Output) -> Output:
+    """The answer with one base64 character of its first line changed: the frame fails its check."""
+    data = bytearray(output.data)
+    at = data.index(codec.START) + len(codec.START) + 8
+    data[at] = ord("A") if data[at] != ord("A") else ord("B")
+    return Output(output.after, bytes(data), output.reboot)
 
 
 def _indefinite(value: Any) -> bytes:
