@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from agent.config import ThingConfig
@@ -19,42 +20,77 @@ from bootloader_bridge.things.reset import NoReset, parse_reset
 VERSION_TIMEOUT = 10.0
 
 
+@dataclass
+class OpenThing:
+    """A Thing held in its bootloader: its flasher, reset method and link."""
+
+    flasher: Any
+    reset: Any
+    link: SerialLink
+    restarted: bool = False     # the flow started the application itself: no reset on the way out
+
+    def restart(self) -> None:
+        """Into the application: through the reset lines when there are any (with the boot pin
+        released), else by the device's own reset command."""
+        if isinstance(self.reset, NoReset):
+            self.flasher.reset()
+        else:
+            self.reset.leave(self.link)
+            self.link.drain(quiet=0.4, timeout=3.0)
+        self.restarted = True
+
+
 @contextmanager
-def opened(thing: ThingConfig) -> Iterator[tuple[Any, Any, SerialLink]]:
-    """(flasher, reset method, link) with the Thing in its bootloader; reset into its application
-    and the port closed afterwards, whatever happened (a Thing is never left held in reset)."""
+def opened(thing: ThingConfig) -> Iterator[OpenThing]:
+    """The Thing in its bootloader; reset into its application (unless the flow restarted it
+    already) and the port closed afterwards, whatever happened (a Thing is never left held in
+    reset). A failing reset on the way out does not hide the error that got there first."""
     reset = parse_reset(thing.reset, thing.name)
     with SerialLink(thing.port, baud=thing.baud, parity=thing.parity, name=thing.name) as link:
         reset.enter(link)
+        session = OpenThing(None, reset, link)
         try:
             options: dict[str, Any] = {"name": thing.name}
             if thing.protocol == "stm32":
                 # Without reset lines only the bootloader's Go starts the application.
                 options.update(address=thing.address, flash_size=thing.flash_size, page_size=thing.page_size,
                                go=isinstance(reset, NoReset))
-            yield create(thing.protocol, link, **options), reset, link
-        finally:
+            session.flasher = create(thing.protocol, link, **options)
+            yield session
+        except BaseException as failure:
+            if not session.restarted:
+                _leave_after(failure, reset, link)
+            raise
+        if not session.restarted:
             reset.leave(link)
 
 
+def _leave_after(failure: BaseException, reset: Any, link: SerialLink) -> None:
+    """Reset into the application after ``failure``; an error doing so becomes a note on it."""
+    try:
+        reset.leave(link)
+    except Exception as err:  # noqa: BLE001 - the first error is the one to report
+        failure.add_note(f"resetting into the application afterwards failed too: {err}")
+
+
 def info(thing: ThingConfig) -> ThingInfo:
-    with opened(thing) as (flasher, _reset, _link):
-        return flasher.info()
+    with opened(thing) as session:
+        return session.flasher.info()
 
 
 def flash(thing: ThingConfig, image: bytes, progress: FlashProgress | None = None) -> FlashResult:
     """Write and verify ``image``, then start the Thing on it (for MCUboot: on trial, then kept)."""
     started = time.monotonic()
-    with opened(thing) as (flasher, reset, link):
+    with opened(thing) as session:
         if thing.protocol == "mcuboot-smp":
-            verified, retries, written = _flash_mcuboot(thing, flasher, reset, link, image, progress)
+            verified, retries, written = _flash_mcuboot(thing, session, image, progress)
         else:
-            result = flasher.flash(image, progress)
+            result = session.flasher.flash(image, progress)
             verified, retries, written = result.verified, result.retries, result.written
     return FlashResult(written, verified, retries, time.monotonic() - started)
 
 
-def _flash_mcuboot(thing: ThingConfig, flasher: Any, reset: Any, link: SerialLink, image: bytes,
+def _flash_mcuboot(thing: ThingConfig, session: OpenThing, image: bytes,
                    progress: FlashProgress | None) -> tuple[str, int, int]:
     """Upload, then boot the new image once on trial, see it run, and confirm it. An image that
     does not come up is not confirmed: MCUboot goes back to the old one at the next reset.
@@ -64,6 +100,7 @@ def _flash_mcuboot(thing: ThingConfig, flasher: Any, reset: Any, link: SerialLin
     itself: there is no trial then, and a reset starts the image."""
     from bootloader_bridge.things.mcuboot_image import parse
 
+    flasher = session.flasher
     digest = parse(image).hash
     running = _running(flasher)
     if running is not None and running.hash == digest:
@@ -74,10 +111,10 @@ def _flash_mcuboot(thing: ThingConfig, flasher: Any, reset: Any, link: SerialLin
     if progress:
         progress("activating", 0, len(image))
     if any(state.hash == digest and state.slot == 0 for state in flasher.image_states()):
-        _restart(flasher, reset, link)
+        session.restart()
         return result.verified + "; written to the primary slot", result.retries, result.written
     flasher.mark_for_test(digest)
-    _restart(flasher, reset, link)
+    session.restart()
     deadline = time.monotonic() + thing.boot_timeout
     while True:                        # MCUboot swaps the slots before the image starts: that takes a while
         try:
@@ -99,16 +136,6 @@ def _flash_mcuboot(thing: ThingConfig, flasher: Any, reset: Any, link: SerialLin
 
 def _running(flasher: Any) -> Any:
     return next((state for state in flasher.image_states() if state.active), None)
-
-
-def _restart(flasher: Any, reset: Any, link: SerialLink) -> None:
-    """Into the application: through the reset lines when there are any (with the boot pin
-    released), else by the device's own reset command."""
-    if isinstance(reset, NoReset):
-        flasher.reset()
-    else:
-        reset.leave(link)
-        link.drain(quiet=0.4, timeout=3.0)
 
 
 def running_version(thing: ThingConfig) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -288,6 +290,40 @@ def test_an_image_that_does_not_come_up_is_not_confirmed(images: dict[str, bytes
     assert (bytes(primary.data[:len(old)]), primary.active, primary.confirmed) == (old, True, True)
     assert (bytes(secondary.data[:len(new)]), secondary.pending, secondary.confirmed) == (new, False, False)
     assert sim.device.boots == 2                     # the trial boot and the watchdog's
+
+
+def reset_command(log: Path, leave_fails: bool = False) -> tuple[str, ...]:
+    """A reset command that appends each step (enter, leave) to ``log``; leaving fails if asked."""
+    script = f'echo "$FWAGENT_RESET" >> {shlex.quote(str(log))}'
+    if leave_fails:
+        script += '; [ "$FWAGENT_RESET" = enter ] || { echo "boot pin stuck" >&2; exit 1; }'
+    return ("sh", "-c", script)
+
+
+def test_an_mcuboot_thing_is_reset_once_into_its_new_image(images: dict[str, bytes], tmp_path: Path) -> None:
+    """Serial recovery wrote the primary slot: one reset starts the image, and none follows on the way out."""
+    log = tmp_path / "resets"
+    with SmpSimulator(baud=0) as sim:
+        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp", reset=reset_command(log))
+        result = flash(thing, images["16k"])
+    assert result.verified == "sha256 reported by the device; written to the primary slot"
+    assert log.read_text().split() == ["enter", "leave"]
+
+
+def test_a_failing_reset_on_the_way_out_does_not_hide_the_error(images: dict[str, bytes], tmp_path: Path) -> None:
+    log = tmp_path / "resets"
+    with SmpSimulator(baud=0) as sim:
+        sim.device.faults.rc = {2: 3}
+        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp",
+                            reset=reset_command(log, leave_fails=True))
+        with pytest.raises(SmpRefusedError) as refused:
+            flash(thing, images["16k"])
+    assert re.fullmatch(r"thing-refused: radio: image upload at offset \d+: the device answered rc 3 \(EINVAL\)",
+                        refused.value.one_line())
+    assert log.read_text().split() == ["enter", "leave"]
+    [note] = refused.value.__notes__
+    assert note.startswith("resetting into the application afterwards failed too: radio: reset (leave): ")
+    assert note.endswith("failed with exit status 1: boot pin stuck")
 
 
 def test_registry_and_protocol(sim: SmpSimulator) -> None:
