@@ -58,7 +58,8 @@ def info(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(asdict(details))
         return EXIT_OK
-    print(f"{args.name}: {details.protocol}, {details.device}, bootloader {details.bootloader}")
+    bootloader = f"bootloader {details.bootloader}" if details.bootloader else ""
+    print(f"{args.name}: " + ", ".join(part for part in (details.protocol, details.device, bootloader) if part))
     for image in details.images:
         print("  " + ", ".join(f"{k} {v}" for k, v in image.items()))
     for key, value in details.details.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from conftest import missing
 from install_bench import make_gateway
 
 THINGS = """
@@ -63,6 +64,9 @@ def test_info_and_flash_against_the_simulated_stm32(tmp_path: Path, capsys: pyte
         assert main(["things", "info", "mcu1", "--config", config, "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["protocol"] == "stm32" and "0x410" in info["device"]
+        assert main(["things", "info", "mcu1", "--config", config]) == 0
+        assert capsys.readouterr().out.splitlines()[0] == (
+            f"mcu1: stm32, {info['device']}, bootloader {info['bootloader']}")
         image = tmp_path / "fw.bin"
         image.write_bytes(bytes(range(256)) * 24)
         assert main(["things", "flash", "mcu1", str(image), "--config", config, "--json"]) == 0
@@ -70,3 +74,46 @@ def test_info_and_flash_against_the_simulated_stm32(tmp_path: Path, capsys: pyte
         assert lines[-1]["event"] == "result" and lines[-1]["written"] == 6144
         assert {line["phase"] for line in lines if line["event"] == "progress"} >= {"writing", "verifying"}
         assert sim.flash[:6144] == image.read_bytes()
+
+
+def test_info_of_an_mcuboot_thing_leaves_out_what_its_bootloader_does_not_say(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MCUboot's SMP server names neither the device nor its own version: no empty fields."""
+    from bootloader_bridge.things.mcuboot_image import parse
+    from hil.sim.smp_device import SmpSimulator, imgtool_path, sign_image
+
+    if imgtool_path() is None:
+        missing("imgtool is not installed (uv sync installs the dev group)")
+    image = sign_image(bytes(range(256)) * 16, tmp_path, version="1.0.0")
+    gateway = make_gateway(tmp_path / "gw")
+    with SmpSimulator(baud=0, primary=image) as sim:
+        gateway.config_path.write_text(gateway.config_path.read_text() + (
+            f'\n[things.radio]\nport = "{sim.port}"\nprotocol = "mcuboot-smp"\n'))
+        assert main(["things", "info", "radio", "--config", str(gateway.config_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "radio: mcuboot-smp",
+        f"  image 0, slot 0, version 1.0.0, hash {parse(image).hash.hex()}, bootable True, pending False, "
+        "confirmed True, active True, permanent False",
+        "  buf_size: 1024", "  buf_count: 1", "  buf_size_from: device"]
+
+
+def test_flash_draws_a_progress_bar_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each phase redraws its line and ends full, on a line of its own; off a terminal, no bar."""
+    from hil.sim.stm32_bootloader import Stm32Simulator
+
+    gateway = make_gateway(tmp_path / "gw")
+    image = tmp_path / "fw.bin"
+    image.write_bytes(bytes(range(256)) * 24)
+    with Stm32Simulator(0x410, baud=0, delays=False) as sim:
+        gateway.config_path.write_text(gateway.config_path.read_text() + (
+            f'\n[things.mcu1]\nport = "{sim.port}"\nprotocol = "stm32"\nparity = "none"\n'))
+        command = ["things", "flash", "mcu1", str(image), "--config", str(gateway.config_path)]
+        assert main(command) == 0
+        assert capsys.readouterr().err == ""
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        assert main(command) == 0
+    drawn = capsys.readouterr().err
+    assert drawn.startswith("\rmcu1 erasing    [                              ]   0%") and drawn.endswith("\n")
+    assert [line.split("\r")[-1] for line in drawn.split("\n")[:-1]] == [
+        f"mcu1 {phase:<10} [{'#' * 30}] 100%" for phase in ("erasing", "writing", "verifying", "activating")]
