@@ -111,7 +111,7 @@ class ThingConfig:
     protocol: str                              # stm32 | mcuboot-smp
     baud: int = 115200
     parity: str = "none"                       # default: even for stm32 (8E1), none for mcuboot-smp
-    reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>,<boot> | a command
+    reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>[,<boot>] | a command
     address: int = 0x08000000                  # stm32: where the image goes
     version_command: tuple[str, ...] | None = None   # prints the running version (stm32 has no other way)
     flash_size: int | None = None              # stm32: for parts fwagent does not know by their id

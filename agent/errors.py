@@ -137,6 +137,13 @@ class ThingPortError(ThingError, OSError):
     code = "thing-port"
 
 
+class ThingOfflineError(ThingError, ConnectionError):
+    """The Thing was not reached: its port cannot be opened, or not a byte came back from it.
+    Nothing was written to it; in a campaign it is reported as not processed."""
+
+    code = "thing-offline"
+
+
 class ThingTimeoutError(ThingError, TimeoutError):
     """The Thing did not answer in time (no sync, a lost reply)."""
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import ThingConfig
-from agent.errors import BootloaderError, ThingError, ThingTimeoutError, ThingVerifyError
+from agent.errors import (BootloaderError, ThingError, ThingOfflineError, ThingPortError, ThingTimeoutError,
+                          ThingVerifyError)
 from bootloader_bridge.bootchooser.command import run
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
@@ -44,9 +45,16 @@ class OpenThing:
 def opened(thing: ThingConfig) -> Iterator[OpenThing]:
     """The Thing in its bootloader; reset into its application (unless the flow restarted it
     already) and the port closed afterwards, whatever happened (a Thing is never left held in
-    reset). A failing reset on the way out does not hide the error that got there first."""
+    reset). A failing reset on the way out does not hide the error that got there first.
+
+    A Thing not reached is ThingOfflineError: its port does not open, or it times out without
+    having sent a single byte. Nothing was written to it then."""
     reset = parse_reset(thing.reset, thing.name)
-    with SerialLink(thing.port, baud=thing.baud, parity=thing.parity, name=thing.name) as link:
+    try:
+        link = SerialLink(thing.port, baud=thing.baud, parity=thing.parity, name=thing.name)
+    except ThingPortError as err:
+        raise ThingOfflineError(err.detail) from None
+    with link:
         reset.enter(link)
         session = OpenThing(None, reset, link)
         try:
@@ -60,6 +68,10 @@ def opened(thing: ThingConfig) -> Iterator[OpenThing]:
         except BaseException as failure:
             if not session.restarted:
                 _leave_after(failure, reset, link)
+            if isinstance(failure, ThingTimeoutError) and link.received == 0:
+                detail = failure.detail.removeprefix(f"{thing.name}: ")
+                raise ThingOfflineError(f"{thing.name}: no answer on {thing.port}, not a byte in this session "
+                                        f"({detail})") from None
             raise
         if not session.restarted:
             reset.leave(link)

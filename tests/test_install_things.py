@@ -16,7 +16,8 @@ from agent.ddi.outbox import outcome_feedback
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
-from hil.sim.stm32_bootloader import Stm32Simulator
+from hil.sim.pty_end import PtyEnd
+from hil.sim.stm32_bootloader import Faults, Stm32Simulator
 from install_bench import Gateway, make_gateway
 
 FLASH_BASE = 0x08000000
@@ -80,31 +81,63 @@ def test_things_only_leave_the_gateways_slots_and_boot_state_alone(gateway: Gate
     steps: list[str] = []
     installer = gateway.installer()
     installer.on_step = lambda state, _update: steps.append(state)
+    progress: list[tuple[str, int, int]] = []
+    installer.progress = lambda label, done, total: progress.append((label, done, total))
     outcome = installer.install(str(bundle(gateway, "t3", {"mcu1": firmware}, sequence=3)))
     assert outcome.result == "success" and steps == ["verify", "stash", "things"]
+    labels = list(dict.fromkeys(label for label, _, _ in progress))      # kept in the state dir, then flashed
+    assert labels == ["thing.mcu1", "thing.mcu1 (erasing)", "thing.mcu1 (writing)", "thing.mcu1 (verifying)",
+                      "thing.mcu1 (activating)"]
+    assert [(done, total) for label, done, total in progress if label == "thing.mcu1 (verifying)"][-1] == (
+        len(firmware), len(firmware))
     assert (gateway.bootloader().variables(), gateway.slot_digest("B")) == before and gateway.booted() == "A"
     assert stm32.flash[:len(firmware)] == firmware
     installed = json.loads((gateway.root / "state/journal.json").read_text())["installed"]
     assert installed["sequence"] == 3 and installed["slot"] == "A" and installed["version"] is None
 
 
-def test_an_offline_thing_fails_the_rest_are_skipped_and_the_gateway_stays_committed(gateway: Gateway) -> None:
-    with Stm32Simulator(0x410, baud=0, delays=False) as good:
-        with_things(gateway, {"mcu1": "/dev/fwagent-offline-mcu", "mcu2": good.port})
-        images = {"rootfs": random.Random(4).randbytes(1 << 20), "mcu1": b"\x11" * 4096, "mcu2": b"\x22" * 4096}
-        outcome = gateway.installer().install(str(bundle(gateway, "u4", images, sequence=4)))
-        assert gateway.booted() == "B" and outcome.state == "committed" and outcome.result == "failure"
-        assert outcome.code == "thing-failed" and outcome.things["mcu1"]["result"] == "failure"
-        assert outcome.things["mcu1"]["code"] == "thing-port"
-        assert outcome.things["mcu2"] == {"result": "skipped", "reason": "not flashed: mcu1 failed before it"}
-        assert good.flash[:4096] == b"\xff" * 4096
+def test_things_not_reached_are_reported_offline_and_the_others_are_flashed(gateway: Gateway) -> None:
+    """A missing port and a Thing that never says a byte: nothing was written to either, so the
+    Things after them are still flashed; the gateway's update stands."""
+    silent = PtyEnd("silent Thing")
+    silent_port = silent.start(lambda: [silent.read(0.1) for _ in iter(silent.stopping.is_set, True)])
+    try:
+        with Stm32Simulator(0x410, baud=0, delays=False) as good:
+            with_things(gateway, {"mcu1": "/dev/fwagent-offline-mcu", "mcu2": silent_port, "mcu3": good.port})
+            images = {"rootfs": random.Random(4).randbytes(1 << 20), "mcu1": b"\x11" * 4096,
+                      "mcu2": b"\x22" * 4096, "mcu3": b"\x33" * 4096}
+            outcome = gateway.installer().install(str(bundle(gateway, "u4", images, sequence=4)))
+            assert gateway.booted() == "B" and outcome.state == "committed" and outcome.result == "failure"
+            assert (outcome.code, outcome.reason) == ("thing-offline", "not reached, not updated: mcu1, mcu2")
+            assert [outcome.things[name]["result"] for name in ("mcu1", "mcu2", "mcu3")] == [
+                "offline", "offline", "success"]
+            assert outcome.things["mcu1"]["reason"].startswith("mcu1: cannot open /dev/fwagent-offline-mcu")
+            assert outcome.things["mcu2"]["reason"].startswith(f"mcu2: no answer on {silent_port}")
+            assert good.flash[:4096] == b"\x33" * 4096
+    finally:
+        silent.stop()
     kind, body = outcome_feedback(outcome.as_dict())
     details = body["status"]["details"]
     assert kind == "deploymentBase" and body["status"]["result"]["finished"] == "failure"
-    assert any(d.startswith("Thing mcu1: failure: thing-port mcu1: cannot open") for d in details), details
-    assert "Thing mcu2: skipped: not flashed: mcu1 failed before it" in details
+    assert any(d.startswith("Thing mcu1: offline: thing-offline mcu1: cannot open") for d in details), details
     journal = json.loads((gateway.root / "state/journal.json").read_text())
     assert journal["installed"]["sequence"] == 4        # the gateway's update stands
+
+
+def test_a_failed_thing_ends_the_step_the_rest_are_skipped(gateway: Gateway) -> None:
+    ignored = Faults(ignore_write=1)                      # ACKed, not programmed: the verify finds it
+    with (Stm32Simulator(0x410, baud=0, delays=False, faults=ignored) as bad,
+          Stm32Simulator(0x410, baud=0, delays=False) as good):
+        with_things(gateway, {"mcu1": bad.port, "mcu2": good.port})
+        images = {"rootfs": random.Random(4).randbytes(1 << 20), "mcu1": b"\x11" * 4096, "mcu2": b"\x22" * 4096}
+        outcome = gateway.installer().install(str(bundle(gateway, "u4", images, sequence=4)))
+        assert gateway.booted() == "B" and outcome.state == "committed" and outcome.result == "failure"
+        assert (outcome.code, outcome.reason) == ("thing-failed", "Thing mcu1 was not updated")
+        assert outcome.things["mcu1"]["result"] == "failure" and outcome.things["mcu1"]["code"] == "thing-verify"
+        assert outcome.things["mcu2"] == {"result": "skipped", "reason": "not flashed: mcu1 failed before it"}
+        assert good.flash[:4096] == b"\xff" * 4096
+    details = outcome_feedback(outcome.as_dict())[1]["status"]["details"]
+    assert "Thing mcu2: skipped: not flashed: mcu1 failed before it" in details
 
 
 def test_a_manifest_for_an_unconfigured_thing_is_refused_before_anything_is_written(gateway: Gateway) -> None:
@@ -190,7 +223,7 @@ def test_a_power_cut_while_flashing_things_flashes_only_those_not_done(gateway: 
         installer, state = gateway.installer(), {"step": ""}
 
         def cut_during_mcu2(label: str, done: int, total: int | None) -> None:
-            if state["step"] == "things" and label == "thing.mcu2":
+            if state["step"] == "things" and label.startswith("thing.mcu2 ("):
                 raise PowerCut
 
         installer.on_step = lambda step, _update: state.update(step=step)

@@ -50,7 +50,7 @@ def test_an_unknown_thing_and_a_missing_port_are_one_line_errors(config: Path,
     assert "error: usage: no Thing named 'mcu9' ([things.mcu9]); known: mcu1, radio" in capsys.readouterr().err
     assert main(["things", "flash", "mcu1", str(image), "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: thing-port: mcu1: cannot open /dev/fwagent-no-such-tty") and "\n" not in err
+    assert err.startswith("error: thing-offline: mcu1: cannot open /dev/fwagent-no-such-tty") and "\n" not in err
 
 
 def test_info_and_flash_against_the_simulated_stm32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

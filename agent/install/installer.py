@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
-from agent.errors import FwagentError, UsageError
+from agent.errors import FwagentError, ThingOfflineError, UsageError
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.health import run_health
@@ -60,7 +60,7 @@ class Outcome:
     code: str = ""
     version: str | None = None
     origin: dict[str, Any] | None = None   # who asked for the update (e.g. a DDI action), for reporting
-    things: dict[str, dict[str, Any]] | None = None   # each Thing's result: success, failure or skipped
+    things: dict[str, dict[str, Any]] | None = None   # each Thing's result: success, failure, offline or skipped
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -384,7 +384,8 @@ class Installer:
 
     def _things(self, update: dict[str, Any]) -> Event:
         """Flash each Thing from its kept image, checked again; after a failure the rest are skipped.
-        Each result is saved as it comes: a restart flashes only the Things not done."""
+        A Thing not reached (offline) was not written to: the rest go on. Each result is saved as
+        it comes: a restart flashes only the Things not done."""
         import hashlib
 
         from agent import things as thing_io
@@ -405,14 +406,20 @@ class Installer:
                                            code="image-mismatch")     # read once: checked is flashed
                     result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
+                except ThingOfflineError as err:
+                    thing.update(result="offline", code=err.code, reason=err.detail)
+                    self.log(f"update {update['id'][:8]}: Thing {name}: {err.code}: {err.detail}")
                 except (FwagentError, OSError, ValueError, LookupError) as err:
                     failed = name
                     detail = err.detail if isinstance(err, FwagentError) else str(err)
                     thing.update(result="failure", code=getattr(err, "code", None) or "io", reason=detail)
                     self.log(f"update {update['id'][:8]}: Thing {name}: {thing['code']}: {detail}")
             self.journal.save(self._record)
+        offline = [name for name, t in update["things"].items() if t["result"] == "offline"]
         if failed is not None:
             update["reason"], update["code"] = f"Thing {failed} was not updated", "thing-failed"
+        elif offline:
+            update["reason"], update["code"] = f"not reached, not updated: {', '.join(offline)}", "thing-offline"
         return Event.OK
 
     def _rollback(self, update: dict[str, Any]) -> Event:
@@ -472,9 +479,11 @@ class Installer:
         return booted
 
     def _thing_progress(self, name: str) -> Callable[[str, int, int], None]:
+        """Each phase of a Thing (erasing, writing, verifying, activating) counts to 100 % by itself:
+        it is named in the label."""
         def report(phase: str, done: int, total: int) -> None:
             if self.progress:
-                self.progress(f"thing.{name}", done, total)
+                self.progress(f"thing.{name} ({phase})", done, total)
         return report
 
     @property
