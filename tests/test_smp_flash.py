@@ -334,16 +334,6 @@ def test_registry_and_protocol(sim: SmpSimulator) -> None:
         assert thing.info().images == ()
 
 
-def test_near_the_line_rate_at_115200_baud(images: dict[str, bytes]) -> None:
-    """The time goes to the wire: the requests and answers, not the turnarounds."""
-    with SmpSimulator(baud=115200) as sim, flasher(sim, timeout=2.5, first_timeout=10.0) as thing:
-        thing.params()
-        wire_before = sim.rx_bytes + sim.tx_bytes
-        result = thing.flash(images["16k"])
-        wire = (sim.rx_bytes + sim.tx_bytes - wire_before) * 10 / 115200
-    assert result.seconds < wire * 1.10
-
-
 class ScriptedLink:
     """A link whose Thing answers each request with the packets ``script(request header)`` makes."""
 

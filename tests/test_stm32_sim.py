@@ -249,4 +249,4 @@ def test_the_line_rate_is_modelled(image: Path) -> None:
         elapsed = time.monotonic() - started
         line = (sim.bootloader.bytes_in + sim.bootloader.bytes_out) * 11 / 115200
         assert sim.bootloader.bytes_in >= 8192 + 32 * 9      # per block: 31 CE, address, N, XOR
-        assert line <= elapsed < line + 1.0
+        assert line <= elapsed                # how close the clients come is bench/bench_stm32.py's
