@@ -28,7 +28,7 @@ class OpenThing:
     flasher: Any
     reset: Any
     link: SerialLink
-    restarted: bool = False     # the flow started the application itself: no reset on the way out
+    restarted: bool = False     # the flow started the application itself: no reset after a success
 
     def restart(self) -> None:
         """Into the application: through the reset lines when there are any (with the boot pin
@@ -44,8 +44,9 @@ class OpenThing:
 @contextmanager
 def opened(thing: ThingConfig) -> Iterator[OpenThing]:
     """The Thing in its bootloader; reset into its application (unless the flow restarted it
-    already) and the port closed afterwards, whatever happened (a Thing is never left held in
-    reset). A failing reset on the way out does not hide the error that got there first.
+    already and succeeded: after a failed trial boot the reset makes MCUboot go back) and the
+    port closed afterwards, whatever happened (a Thing is never left held in reset). A failing
+    reset on the way out does not hide the error that got there first.
 
     A Thing not reached is ThingOfflineError: its port does not open, or it times out without
     having sent a single byte. Nothing was written to it then."""
@@ -66,12 +67,14 @@ def opened(thing: ThingConfig) -> Iterator[OpenThing]:
             session.flasher = create(thing.protocol, link, **options)
             yield session
         except BaseException as failure:
-            if not session.restarted:
-                _leave_after(failure, reset, link)
+            _leave_after(failure, reset, link)      # even after a trial boot: MCUboot then goes back
             if isinstance(failure, ThingTimeoutError) and link.received == 0:
                 detail = failure.detail.removeprefix(f"{thing.name}: ")
-                raise ThingOfflineError(f"{thing.name}: no answer on {thing.port}, not a byte in this session "
-                                        f"({detail})") from None
+                offline = ThingOfflineError(f"{thing.name}: no answer on {thing.port}, not a byte in this session "
+                                            f"({detail})")
+                for note in getattr(failure, "__notes__", ()):
+                    offline.add_note(note)
+                raise offline from None
             raise
         if not session.restarted:
             reset.leave(link)

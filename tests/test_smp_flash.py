@@ -310,6 +310,19 @@ def test_an_mcuboot_thing_is_reset_once_into_its_new_image(images: dict[str, byt
     assert log.read_text().split() == ["enter", "leave"]
 
 
+def test_a_trial_that_fails_is_reset_once_more_so_mcuboot_goes_back(images: dict[str, bytes],
+                                                                    tmp_path: Path) -> None:
+    """The reset lines restart the Thing for its trial; when the new image is not seen running,
+    they reset it again on the way out: an unconfirmed image that hangs is reverted by MCUboot."""
+    log = tmp_path / "resets"
+    with SmpSimulator(baud=0, upload_slot=1, primary=images["old"]) as sim:
+        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp", reset=reset_command(log),
+                            boot_timeout=1.0)
+        with pytest.raises(ThingVerifyError, match="did not come up"):
+            flash(thing, images["new"])       # the logged reset moves nothing: the old image still runs
+    assert log.read_text().split() == ["enter", "leave", "leave"]
+
+
 def test_a_failing_reset_on_the_way_out_does_not_hide_the_error(images: dict[str, bytes], tmp_path: Path) -> None:
     log = tmp_path / "resets"
     with SmpSimulator(baud=0) as sim:
