@@ -139,7 +139,7 @@ class ThingPortError(ThingError, OSError):
 
 class ThingOfflineError(ThingError, ConnectionError):
     """The Thing was not reached: its port cannot be opened, or not a byte came back from it.
-    Nothing was written to it; in a campaign it is reported as not processed."""
+    Nothing was written to it in this session; in a campaign its result is ``offline``."""
 
     code = "thing-offline"
 

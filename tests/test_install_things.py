@@ -241,6 +241,30 @@ def test_a_power_cut_while_flashing_things_flashes_only_those_not_done(gateway: 
         assert mcu2.flash[:4096] == images["mcu2"] and mcu1.flash[:4096] == b"\xff" * 4096
 
 
+def test_a_thing_cut_short_by_a_power_cut_then_not_reached_is_a_failure(gateway: Gateway) -> None:
+    """Offline means nothing was written to it; after a cut mid-flash that is no longer known."""
+    with Stm32Simulator(0x410, baud=0, delays=False) as mcu1:
+        with_things(gateway, {"mcu1": mcu1.port})
+        source = bundle(gateway, "u9", {"mcu1": b"\x66" * 4096}, sequence=9)
+        installer = gateway.installer()
+
+        def cut(label: str, done: int, total: int) -> None:
+            if label == "thing.mcu1 (writing)" and done:
+                raise PowerCut
+
+        installer.progress = cut
+        with pytest.raises(PowerCut):
+            installer.install(str(source))
+        port = mcu1.port
+    gateway.power_cycle()
+    config = gateway.config_path.read_text()
+    gateway.config_path.write_text(config.replace(port, "/dev/fwagent-offline-mcu"))   # its adapter is gone
+    outcome = gateway.installer().resume()
+    assert outcome is not None and outcome.result == "failure" and outcome.code == "thing-failed"
+    assert outcome.things["mcu1"]["result"] == "failure" and outcome.things["mcu1"]["code"] == "thing-offline"
+    assert outcome.things["mcu1"]["reason"].endswith("an earlier attempt, cut short, may have written part of it")
+
+
 def test_rollback_by_hand_during_the_things_step_never_rolls_the_gateway_back(gateway: Gateway) -> None:
     from agent.cli import main
 

@@ -287,7 +287,7 @@ class Installer:
                   if target_of(ref.component).kind == "thing"}
         # A Thing that can roll back (MCUboot reverts an image that does not confirm) goes first;
         # one that cannot (an STM32, or MCUboot's serial recovery, keeps what it was given) goes last.
-        order = sorted(things, key=lambda name: not self.config.things[name].rollback)
+        order = sorted(things, key=lambda name: not self.config.things[name].rolls_back)
         update["things"] = {name: {"result": "pending", "size": things[name].size,
                                    "digest": things[name].digest.hex()} for name in order}
         update["things_only"] = len(things) == len(result.payloads)
@@ -397,6 +397,7 @@ class Installer:
             if failed is not None:
                 thing.update(result="skipped", reason=f"not flashed: {failed} failed before it")
             else:
+                tried_before = thing.get("tried", False)     # a power cut may have left it half written
                 try:
                     if name not in self.config.things:
                         raise InstallError(f"{name}: no longer configured ([things.{name}])", code="unknown-thing")
@@ -404,16 +405,21 @@ class Installer:
                     if len(data) != thing["size"] or hashlib.sha256(data).digest() != bytes.fromhex(thing["digest"]):
                         raise InstallError(f"{name}: its kept image changed since it was checked",
                                            code="image-mismatch")     # read once: checked is flashed
+                    thing["tried"] = True
+                    self.journal.save(self._record)
                     result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
-                except ThingOfflineError as err:
-                    thing.update(result="offline", code=err.code, reason=err.detail)
-                    self.log(f"update {update['id'][:8]}: Thing {name}: {err.code}: {err.detail}")
                 except (FwagentError, OSError, ValueError, LookupError) as err:
-                    failed = name
                     detail = err.detail if isinstance(err, FwagentError) else str(err)
-                    thing.update(result="failure", code=getattr(err, "code", None) or "io", reason=detail)
-                    self.log(f"update {update['id'][:8]}: Thing {name}: {thing['code']}: {detail}")
+                    code = getattr(err, "code", None) or "io"
+                    if isinstance(err, ThingOfflineError) and not tried_before:
+                        thing.update(result="offline", code=code, reason=detail)
+                    else:
+                        failed = name
+                        if isinstance(err, ThingOfflineError):
+                            detail += "; an earlier attempt, cut short, may have written part of it"
+                        thing.update(result="failure", code=code, reason=detail)
+                    self.log(f"update {update['id'][:8]}: Thing {name}: {code}: {detail}")
             self.journal.save(self._record)
         offline = [name for name, t in update["things"].items() if t["result"] == "offline"]
         if failed is not None:
@@ -463,7 +469,7 @@ class Installer:
         return outcome
 
     def _outcome(self, update: dict[str, Any], result: str, state: str) -> Outcome:
-        things = {name: {k: v for k, v in t.items() if k not in ("size", "digest")}
+        things = {name: {k: v for k, v in t.items() if k not in ("size", "digest", "tried")}
                   for name, t in (update.get("things") or {}).items()} or None
         return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
                        origin=update.get("origin"), things=things,
