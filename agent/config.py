@@ -117,7 +117,12 @@ class ThingConfig:
     flash_size: int | None = None              # stm32: for parts fwagent does not know by their id
     page_size: int | None = None
     boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
-    rollback: bool = False                     # it boots a new image on trial and can go back: flashed first
+    rollback: bool | None = None               # boots a new image on trial, can go back; None: by protocol
+
+    @property
+    def rolls_back(self) -> bool:
+        """Whether it can go back to its old image: flashed before the Things that cannot."""
+        return self.protocol == "mcuboot-smp" if self.rollback is None else self.rollback
 
 
 @dataclass(frozen=True)
@@ -430,7 +435,7 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         boot_timeout = table.get("boot_timeout", (int, float), 60)
         if boot_timeout <= 0:
             raise ConfigError(f"[things.{name}].boot_timeout must be positive")
-        rollback = table.get("rollback", bool, protocol == "mcuboot-smp")
+        rollback = table.get("rollback", bool)
         if rollback and protocol == "stm32":
             raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
                               "earlier image")

@@ -169,10 +169,10 @@ def test_things(tmp_path: Path) -> None:
     assert mcu.version_command == ("cat", "/run/mcu1.version")
     assert (radio.protocol, radio.parity, radio.baud) == ("mcuboot-smp", "none", 1000000)
     assert radio.reset == ("gpioset", "gpiochip0", "17=0") and radio.version_command is None
-    assert (mcu.rollback, radio.rollback) == (False, True)
+    assert (mcu.rolls_back, radio.rolls_back) == (False, True)
     assert load_config(write(tmp_path, GOOD)).things == {}
     recovery = '[things.rec]\nport = "x"\nprotocol = "mcuboot-smp"\nrollback = false\n'
-    assert load_config(write(tmp_path, GOOD + recovery)).things["rec"].rollback is False
+    assert load_config(write(tmp_path, GOOD + recovery)).things["rec"].rolls_back is False
 
 
 @pytest.mark.parametrize(("section", "message"), [
