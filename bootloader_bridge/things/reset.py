@@ -171,7 +171,11 @@ class GpioLines:
         handle, uapi = self._request(held)
         try:
             time.sleep(PULSE)
-            fcntl.ioctl(handle, uapi.set_values, bytearray(uapi.values(released)))
+            try:
+                fcntl.ioctl(handle, uapi.set_values, bytearray(uapi.values(released)))
+            except OSError:
+                # Once more: a line given up while asserted may stay so, holding the Thing in reset.
+                fcntl.ioctl(handle, uapi.set_values, bytearray(uapi.values(released)))
             time.sleep(SETTLE)
         except OSError as exc:
             raise ThingPortError(f"{self.thing}: GPIO chip {self.chip} lines {self.offsets}: "
