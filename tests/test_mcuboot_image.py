@@ -182,3 +182,10 @@ def test_any_changed_byte_is_refused_with_a_named_fault(offset: int, change: int
         return
     with pytest.raises(McubootImageError, match=r"^MCUboot image: "):
         parse(bytes(image))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tail=st.binary(max_size=600))
+def test_random_bytes_after_the_magic_are_refused_with_a_named_fault(tail: bytes) -> None:
+    with pytest.raises(McubootImageError, match=r"^MCUboot image: "):
+        parse(b"\x3d\xb8\xf3\x96" + tail)

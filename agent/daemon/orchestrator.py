@@ -588,7 +588,8 @@ class Daemon:
 
     def _poll_job(self, known: str | None) -> None:
         """Poll; fetch a cancel, or a deployment unless its link is ``known`` (hawkBit records a
-        RETRIEVED status at every fetch, and its link's ``c=`` changes when the action does)."""
+        RETRIEVED status at each fetch after another status, and its link's ``c=`` changes when
+        the action does)."""
         assert self.client is not None
         try:
             root = self.client.poll()
