@@ -64,6 +64,16 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0, 
     raise AssertionError(f"timed out waiting for {what}" + (f"\n--- log ---\n{poke.log()}" if poke else ""))
 
 
+def run_until_closed(gateway: Gateway, server: DdiServer, action: int, log_path: Path, what: str) -> Running:
+    """A daemon started, left to run until the server holds ``action`` closed, then stopped."""
+    daemon = Running(gateway, server, log_path)
+    try:
+        wait_for(lambda: server.actions[action].state == "closed", what, poke=daemon)
+    finally:
+        daemon.stop()
+    return daemon
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Gateway:
     return make_gateway(tmp_path / "gw")
@@ -290,11 +300,7 @@ def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: 
     record = json.loads((gateway.root / "state/ddi-action.json").read_text())
     assert record["phase"] == "download" and record["action"] == str(action.id)
     assert "closed" not in executions(server, action.id)
-    second = Running(gateway, server, tmp_path / "second.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the resumed update", poke=second)
-    finally:
-        second.stop()
+    run_until_closed(gateway, server, action.id, tmp_path / "second.log", "the resumed update")
     assert server.actions[action.id].result == "success" and gateway.booted() == "B"
     assert executions(server, action.id).count("closed") == 1
 
@@ -403,11 +409,7 @@ def test_a_damaged_action_record_starts_idle_and_the_server_offers_the_action_ag
     (gateway.root / "state/ddi-action.json").write_text('{"schema": 1, "phase": "downl')
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
                                                 "artifacts": {"u2.fwb": gateway.bundle("u2", sequence=2).read_bytes()}}])
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action", poke=daemon)
-    finally:
-        daemon.stop()
+    daemon = run_until_closed(gateway, server, action.id, tmp_path / "daemon.log", "the action")
     assert server.actions[action.id].result == "success"
     assert "level=error event=action-record-damaged code=journal" in daemon.log()
 
@@ -421,11 +423,7 @@ def test_a_cancel_that_comes_after_the_end_is_rejected_and_the_result_is_sent(
     gateway.installer().install(str(gateway.bundle("u2", sequence=2)), origin={"ddi_action": str(action.id)})
     server.cancel(action.id)
     connect(gateway, server)
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the result", poke=daemon)
-    finally:
-        daemon.stop()
+    run_until_closed(gateway, server, action.id, tmp_path / "daemon.log", "the result")
     assert server.actions[action.id].result == "success", server.statuses(action.id)
     # Whichever comes first, the poll that shows the cancel or the delivery of the result,
     # the cancel is never confirmed: at most refused.
@@ -465,10 +463,6 @@ def test_an_action_whose_failure_was_queued_before_a_restart_is_not_started_agai
                                                        "plan": None, "may_install": True, "fetched": {},
                                                        "resume": {}}))
     connect(gateway, server)
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the queued result", poke=daemon)
-    finally:
-        daemon.stop()
+    run_until_closed(gateway, server, action.id, tmp_path / "daemon.log", "the queued result")
     assert server.actions[action.id].result == "failure"
     assert not any(path.endswith("/u2.fwb") for _m, path in server.requests)     # never fetched again
