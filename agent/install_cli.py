@@ -67,7 +67,8 @@ def _report(outcome: Outcome | None, as_json: bool) -> int:
     elif outcome.result == "pending":
         print(f"update {outcome.id[:8]}: waiting at step {outcome.state} (reboot to continue)")
     elif outcome.result == "success":
-        print(f"update {outcome.id[:8]}: committed" + (f", version {outcome.version}" if outcome.version else ""))
+        done = "already installed" if outcome.state == "already-installed" else "committed"
+        print(f"update {outcome.id[:8]}: {done}" + (f", version {outcome.version}" if outcome.version else ""))
     else:
         print(f"update {outcome.id[:8]}: {outcome.state}: {outcome.code}: {outcome.reason}")
     return EXIT_FAILED if outcome.result == "failure" else EXIT_OK

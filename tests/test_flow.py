@@ -10,7 +10,7 @@ from agent.update.flow import (FINAL, MAX_RESTARTS, RESUME, TRANSITIONS, Event, 
 # These names are written into journals in the field. Changing one breaks
 # every device that updates across the change: this list must only grow.
 PERSISTED_NAMES = ["verify", "mark-bad", "write", "switch", "reboot", "check-boot", "health", "commit",
-                   "rollback", "failed", "committed", "rolled-back", "stash", "things"]
+                   "rollback", "failed", "committed", "rolled-back", "stash", "things", "already-installed"]
 
 
 def test_persisted_names_are_stable() -> None:
@@ -104,3 +104,8 @@ def test_an_update_of_things_only_never_touches_the_gateways_slots() -> None:
         event = Event.OK
     assert path == ["verify", "stash", "things"] and state is State.COMMITTED
     assert step(State.STASH, Event.FAILED) is State.FAILED
+
+
+def test_the_committed_manifest_ends_at_verify_with_nothing_written() -> None:
+    assert step(State.VERIFY, Event.CURRENT) is State.ALREADY_INSTALLED
+    assert State.ALREADY_INSTALLED in FINAL

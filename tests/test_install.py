@@ -47,6 +47,61 @@ def test_next_update_goes_back_to_a_and_rollback_is_refused(gateway: Gateway) ->
     assert gateway.booted() == "A" and gateway.bootloader().get_primary() == "A"
 
 
+def test_the_committed_manifest_offered_again_changes_nothing(gateway: Gateway) -> None:
+    """A server that keeps offering the installed update: no write, no switch, no reboot, one
+    success each time; the fallback slot keeps the old image."""
+    from agent.ddi.outbox import outcome_feedback
+    bundle = gateway.bundle("u2", sequence=2)
+    assert gateway.installer().install(str(bundle)).result == "success"
+    before = (gateway.slot_digest("A"), gateway.slot_digest("B"), gateway.bootloader().variables(),
+              gateway.installer().boot.boot_id(), journal(gateway)["installed"])
+    for _ in range(3):
+        steps: list[str] = []
+        installer = gateway.installer()
+        installer.on_step = lambda state, _update: steps.append(state)
+        outcome = installer.install(str(bundle))
+        assert (outcome.result, outcome.state, outcome.version) == ("success", "already-installed", "2.0.0")
+        assert outcome.reason == "already installed on the booted slot B" and steps == ["verify"]
+    after = (gateway.slot_digest("A"), gateway.slot_digest("B"), gateway.bootloader().variables(),
+             gateway.installer().boot.boot_id(), journal(gateway)["installed"])
+    assert after == before and gateway.booted() == "B"
+    outbox = journal(gateway)["outbox"]
+    assert [(o["result"], o["state"]) for o in outbox] == [("success", "committed")] + [
+        ("success", "already-installed")] * 3
+    kind, body = outcome_feedback(outbox[-1])
+    assert kind == "deploymentBase" and body["status"]["result"]["finished"] == "success"
+    assert body["status"]["details"] == ["fwagent: update already-installed, version 2.0.0"]
+
+
+def test_the_committed_manifest_is_written_again_once_the_other_slot_runs(gateway: Gateway) -> None:
+    """Committed on B, but the device runs A (B failed later and the bootloader fell back):
+    the update goes into B again."""
+    bundle = gateway.bundle("u2", sequence=2)
+    gateway.installer().install(str(bundle))
+    gateway.bootloader().set_primary("A")
+    gateway.power_cycle()
+    assert gateway.booted() == "A"
+    outcome = gateway.installer().install(str(bundle))
+    assert (outcome.result, outcome.state) == ("success", "committed") and gateway.booted() == "B"
+
+
+def test_another_manifest_with_the_installed_sequence_is_a_rollback(gateway: Gateway) -> None:
+    gateway.installer().install(str(gateway.bundle("u2", sequence=2)))
+    code, reason = refusal(gateway, gateway.bundle("u2-other", sequence=2, seed=9))
+    assert code == "rollback" and "equals the installed one but the manifest differs" in reason
+
+
+def test_install_of_the_committed_bundle_says_already_installed(gateway: Gateway, capsys) -> None:
+    bundle = gateway.bundle("u2", sequence=2)
+    config = ["--config", str(gateway.config_path)]
+    assert main(["install", str(bundle), *config]) == 0
+    capsys.readouterr()
+    assert main(["install", str(bundle), *config]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("update ") and out[0].endswith(
+        ": already installed, version 2.0.0")
+
+
 def test_unhealthy_new_slot_rolls_back(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path, health='[["sh", "-c", "echo app down >&2; exit 3"]]')
     outcome = gateway.installer().install(str(gateway.bundle("u2", sequence=2)))

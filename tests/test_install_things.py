@@ -96,6 +96,21 @@ def test_things_only_leave_the_gateways_slots_and_boot_state_alone(gateway: Gate
     assert installed["sequence"] == 3 and installed["slot"] == "A" and installed["version"] is None
 
 
+def test_things_only_offered_again_are_already_installed(gateway: Gateway, stm32: Stm32Simulator) -> None:
+    with_things(gateway, {"mcu1": stm32.port})
+    source = bundle(gateway, "t3", {"mcu1": random.Random(3).randbytes(8 * 1024)}, sequence=3)
+    assert gateway.installer().install(str(source)).result == "success"
+    before = gateway.bootloader().variables(), gateway.slot_digest("B")
+    # Were it flashed again, the Thing would be offline now: its port is gone.
+    gateway.config_path.write_text(gateway.config_path.read_text().replace(stm32.port, "/dev/fwagent-offline-mcu"))
+    steps: list[str] = []
+    installer = gateway.installer()
+    installer.on_step = lambda state, _update: steps.append(state)
+    outcome = installer.install(str(source))
+    assert (outcome.result, outcome.state, outcome.things) == ("success", "already-installed", None)
+    assert steps == ["verify"] and (gateway.bootloader().variables(), gateway.slot_digest("B")) == before
+
+
 def test_things_not_reached_are_reported_offline_and_the_others_are_flashed(gateway: Gateway) -> None:
     """A missing port and a Thing that never says a byte: nothing was written to either, so the
     Things after them are still flashed; the gateway's update stands."""

@@ -283,6 +283,11 @@ class Installer:
         update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
                       version=manifest_version(result.manifest))
+        installed = self._record["installed"]
+        if installed and installed["digest"] == update["digest"] and installed["slot"] == booted:
+            # Written again, it would go into the other slot and overwrite the fallback.
+            update["reason"] = f"already installed on the booted slot {booted}"
+            return Event.CURRENT
         things = {target_of(ref.component).name: ref for ref in result.payloads
                   if target_of(ref.component).kind == "thing"}
         # A Thing that can roll back (MCUboot reverts an image that does not confirm) goes first;
@@ -445,7 +450,8 @@ class Installer:
                 thing.update(result="skipped", reason=f"not flashed: the update ended {state.value}"
                              + (f" ({update['code']})" if update.get("code") else ""))
         done = all(thing["result"] == "success" for thing in things.values())
-        result = "success" if state is State.COMMITTED and done else "failure"
+        result = ("success" if (state is State.COMMITTED and done) or state is State.ALREADY_INSTALLED
+                  else "failure")
         outcome = self._outcome(update, result, state.value)
         if state is State.COMMITTED:
             before = record["installed"] or {}
@@ -463,7 +469,7 @@ class Installer:
             if not self.stopping.is_set():
                 self.cancel.clear()
         self.log(f"update {update['id'][:8]}: {state.value}"
-                 + (f": {outcome.code}: {outcome.reason}" if outcome.reason else ""))
+                 + "".join(f": {text}" for text in (outcome.code, outcome.reason) if text))
         if state is State.ROLLED_BACK and self._booted() == update.get("target"):
             self.reboot_command()                      # running the bad slot: go back
         return outcome

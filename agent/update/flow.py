@@ -8,6 +8,8 @@ rename one; add new ones.
     verify -> mark-bad -> write -> switch -> reboot -> check-boot -> health -> commit -> (committed)
        |          |          |                           |              |
        +----------+----------+--> failed                 +--------------+--> rollback -> (rolled back)
+       |
+       +--> already-installed     the manifest committed on the booted slot: nothing is written
 
 Before ``switch`` nothing the bootloader boots has changed, so a failure ends
 in ``failed`` (the written slot stays marked bad). From ``switch`` on, the
@@ -43,6 +45,7 @@ class State(str, Enum):
     ROLLED_BACK = "rolled-back"  # final: back on the old slot
     STASH = "stash"            # Things only: keep their images, checked, in the state directory
     THINGS = "things"          # flash the Things, one after the other
+    ALREADY_INSTALLED = "already-installed"   # final: the manifest is the one committed on the booted slot
 
 
 class Event(str, Enum):
@@ -53,13 +56,15 @@ class Event(str, Enum):
     TOO_MANY_RESTARTS = "too-many-restarts"
     NO_SLOTS = "no-slots"        # verify: the manifest updates Things only
     THINGS = "things"            # commit: Things are waiting to be flashed
+    CURRENT = "current"          # verify: the manifest is the one committed on the booted slot
 
 
-FINAL = frozenset({State.FAILED, State.COMMITTED, State.ROLLED_BACK})
+FINAL = frozenset({State.FAILED, State.COMMITTED, State.ROLLED_BACK, State.ALREADY_INSTALLED})
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.VERIFY, Event.OK): State.MARK_BAD,
     (State.VERIFY, Event.FAILED): State.FAILED,
+    (State.VERIFY, Event.CURRENT): State.ALREADY_INSTALLED,   # installing it again would overwrite the fallback
     (State.MARK_BAD, Event.OK): State.WRITE,
     (State.MARK_BAD, Event.FAILED): State.FAILED,
     (State.WRITE, Event.OK): State.SWITCH,
