@@ -131,6 +131,7 @@ class Config:
     trust: TrustConfig
     bootloader: BootloaderConfig
     slots: dict[str, dict[str, Path]]          # class -> {"A": device, "B": device}
+    min_image_sizes: dict[str, int] = field(default_factory=dict)   # class -> bytes; a smaller image is refused
     health: HealthConfig = field(default_factory=HealthConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     server: ServerConfig | None = None
@@ -200,7 +201,7 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     device = _device(_Table(top.get("device", dict, required=True), "device", base))
     trust = _trust(_Table(top.get("trust", dict, required=True), "trust", base))
     bootloader = _bootloader(_Table(top.get("bootloader", dict, required=True), "bootloader", base))
-    slots = _slots(top.get("slots", dict, required=True), base)
+    slots, min_image_sizes = _slots(top.get("slots", dict, required=True), base)
     health = _health(_Table(top.get("health", dict, {}), "health", base))
     download = parse_download(_Table(top.get("download", dict, {}), "download", base))
     server = top.get("server", dict)
@@ -209,7 +210,8 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     mqtt_config = _mqtt(_Table(mqtt, "mqtt", base), device.id) if mqtt is not None else None
     things = _things(top.get("things", dict, {}), base)
     top.done()
-    return Config(device=device, trust=trust, bootloader=bootloader, slots=slots, health=health,
+    return Config(device=device, trust=trust, bootloader=bootloader, slots=slots,
+                  min_image_sizes=min_image_sizes, health=health,
                   download=download, server=server_config, mqtt=mqtt_config, things=things, path=path)
 
 
@@ -282,22 +284,30 @@ def _bootloader(table: _Table) -> BootloaderConfig:
     return config
 
 
-def _slots(data: dict[str, Any], base: Path) -> dict[str, dict[str, Path]]:
+def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]], dict[str, int]]:
+    """Each class's A and B devices, and the least bytes an image of the class may have."""
     if not data:
         raise ConfigError("[slots] must define at least one slot class, e.g. [slots.rootfs.A]")
     slots: dict[str, dict[str, Path]] = {}
-    for slot_class, pair in data.items():
-        if not isinstance(pair, dict):
+    min_sizes: dict[str, int] = {}
+    for slot_class, section in data.items():
+        if not isinstance(section, dict):
             raise ConfigError(f"[slots.{slot_class}] must be a table with A and B")
-        if sorted(pair) != list(SLOT_NAMES):
+        names = sorted(key for key, value in section.items() if key in SLOT_NAMES or isinstance(value, dict))
+        if names != list(SLOT_NAMES):
             raise ConfigError(f"[slots.{slot_class}] must have exactly the slots A and B, has "
-                              f"{', '.join(sorted(pair)) or 'none'}")
+                              f"{', '.join(names) or 'none'}")
+        pair = _Table({k: v for k, v in section.items() if k not in names}, f"slots.{slot_class}", base)
+        min_sizes[slot_class] = pair.get("min_size", int, 1)
+        if min_sizes[slot_class] < 1:
+            raise ConfigError(f"[slots.{slot_class}].min_size must be a positive number of bytes")
+        pair.done()
         slots[slot_class] = {}
         for name in SLOT_NAMES:
-            table = _Table(pair[name], f"slots.{slot_class}.{name}", base)
+            table = _Table(section[name], f"slots.{slot_class}.{name}", base)
             slots[slot_class][name] = table.path("device", required=True)
             table.done()
-    return slots
+    return slots, min_sizes
 
 
 def _health(table: _Table) -> HealthConfig:

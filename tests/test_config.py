@@ -51,8 +51,17 @@ def test_documented_keys_load(tmp_path: Path) -> None:
     assert config.trust.keys == (tmp_path / "keys/release.pub.pem",)
     assert config.bootloader.simulate_reboot and config.bootloader.env_file == tmp_path / "bootenv.json"
     assert config.slots == {"rootfs": {"A": tmp_path / "slots/rootfs-a.img", "B": tmp_path / "slots/rootfs-b.img"}}
+    assert config.min_image_sizes == {"rootfs": 1}          # an empty image is never installed
     assert config.health.commands[1] == ("systemctl", "is-active", "myapp.service")
     assert config.health.timeout == 30.0
+
+
+def test_a_slot_class_takes_the_least_size_of_its_images(tmp_path: Path) -> None:
+    text = GOOD.replace("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = 1048576\n[slots.rootfs.A]")
+    text += '[slots.boot.A]\ndevice = "boot-a"\n[slots.boot.B]\ndevice = "boot-b"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.min_image_sizes == {"rootfs": 1 << 20, "boot": 1}
+    assert config.slots["rootfs"] == {"A": tmp_path / "slots/rootfs-a.img", "B": tmp_path / "slots/rootfs-b.img"}
 
 
 def test_absolute_device_paths_stay_absolute(tmp_path: Path) -> None:
@@ -71,6 +80,18 @@ def test_absolute_device_paths_stay_absolute(tmp_path: Path) -> None:
     (("[slots.rootfs.B]", "[slots.rootfs.C]"), r"\[slots.rootfs\] must have exactly the slots A and B, has A, C"),
     (('device = "slots/rootfs-b.img"', 'path = "x"'), r"\[slots.rootfs.B\].device is required"),
     (('keys = ["keys/release.pub.pem"]', "keys = []"), r"\[trust\].keys must name at least one public key"),
+    (("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = 0\n[slots.rootfs.A]"),
+     r"\[slots.rootfs\].min_size must be a positive number of bytes"),
+    (("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = -4096\n[slots.rootfs.A]"),
+     r"\[slots.rootfs\].min_size must be a positive number of bytes"),
+    (("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = 1.5\n[slots.rootfs.A]"),
+     r"\[slots.rootfs\].min_size must be int, got float"),
+    (("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = true\n[slots.rootfs.A]"),
+     r"\[slots.rootfs\].min_size must be int, got bool"),
+    (("[slots.rootfs.A]", "[slots.rootfs]\nminsize = 9\n[slots.rootfs.A]"),
+     r"\[slots.rootfs\].minsize is not a known key"),
+    (('[slots.rootfs.A]\ndevice = "slots/rootfs-a.img"', "[slots.rootfs]\nA = 9"),
+     r"\[slots.rootfs.A\] must be a table"),
     (("[trust]", "[trusted]"), r"\[trust\] is required|\[top level\].trust is required"),
 ])
 def test_mistakes_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:

@@ -176,6 +176,33 @@ def test_refusals_change_nothing(gateway: Gateway) -> None:
                                                                "untrusted-signer"]
 
 
+@pytest.mark.parametrize("min_size, size", [(None, 0), (4096, 0), (4096, 4095)])
+def test_an_image_smaller_than_its_class_allows_is_refused(gateway: Gateway, min_size: int | None,
+                                                           size: int) -> None:
+    """An empty image would leave slot B as it was: the switch would boot whatever B held before,
+    while the device reported the new version."""
+    if min_size is not None:
+        text = gateway.config_path.read_text()
+        gateway.config_path.write_text(text.replace("[slots.rootfs.A]", f"[slots.rootfs]\nmin_size = {min_size}\n"
+                                                    "[slots.rootfs.A]"))
+    bundle = gateway.bundle("small", sequence=2, size=size)
+    with pytest.raises(FwagentError) as checked:      # as the daemon checks a downloaded update
+        gateway.installer().check_source(str(bundle))
+    assert checked.value.code == "image-too-small"
+    code, reason = refusal(gateway, bundle)
+    assert code == "image-too-small"
+    assert reason == (f"rootfs.B: the image has {size} bytes, fewer than the {min_size or 1} "
+                      "([slots.rootfs].min_size) an image must have")
+    assert journal(gateway)["installed"] is None
+
+
+def test_an_image_of_the_least_size_is_installed(gateway: Gateway) -> None:
+    text = gateway.config_path.read_text()
+    gateway.config_path.write_text(text.replace("[slots.rootfs.A]", "[slots.rootfs]\nmin_size = 4096\n"
+                                                "[slots.rootfs.A]"))
+    assert gateway.installer().install(str(gateway.bundle("u2", sequence=2, size=4096))).result == "success"
+
+
 def test_booted_slot_is_never_a_target(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path, slot_b="rootfs-a.img")
     assert refusal(gateway, gateway.bundle("u2", sequence=2))[0] == "slot-booted"

@@ -111,6 +111,16 @@ def test_things_only_offered_again_are_already_installed(gateway: Gateway, stm32
     assert steps == ["verify"] and (gateway.bootloader().variables(), gateway.slot_digest("B")) == before
 
 
+def test_an_empty_thing_image_is_refused_at_verify(gateway: Gateway) -> None:
+    with_things(gateway, {"mcu1": "/dev/fwagent-offline-mcu"})
+    steps: list[str] = []
+    installer = gateway.installer()
+    installer.on_step = lambda state, _update: steps.append(state)
+    outcome = installer.install(str(bundle(gateway, "t3", {"mcu1": b""}, sequence=3)))
+    assert (outcome.state, outcome.code) == ("failed", "image-too-small") and steps == ["verify"]
+    assert outcome.reason == "thing.mcu1: the image has 0 bytes, fewer than the 1 an image must have"
+
+
 def test_things_not_reached_are_reported_offline_and_the_others_are_flashed(gateway: Gateway) -> None:
     """A missing port and a Thing that never says a byte: nothing was written to either, so the
     Things after them are still flashed; the gateway's update stands."""

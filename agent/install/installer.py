@@ -516,7 +516,8 @@ class Installer:
         return verify_envelope(base64.b64decode(update["manifest"]), self.trust)
 
     def _check_targets(self, result: CheckResult, target: str) -> None:
-        """Every payload goes to a configured slot of the target group, is verifiable, and fits."""
+        """Every payload goes to a configured slot of the target group, is verifiable, is not smaller
+        than its class's least size (an empty one never passes), and fits."""
         payloads = result.payloads
         if not payloads:
             raise InstallError("the manifest fetches no payload", code="nothing-to-install")
@@ -531,6 +532,12 @@ class Installer:
             if ref.digest is None or ref.size is None:
                 raise InstallError(f"{slot.label}: the manifest gives no image-digest and image-size for "
                                    f"{ref.uri}: it could not be verified", code="unverifiable-payload")
+            # An empty image would leave the slot as it is: the switch would boot what it held before.
+            least = 1 if slot.slot_class == "thing" else self.config.min_image_sizes.get(slot.slot_class, 1)
+            if ref.size < least:
+                setting = "" if slot.slot_class == "thing" else f" ([slots.{slot.slot_class}].min_size)"
+                raise InstallError(f"{slot.label}: the image has {ref.size} bytes, fewer than the {least}{setting} "
+                                   "an image must have", code="image-too-small")
             if slot.slot_class == "thing":
                 if ref.size > MAX_THING_IMAGE:
                     raise InstallError(f"{slot.label}: {size_text(ref.size)} is more than a Thing's "
