@@ -2,7 +2,8 @@
 
 A bundle is read as one stream: the manifest first, then its payloads in
 fetch order, each checked against the verified manifest by the bundle reader
-as well as by the slot writer.
+as well as by the slot writer, then to its end, under the same rules as
+``fwagent bundle verify``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class BundleSource:
 class _BundlePayloads:
     def __init__(self, streams: Iterator[PayloadStream]) -> None:
         self.streams = streams
+
+    def finish(self) -> None:
+        """Read the bundle to its end with the bundle reader's checks (``fwagent bundle verify``'s):
+        what follows the last payload (a member the manifest does not fetch, a second copy, the
+        trailer and what comes after it) is refused before anything is switched."""
+        for stream in self.streams:
+            stream.drain()
 
     def open(self, uri: str, size: int | None) -> Iterator[memoryview]:
         if not uri.startswith("#"):

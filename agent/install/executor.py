@@ -33,6 +33,10 @@ class PayloadSource(Protocol):
 
     def open(self, uri: str, size: int | None) -> Iterable[bytes | memoryview]: ...
 
+    def finish(self) -> None:
+        """Once the install sequence ran: check what is left of the source (a bundle is read
+        to its end). The installer calls it before the switch."""
+
 
 def slot_for(component_id: tuple[bytes, ...], slots: dict[str, Slot], things: dict[str, Slot] | None = None) -> Slot:
     """Where a component is written: a slot, or a Thing's image kept until it is flashed;
@@ -83,7 +87,7 @@ class SlotExecutor:
         if self.download is not None and url.startswith(("http://", "https://")):
             written = self.download(url, slot, size, digest.value if digest else None)
         else:
-            written = self._stream(slot, uri, size)
+            written = self._stream(slot, url, size)     # a bundle's member, a file beside, a fetched file
         # Checked here, whether or not the manifest asks for image-match afterwards.
         if (digest is not None and written[0] != digest.value) or (size is not None and written[1] != size):
             raise ProcessingError(f"{slot.label}: {uri} is not the image the manifest describes "

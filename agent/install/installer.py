@@ -325,6 +325,7 @@ class Installer:
                                         update, uri, slot, size, digest), links=update.get("links") or {},
                                     things=things)
             Processor(manifest, self.device, executor).run("update")
+            payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
         return Event.OK
