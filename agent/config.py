@@ -1,8 +1,9 @@
 """The agent's configuration: TOML, validated once, into frozen dataclasses.
 
 Default path /etc/fwagent/agent.toml; ``--config PATH`` or ``FWAGENT_CONFIG``
-override it. Unknown keys and wrong types are errors that name the key
-(``[bootloader].reboot``). Relative paths are taken relative to the
+override it. Unknown keys, wrong types and numbers out of their range (nan
+and infinities too) are errors that name the key (``[bootloader].reboot``);
+so is a file that is not UTF-8 text. Relative paths are taken relative to the
 configuration file. docs/install.md and docs/download.md list every key.
 """
 
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError, InputFileError
+from agent.errors import ConfigError
+from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
 
 DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
+MAX_CONFIG = 1 << 20           # bytes of agent.toml
+# Bounds of the durations (seconds): each number of the configuration is finite and within its own.
+SHORTEST, HOUR, DAY = 0.001, 3600.0, 86400.0
 BOOTLOADERS = ("grub", "uboot", "custom", "file")
 SLOT_NAMES = ("A", "B")
 
@@ -148,13 +153,14 @@ def config_path(explicit: Path | None = None) -> Path:
 
 
 def load_config(path: Path) -> Config:
+    raw = read_at_most(Path(path), MAX_CONFIG + 1, "configuration")
+    if len(raw) > MAX_CONFIG:
+        raise ConfigError(f"{path}: more than {MAX_CONFIG} bytes: not a configuration file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read configuration: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, Path(path).resolve().parent, Path(path))
 
@@ -180,6 +186,14 @@ class _Table:
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"[{self.name}].{key} must be {names}, got {type(value).__name__}")
         return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        """A finite number (int or float) from ``low`` to ``high``: nan compares false and an
+        infinity is out of range, so both are refused with the key named."""
+        value = self.get(key, (int, float), default)
+        if not low <= value <= high:
+            raise ConfigError(f"[{self.name}].{key} must be a number from {low:.12g} to {high:.12g}, got {value!r}")
+        return float(value)
 
     def path(self, key: str, default: Path | None = None, *, required: bool = False) -> Path:
         value = self.get(key, str, None, required=required)
@@ -314,20 +328,15 @@ def _health(table: _Table) -> HealthConfig:
     commands = table.get("commands", list, [])
     if not all(isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in commands):
         raise ConfigError("[health].commands must be a list of commands (each a list of strings)")
-    timeout = table.get("timeout", (int, float), 120)
-    if timeout <= 0:
-        raise ConfigError("[health].timeout must be positive")
+    timeout = table.number("timeout", 120, SHORTEST, DAY)
     table.done()
-    return HealthConfig(commands=tuple(tuple(c) for c in commands), timeout=float(timeout))
+    return HealthConfig(commands=tuple(tuple(c) for c in commands), timeout=timeout)
 
 
 def parse_download(table: _Table) -> DownloadConfig:
     d = DownloadConfig()
-    numbers = {key: table.get(key, (int, float), getattr(d, key))
-               for key in ("connect_timeout", "stall_timeout", "max_time")}
-    for key, value in numbers.items():
-        if value <= 0:
-            raise ConfigError(f"[download].{key} must be positive")
+    numbers = {key: table.number(key, getattr(d, key), SHORTEST, high)
+               for key, high in (("connect_timeout", HOUR), ("stall_timeout", DAY), ("max_time", 7 * DAY))}
     integers = {key: table.get(key, int, getattr(d, key)) for key in ("stall_bytes", "max_attempts", "rate_limit")}
     if integers["stall_bytes"] < 1 or integers["max_attempts"] < 1 or integers["rate_limit"] < 0:
         raise ConfigError("[download].stall_bytes and max_attempts must be at least 1, rate_limit not negative")
@@ -337,7 +346,7 @@ def parse_download(table: _Table) -> DownloadConfig:
         raise ConfigError("[download].client_cert and client_key go together")
     proxy = table.get("proxy", str)
     table.done()
-    return DownloadConfig(**{k: float(v) for k, v in numbers.items()}, **integers, **paths, proxy=proxy)
+    return DownloadConfig(**numbers, **integers, **paths, proxy=proxy)
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:
@@ -345,14 +354,12 @@ def _server(table: _Table, device_id: str) -> ServerConfig:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"[server].url {url!r} must be an http:// or https:// URL")
     d = ServerConfig(url=url)
-    numbers = {key: float(table.get(key, (int, float), getattr(d, key)))
-               for key in ("poll_min", "poll_max", "poll_default", "timeout", "progress_interval")}
+    numbers = {key: table.number(key, getattr(d, key), low, high)
+               for key, low, high in (("poll_min", SHORTEST, 30 * DAY), ("poll_max", SHORTEST, 30 * DAY),
+                                      ("poll_default", SHORTEST, 30 * DAY), ("timeout", SHORTEST, HOUR),
+                                      ("progress_interval", 0, DAY))}
     # A fleet powered up together polls spread over one interval, as it does from then on.
-    numbers["startup_spread"] = float(table.get("startup_spread", (int, float), numbers["poll_default"]))
-    if numbers["poll_min"] <= 0 or numbers["timeout"] <= 0 or numbers["startup_spread"] < 0 \
-            or numbers["progress_interval"] < 0:
-        raise ConfigError("[server].poll_min and timeout must be positive, startup_spread and progress_interval "
-                          "not negative")
+    numbers["startup_spread"] = table.number("startup_spread", numbers["poll_default"], 0, 30 * DAY)
     if not numbers["poll_min"] <= numbers["poll_default"] <= numbers["poll_max"]:
         raise ConfigError("[server] needs poll_min <= poll_default <= poll_max")
     target, gateway = table.get("target_token", str), table.get("gateway_token", str)
@@ -376,25 +383,27 @@ def _mqtt(table: _Table, device_id: str) -> MqttConfig:
     if not url.startswith(("mqtt://", "mqtts://")):
         raise ConfigError(f"[mqtt].url {url!r} must be an mqtt:// or mqtts:// URL")
     d = MqttConfig(url=url, device_id=device_id)
-    spread = table.get("spread", (int, float), d.spread)
-    interval = table.get("progress_interval", (int, float), d.progress_interval)
+    spread = table.number("spread", d.spread, 0, DAY)
+    interval = table.number("progress_interval", d.progress_interval, 0, DAY)
     keepalive = table.get("keepalive", int, d.keepalive)
-    if spread < 0 or interval < 0 or keepalive < 5:
-        raise ConfigError("[mqtt].spread and progress_interval must not be negative, keepalive at least 5")
+    if not 5 <= keepalive <= 65535:
+        raise ConfigError("[mqtt].keepalive must be from 5 to 65535 seconds")
     password = table.get("password", str)
     password_file = table.path("password_file") if table.get("password_file", str) is not None else None
     if password is not None and password_file is not None:
         raise ConfigError("[mqtt] takes password or password_file, not both")
     if password_file is not None:
         try:
-            password = password_file.read_text(encoding="utf-8").strip()
+            password = password_file.read_bytes().decode("utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"[mqtt].password_file {password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"[mqtt].password_file {password_file}: not UTF-8 text (byte {exc.start})") from None
     ca = table.path("ca_file") if table.get("ca_file", str) is not None else None
     config = MqttConfig(url=url, device_id=device_id, wakeup_topic=table.get("wakeup_topic", str),
-                        broadcast_topic=table.get("broadcast_topic", str), spread=float(spread),
+                        broadcast_topic=table.get("broadcast_topic", str), spread=spread,
                         username=table.get("username", str), password=password,
-                        ca_file=str(ca) if ca else None, keepalive=keepalive, progress_interval=float(interval))
+                        ca_file=str(ca) if ca else None, keepalive=keepalive, progress_interval=interval)
     table.done()
     return config
 
@@ -442,15 +451,13 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         sizes = {key: table.get(key, int) for key in ("flash_size", "page_size")}
         if any(size is not None and size <= 0 for size in sizes.values()):
             raise ConfigError(f"[things.{name}].flash_size and page_size must be positive")
-        boot_timeout = table.get("boot_timeout", (int, float), 60)
-        if boot_timeout <= 0:
-            raise ConfigError(f"[things.{name}].boot_timeout must be positive")
+        boot_timeout = table.number("boot_timeout", 60, SHORTEST, HOUR)
         rollback = table.get("rollback", bool)
         if rollback and protocol == "stm32":
             raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
                               "earlier image")
         things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
                                    address=address, version_command=tuple(version) if version else None,
-                                   **sizes, boot_timeout=float(boot_timeout), rollback=rollback)
+                                   **sizes, boot_timeout=boot_timeout, rollback=rollback)
         table.done()
     return things

@@ -8,12 +8,24 @@ from pathlib import Path
 from agent.errors import InputFileError, ManifestError, UsageError
 
 
-def read_input(path: Path, what: str, limit: int | None = None) -> bytes:
+def read_input(path: Path, what: str, limit: int) -> bytes:
+    """A user's file of at most ``limit`` bytes. What the file system says of its size is not
+    trusted (a device or a FIFO says 0): ``limit`` + 1 bytes at most are read, and one more
+    than ``limit`` refuses it."""
+    data = read_at_most(path, limit + 1, what)
+    if len(data) > limit:
+        raise ManifestError(f"{path}: more than the limit of {limit} bytes for a {what}", code="cbor-too-large")
+    return data
+
+
+def read_at_most(path: Path, size: int, what: str) -> bytes:
+    """The first ``size`` bytes of ``path`` (fewer if it ends before); errors are one line."""
     try:
-        if limit is not None and path.stat().st_size > limit:
-            raise ManifestError(f"{path}: {path.stat().st_size} bytes exceeds the limit of {limit} "
-                                f"for a {what}", code="cbor-too-large")
-        return path.read_bytes()
+        with open(path, "rb", buffering=0) as stream:
+            data = bytearray()
+            while len(data) < size and (chunk := stream.read(min(size - len(data), 1 << 20))):
+                data += chunk
+            return bytes(data)
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read {what}: {exc.strerror}") from None
 

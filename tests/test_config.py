@@ -106,6 +106,54 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[device\n"))
 
 
+def test_a_configuration_that_is_not_utf8_is_a_config_error(tmp_path: Path, capsys) -> None:
+    from agent.cli import main
+    path = tmp_path / "agent.toml"
+    path.write_bytes(GOOD.encode().replace(b"gw-0001", b"gw-\xff"))
+    with pytest.raises(ConfigError, match=r"agent.toml: not UTF-8 text \(byte \d+\)$"):
+        load_config(path)
+    assert main(["status", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config: {path}: not UTF-8 text") and len(err.splitlines()) == 1
+    (tmp_path / "mqtt.pass").write_bytes(b"\xfe\xff")
+    with pytest.raises(ConfigError, match=r"\[mqtt\].password_file .*mqtt.pass: not UTF-8 text \(byte 0\)$"):
+        load_config(write(tmp_path, GOOD + '[mqtt]\nurl = "mqtt://x"\npassword_file = "mqtt.pass"\n'))
+
+
+def test_a_configuration_is_read_with_a_bound(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"/dev/zero: more than 1048576 bytes: not a configuration file"):
+        load_config(Path("/dev/zero"))
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as sparse:
+        sparse.truncate(1 << 30)
+    with pytest.raises(ConfigError, match="more than 1048576 bytes"):
+        load_config(big)
+
+
+NUMBERS = [
+    ("health", "timeout", lambda v: GOOD.replace("timeout = 30", f"timeout = {v}")),
+    *[("download", key, lambda v, key=key: GOOD + f"[download]\n{key} = {v}\n")
+      for key in ("connect_timeout", "stall_timeout", "max_time")],
+    *[("server", key, lambda v, key=key: GOOD + f'[server]\nurl = "http://x"\n{key} = {v}\n')
+      for key in ("poll_min", "poll_max", "poll_default", "timeout", "startup_spread", "progress_interval")],
+    *[("mqtt", key, lambda v, key=key: GOOD + f'[mqtt]\nurl = "mqtt://x"\n{key} = {v}\n')
+      for key in ("spread", "progress_interval")],
+    ("things.m", "boot_timeout",
+     lambda v: GOOD + f'[things.m]\nport = "x"\nprotocol = "mcuboot-smp"\nboot_timeout = {v}\n'),
+]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("table, key, text", NUMBERS, ids=[f"{t}.{k}" for t, k, _ in NUMBERS])
+def test_every_number_is_finite(tmp_path: Path, table: str, key: str, text, value: str) -> None:
+    import re
+    with pytest.raises(ConfigError, match=rf"^\[{re.escape(table)}\]\.{key} must be a number from [0-9.]+ to "
+                                          rf"[0-9]+, got {value}$"):
+        load_config(write(tmp_path, text(value)))
+    in_range = "600.5" if key in ("poll_max", "poll_default") else "1.5"
+    load_config(write(tmp_path, text(in_range)))         # the same key with a number in range
+
+
 def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FWAGENT_CONFIG", raising=False)
     assert config_path() == Path("/etc/fwagent/agent.toml")
@@ -159,7 +207,12 @@ def test_server_and_mqtt_sections(tmp_path: Path) -> None:
     ('[server]\nurl = "http://x"\npol_min = 9\n', r"\[server\].pol_min is not a known key"),
     ('[mqtt]\nurl = "tcp://x"\n', r"\[mqtt\].url 'tcp://x' must be an mqtt:// or mqtts:// URL"),
     ('[mqtt]\nurl = "mqtt://x"\npassword = "a"\npassword_file = "b"\n', "password or password_file"),
-    ('[mqtt]\nurl = "mqtt://x"\nspread = -1\n', "must not be negative"),
+    ('[mqtt]\nurl = "mqtt://x"\nspread = -1\n', r"^\[mqtt\].spread must be a number from 0 to 86400, got -1$"),
+    ('[mqtt]\nurl = "mqtt://x"\nkeepalive = 4\n', r"^\[mqtt\].keepalive must be from 5 to 65535 seconds$"),
+    ('[server]\nurl = "http://x"\ntimeout = 0\n', r"^\[server\].timeout must be a number from 0.001 to 3600, got 0$"),
+    ('[server]\nurl = "http://x"\npoll_max = 2592001\n', r"^\[server\].poll_max must be a number from 0.001 to "
+     r"2592000, got 2592001$"),
+    ('[download]\nmax_time = 1e9\n', r"^\[download\].max_time must be a number from 0.001 to 604800, got 1000000000.0$"),
 ])
 def test_server_and_mqtt_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -59,3 +59,64 @@ def test_install_refuses_what_bundle_verify_refuses(gateway: Gateway, capsys, ki
     assert gateway.installer().boot.boot_id() == "0"        # never rebooted
     assert main(["install", str(bundle), "--config", str(gateway.config_path)]) == 1
     assert capsys.readouterr().out.split(": ")[1:3] == ["failed", code]
+
+
+def test_a_device_is_refused_before_the_journal_records_an_update(gateway: Gateway, capsys) -> None:
+    assert main(["install", "/dev/zero", "--config", str(gateway.config_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: source-not-file: /dev/zero: not a regular file; an update is read from a file\n"
+    assert not (gateway.root / "state/journal.json").exists()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(gateway: Gateway) -> None:
+    import os
+    import subprocess
+    import sys
+
+    fifo = gateway.root / "update.fifo"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", "agent", "install", str(fifo), "--config", str(gateway.config_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, f"error: source-not-file: {fifo}: not a regular file; an update "
+                                                 "is read from a file\n")
+    assert not (gateway.root / "state/journal.json").exists()
+
+
+def test_a_huge_sparse_manifest_file_fails_the_update_at_once(gateway: Gateway) -> None:
+    huge = gateway.root / "huge.suit"
+    with open(huge, "wb") as sparse:
+        sparse.truncate(16 << 30)
+    outcome = gateway.installer().install(str(huge))
+    assert (outcome.result, outcome.state, outcome.code) == ("failure", "failed", "cbor-too-large")
+    assert outcome.reason == f"{huge}: more than the limit of 65536 bytes for a manifest"
+
+
+def test_read_input_reads_at_most_one_byte_more_than_its_limit(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from agent.errors import ManifestError
+    from agent.files import read_input
+
+    with pytest.raises(ManifestError, match="/dev/zero: more than the limit of 1000 bytes for a manifest") as err:
+        read_input(Path("/dev/zero"), "manifest", 1000)
+    assert err.value.code == "cbor-too-large"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for size, fits in ((1000, True), (1001, False)):
+        def feed(size: int = size) -> None:
+            try:
+                with open(fifo, "wb") as writer:
+                    writer.write(b"m" * size)
+            except BrokenPipeError:        # the reader stopped at limit + 1 bytes
+                pass
+        writer = threading.Thread(target=feed)
+        writer.start()
+        try:
+            if fits:
+                assert read_input(fifo, "manifest", 1000) == b"m" * 1000
+            else:
+                with pytest.raises(ManifestError, match="more than the limit of 1000 bytes"):
+                    read_input(fifo, "manifest", 1000)
+        finally:
+            writer.join(10)

@@ -8,6 +8,7 @@ as well as by the slot writer, then to its end, under the same rules as
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -107,10 +108,17 @@ class ManifestFileSource:
 
 
 def open_update_source(source: str) -> BundleSource | ManifestFileSource:
+    """A bundle or a manifest file. Only a regular file: an update reads its source more than
+    once (verify, then write), and a device or a FIFO would not give the same bytes again."""
     path = Path(source)
     try:
-        with open(path, "rb") as stream:
-            magic = stream.read(len(CPIO_MAGIC))
+        mode = path.stat().st_mode                      # before any open: a FIFO's would block
+        if stat.S_ISREG(mode):
+            with open(path, "rb") as stream:
+                magic = stream.read(len(CPIO_MAGIC))
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise InputFileError(f"{source}: not a regular file; an update is read from a file",
+                             code="source-not-file")
     return BundleSource(path) if magic == CPIO_MAGIC else ManifestFileSource(path)
