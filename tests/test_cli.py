@@ -1,0 +1,25 @@
+"""The fwagent command itself: what it does whatever the command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("module", ["agent.install_cli", "agent.things_cli"])
+def test_ctrl_c_while_the_commands_load_is_one_line(module: str) -> None:
+    """A real SIGINT, which the process sends itself as build_parser imports ``module``."""
+    script = ("import os, signal, sys\n"
+              "def hook(event, args):\n"
+              f"    if event == 'import' and args[0] == {module!r}:\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "sys.addaudithook(hook)\n"
+              "from agent.cli import main\n"
+              "raise SystemExit(main(['status']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "error: interrupted\n", "")
