@@ -28,6 +28,8 @@ MAX_CONFIG = 1 << 20           # bytes of agent.toml
 SHORTEST, HOUR, DAY = 0.001, 3600.0, 86400.0
 BOOTLOADERS = ("grub", "uboot", "custom", "file")
 SLOT_NAMES = ("A", "B")
+HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                  r"(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class DownloadConfig:
     client_cert: Path | None = None
     client_key: Path | None = None
     proxy: str | None = None        # default: the usual environment variables
+    hosts: tuple[str, ...] = ()     # hosts besides the server's that a server's artifact links may name
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class ServerConfig:
     startup_spread: float = 300.0              # first poll within this many seconds of a start
     timeout: float = 30.0                      # seconds for one request's answer
     progress_interval: float = 5.0             # seconds between two progress feedbacks of an action
+    max_answer: int = 1 << 20                  # bytes of one JSON answer; a longer one is refused
 
 
 THING_PROTOCOLS = ("stm32", "mcuboot-smp")
@@ -345,8 +349,13 @@ def parse_download(table: _Table) -> DownloadConfig:
     if (paths["client_cert"] is None) != (paths["client_key"] is None):
         raise ConfigError("[download].client_cert and client_key go together")
     proxy = table.get("proxy", str)
+    hosts = table.get("hosts", list, [])
+    for host in hosts:
+        if not isinstance(host, str) or not HOST.fullmatch(host):
+            raise ConfigError(f"[download].hosts: {host!r} is not a host name or host:port")
     table.done()
-    return DownloadConfig(**numbers, **integers, **paths, proxy=proxy)
+    return DownloadConfig(**numbers, **integers, **paths, proxy=proxy,
+                          hosts=tuple(h.lower() for h in hosts))
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:
@@ -369,11 +378,14 @@ def _server(table: _Table, device_id: str) -> ServerConfig:
              for key in ("ca_file", "client_cert", "client_key")}
     if (paths["client_cert"] is None) != (paths["client_key"] is None):
         raise ConfigError("[server].client_cert and client_key go together")
+    max_answer = table.get("max_answer", int, d.max_answer)
+    if not 4096 <= max_answer <= 64 << 20:
+        raise ConfigError("[server].max_answer must be between 4096 and 67108864 bytes")
     controller = table.get("controller_id", str, device_id)
     if not controller or "/" in controller:
         raise ConfigError("[server].controller_id must be a name without '/'")
     config = ServerConfig(url=url, tenant=table.get("tenant", str, d.tenant), controller_id=controller,
-                          target_token=target, gateway_token=gateway, **paths, **numbers)
+                          target_token=target, gateway_token=gateway, **paths, **numbers, max_answer=max_answer)
     table.done()
     return config
 

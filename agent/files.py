@@ -40,6 +40,20 @@ def write_output(path: Path, data: bytes, mode: int = 0o644, force: bool = True)
         raise InputFileError(f"{path}: cannot write: {exc.strerror}") from None
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700), made if missing with its parents.
+
+    The state directory holds downloads, the journal and the bootloader's copy of the
+    boot environment: nothing in it is for other users. A directory an older version
+    made 0755 is narrowed, unless it belongs to another user (then it is left alone).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+        os.chmod(path, info.st_mode & 0o700)
+    return path
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` so that a power cut leaves the old or the new content, never a mix:
     temp file, fsync, rename, fsync of the directory (which makes the rename durable)."""

@@ -3,16 +3,22 @@
 One line per event, key=value pairs (logfmt), fit for journald and for grep.
 Under systemd (``JOURNAL_STREAM`` set) each line starts with the syslog
 priority prefix (``<6>``), which journald turns into the entry's priority.
+A password or token in a URL (``https://user:secret@host``) never reaches a
+line: every value is redacted on its way out.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 PRIORITY = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@\s:]*)(?::[^/?#@\s]*)?@")
 
 
 def format_line(level: str, event: str, fields: dict[str, Any], *, prefix: bool = False) -> str:
@@ -22,8 +28,14 @@ def format_line(level: str, event: str, fields: dict[str, Any], *, prefix: bool 
     return f"<{PRIORITY[level]}>{line}" if prefix else line
 
 
+def redact(text: str) -> str:
+    """Every ``scheme://user:secret@`` in ``text`` as ``scheme://user:***@`` (a lone token: ``***@``)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user'] + ':***' if ':' in m[0][len(m['scheme']):] else '***'}@",
+                         text)
+
+
 def _value(value: Any) -> str:
-    text = str(value)
+    text = redact(str(value))
     if text and not any(c in text for c in ' "=\\') and text.isprintable():
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -58,3 +70,18 @@ class Log:
 
     def debug(self, event: str, **fields: Any) -> None:
         self.write("debug", event, **fields)
+
+
+class Throttle:
+    """At most one log line per ``interval`` seconds for an event that can come in floods."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self.last = float("-inf")
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True

@@ -10,7 +10,9 @@
 
 paho's network thread runs the callbacks; they only hand a wake-up to
 ``on_wakeup`` (which must not block: the daemon posts an event) or start a
-timer. A broker that is down never blocks the caller: connecting is
+timer. A wake-up carries no data: a message longer than ``MAX_MESSAGE`` is
+not one, and is dropped (logged at most once per ``LOG_INTERVAL``, with the
+count); broadcast wake-ups that arrive while one is pending are folded into it. A broker that is down never blocks the caller: connecting is
 asynchronous and paho reconnects by itself.
 """
 
@@ -24,6 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+MAX_MESSAGE = 1024        # bytes of a wake-up message; anything longer is dropped
+LOG_INTERVAL = 10.0       # seconds between two log lines about dropped messages
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,16 @@ class MqttConfig:
 
 
 class MqttLink:
-    def __init__(self, config: MqttConfig, on_wakeup: Callable[[str], None], *,
+    def __init__(self, config: MqttConfig, on_wakeup: Callable[[str], None], *, log: Any = None,
                  rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         import paho.mqtt.client as mqtt
 
+        from agent.log import Throttle
+
         self.config = config
+        self.log = log
+        self.dropped = 0                            # oversized messages since the last log line
+        self.drop_log = Throttle(LOG_INTERVAL, clock)
         self.on_wakeup = on_wakeup
         self.rng = rng or random.Random()
         self.clock = clock
@@ -113,11 +123,21 @@ class MqttLink:
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if len(message.payload) > MAX_MESSAGE:
+            self.dropped += 1
+            if self.log is not None and self.drop_log.due():
+                self.log.warning("mqtt-message-dropped", topic=message.topic, size=len(message.payload),
+                                 dropped=self.dropped, msg=f"a wake-up carries at most {MAX_MESSAGE} bytes")
+                self.dropped = 0
+            return
         if message.topic == self.wakeup_topic:
             self.on_wakeup("wakeup")
         elif message.topic == self.config.broadcast_topic:
+            self.timers = [t for t in self.timers if t.is_alive()]
+            if self.timers:
+                return                      # a broadcast wake-up is pending already: this one is in it
             delay = self.rng.uniform(0.0, self.config.spread)
             timer = threading.Timer(delay, self.on_wakeup, args=("broadcast",))
             timer.daemon = True
-            self.timers = [t for t in self.timers if t.is_alive()] + [timer]
+            self.timers.append(timer)
             timer.start()

@@ -11,7 +11,7 @@ the same time:
 * baseline: the same code with no jitter and no startup spread (every agent
   starts at once and polls exactly every interval).
 
-Each light agent is a thread with its own ``DdiClient`` and requests session
+Each light agent is a thread with its own ``DdiClient`` and HTTP link
 (one keep-alive connection, like a device) and its own ``random.Random`` seeded
 from (seed, index): it waits ``first_poll``, polls, waits ``next_poll`` of the
 server's sleep, and so on until the deadline. The agents run in worker
@@ -63,10 +63,8 @@ def agent(index: int, url: str, policy: PollPolicy, seed: int, t0: float, deadli
     """One light agent: fwagent's poll schedule, polling only."""
     import random
 
-    import requests
-
     rng = random.Random(f"{seed}/{index}")
-    client = DdiClient(url, "DEFAULT", f"fleet-{index:05d}", session=requests.Session(), timeout=(10.0, 30.0))
+    client = DdiClient.for_server(url, "DEFAULT", f"fleet-{index:05d}", timeout=(10.0, 30.0))
     due = t0 + first_poll(policy, rng)
     while due < deadline:
         pause = due - time.monotonic()

@@ -24,6 +24,7 @@ from agent.journal import Journal
 from agent.log import Log
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
+from agent.net.http import Tls
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from ddi_openapi import check_exchanges
 from hil.server.ddi import DdiServer
@@ -293,7 +294,7 @@ def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: 
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
                                                 "artifacts": {"u2.fwb": bundle.read_bytes()}}])
     first = Running(gateway, server, tmp_path / "first.log")
-    wait_for(lambda: (gateway.root / "state/incoming" / str(action.id) / "u2.fwb").exists(), "the download",
+    wait_for(lambda: any((gateway.root / "state/incoming").glob("action-*/artifact-0")), "the download",
              poke=first)
     time.sleep(0.5)
     first.stop()                                      # as systemd's SIGTERM would
@@ -369,19 +370,21 @@ def test_a_cancel_while_the_payload_streams_into_the_slot_stops_before_the_switc
     assert "closed" not in executions(server, action.id)[:-1]
 
 
-def test_downloads_carry_the_servers_token_and_tls_settings(gateway: Gateway, tmp_path: Path) -> None:
-    """hawkBit and goosebit check the device's token on artifact downloads too."""
+def test_downloads_from_the_server_carry_its_token_and_tls_settings(gateway: Gateway, tmp_path: Path) -> None:
+    """hawkBit and goosebit check the device's token on artifact downloads too: the server's
+    link is the downloads' link, and gives the server's origin (only) the token, CA and certificate."""
     for name in ("ca.pem", "device.pem", "device.key"):
         (gateway.root / name).write_text("")
     gateway.config_path.write_text(gateway.config_path.read_text() + (
         '\n[server]\nurl = "https://ddi.example.com"\ntarget_token = "tok"\nca_file = "ca.pem"\n'
         'client_cert = "device.pem"\nclient_key = "device.key"\n'))
     daemon = build_daemon(gateway.config(), Log(io.StringIO()))
-    session = daemon.downloader.session
-    assert daemon.client is not None and daemon.client.session is session
-    assert session.headers["Authorization"] == "TargetToken tok"
-    assert session.verify == str(gateway.root / "ca.pem")
-    assert session.cert == (str(gateway.root / "device.pem"), str(gateway.root / "device.key"))
+    link = daemon.downloader.link
+    assert daemon.client is not None and daemon.client.link is link
+    assert link.credentials == {"Authorization": "TargetToken tok"}
+    assert link.server_tls == Tls(str(gateway.root / "ca.pem"), (str(gateway.root / "device.pem"),
+                                                                  str(gateway.root / "device.key")))
+    assert link.other_tls == Tls() and link.policy.check("https://ddi.example.com/x") is True
 
 
 def test_an_action_replaced_without_a_cancel_gives_way_to_the_new_one(

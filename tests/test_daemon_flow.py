@@ -27,6 +27,7 @@ from agent.daemon.plan import (
 from agent.ddi.client import DdiError, PollPolicy, poll_after_error
 from agent.ddi.codec import Artifact, Chunk, Deployment
 from agent.log import Log, format_line
+from agent.net.policy import LinkPolicy
 
 # --- the action table ----------------------------------------------------------------------
 
@@ -88,20 +89,56 @@ def deployment(*artifacts: Artifact, encrypted: bool = False, window: str | None
     return Deployment("7", "forced", "forced", window, (Chunk("os", "gw", "2.0", artifacts, encrypted=encrypted),))
 
 
+SERVER = LinkPolicy.for_server("https://s")
+
+
 def test_one_artifact_is_a_bundle() -> None:
-    plan = plan_action(deployment(artifact("u.fwb")))
+    plan = plan_action(deployment(artifact("u.fwb")), SERVER)
     assert plan.kind == "bundle" and plan.main.filename == "u.fwb" and plan.version == "2.0"
     assert plan.fetch_first(True) == plan.fetch_first(False) == (plan.main,)
 
 
 def test_a_manifest_and_its_payloads() -> None:
-    plan = plan_action(deployment(artifact("rootfs.img"), artifact("update.suit"), artifact("boot.img")))
+    plan = plan_action(deployment(artifact("rootfs.img"), artifact("update.suit"), artifact("boot.img")), SERVER)
     assert plan.kind == "manifest" and plan.main.filename == "update.suit"
     assert [a.filename for a in plan.fetch_first(True)] == ["update.suit"]
     assert [a.filename for a in plan.fetch_first(False)] == ["update.suit", "rootfs.img", "boot.img"]
-    assert plan.links({"update.suit"}) == {"#rootfs.img": "https://s/rootfs.img", "#boot.img": "https://s/boot.img"}
-    assert plan.links({"update.suit", "rootfs.img"}) == {"#boot.img": "https://s/boot.img"}
+    assert plan.links({"update.suit": "/d/artifact-0"}) == {"#rootfs.img": "https://s/rootfs.img",
+                                                           "#boot.img": "https://s/boot.img"}
+    assert plan.links({"update.suit": "/d/artifact-0", "rootfs.img": "/d/artifact-1"}) == {
+        "#rootfs.img": "file:///d/artifact-1", "#boot.img": "https://s/boot.img"}
     assert ActionPlan.from_dict(plan.as_dict()) == plan
+
+
+def test_local_files_are_named_by_the_agent() -> None:
+    plan = plan_action(deployment(artifact("..u.suit"), artifact("-rf"), artifact("x" * 200)), SERVER)
+    assert plan.local_names() == {"..u.suit": "artifact-0", "-rf": "artifact-1", "x" * 200: "artifact-2"}
+
+
+def link(name: str, url: str) -> Artifact:
+    return Artifact(filename=name, size=10, hashes={"sha256": "ab" * 32}, url=url)
+
+
+@pytest.mark.parametrize(("url", "code"), [
+    ("https://evil.example/u.fwb", "foreign-link"),
+    ("https://s:8443/u.fwb", "foreign-link"),                 # another port is another origin
+    ("http://s/u.fwb", "insecure-link"),                      # the server is https
+    ("file:///etc/shadow", "unsupported-link"),
+    ("ftp://s/u.fwb", "unsupported-link"),
+])
+def test_an_artifact_link_the_policy_refuses_fails_the_plan(url: str, code: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_action(deployment(link("u.fwb", url)), SERVER)
+    assert caught.value.code == code
+
+
+def test_a_host_the_configuration_lists_may_serve_artifacts() -> None:
+    policy = LinkPolicy.for_server("https://s", ("cdn.example", "mirror.example:8443"))
+    plan_action(deployment(link("u.suit", "https://cdn.example/u.suit"),
+                           link("r.img", "https://mirror.example:8443/r.img")), policy)
+    with pytest.raises(PlanError) as caught:
+        plan_action(deployment(link("u.fwb", "https://mirror.example/u.fwb")), policy)
+    assert caught.value.code == "foreign-link"
 
 
 @pytest.mark.parametrize(("artifacts", "message"), [
@@ -114,17 +151,17 @@ def test_a_manifest_and_its_payloads() -> None:
 ])
 def test_unusable_deployments_are_refused_with_the_reason(artifacts: tuple, message: str) -> None:
     with pytest.raises(PlanError, match=message):
-        plan_action(deployment(*artifacts))
+        plan_action(deployment(*artifacts), SERVER)
 
 
 def test_encrypted_artifacts_are_refused() -> None:
     with pytest.raises(PlanError) as caught:
-        plan_action(deployment(artifact("u.fwb"), encrypted=True))
+        plan_action(deployment(artifact("u.fwb"), encrypted=True), SERVER)
     assert caught.value.code == "ddi-encrypted"
 
 
 def test_the_servers_sha256_must_agree_with_the_signed_manifest() -> None:
-    plan = plan_action(deployment(artifact("update.suit"), artifact("rootfs.img", sha256="cd" * 32)))
+    plan = plan_action(deployment(artifact("update.suit"), artifact("rootfs.img", sha256="cd" * 32)), SERVER)
     check_payloads(plan, [("#rootfs.img", bytes.fromhex("cd" * 32))])
     with pytest.raises(PlanError) as caught:
         check_payloads(plan, [("#rootfs.img", bytes.fromhex("ef" * 32))])

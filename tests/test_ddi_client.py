@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import requests
 
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll
 from agent.ddi.codec import config_data, feedback
@@ -15,7 +14,7 @@ IMAGE = b"\x42" * 100_000
 
 
 def client(server: DdiServer, **kwargs) -> DdiClient:  # type: ignore[no-untyped-def]
-    return DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), **kwargs)
+    return DdiClient.for_server(server.url, "DEFAULT", "gw-1", **kwargs)
 
 
 def test_poll_sends_if_none_match_and_keeps_the_last_answer_on_304() -> None:
@@ -60,7 +59,7 @@ def test_authentication_and_quota_answers_are_classified() -> None:
 
 
 def test_an_unreachable_server_is_transient() -> None:
-    ddi = DdiClient("http://127.0.0.1:9", "DEFAULT", "gw-1", session=requests.Session(), timeout=(1, 1))
+    ddi = DdiClient.for_server("http://127.0.0.1:9", "DEFAULT", "gw-1", timeout=(1, 1))
     with pytest.raises(DdiError) as unreachable:
         ddi.poll()
     assert unreachable.value.code == "ddi-unreachable" and unreachable.value.transient

@@ -58,7 +58,7 @@ def test_bad_sleep_is_named(text: str) -> None:
 
 @pytest.mark.parametrize("body, message", [
     ({"id": "1"}, "deployment must be an object"),
-    ({"id": "", "deployment": {"chunks": []}}, "deploymentBase.id must be a non-empty string"),
+    ({"id": "", "deployment": {"chunks": []}}, "deploymentBase.id '' is not an action id"),
     ({"id": "1", "deployment": {"update": "now", "chunks": []}}, "deployment.update is 'now'"),
     ({"id": "1", "deployment": {"chunks": [{"part": "os", "name": "n", "version": "1",
                                             "artifacts": [{"filename": "f", "size": -1}]}]}},

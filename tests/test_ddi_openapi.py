@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import requests
 
 from agent.ddi.client import DdiClient, DdiError
 from agent.ddi.codec import Artifact, config_data, feedback
@@ -30,14 +29,14 @@ def download(artifact: Artifact, directory: Path, *, have: int = 0) -> bytes:
     path.write_bytes(FILES[artifact.filename][:have])
     resume = Resume(artifact.url, have, f'"{artifact.hashes["sha1"]}"') if have else None   # hawkBit's ETag
     with FileSink(path) as sink:
-        Downloader(session=requests.Session()).fetch(artifact.url, sink, size=artifact.size,
+        Downloader().fetch(artifact.url, sink, size=artifact.size,
                                                      digest=bytes.fromhex(artifact.hashes["sha256"]), resume=resume)
     return path.read_bytes()
 
 
 def test_a_whole_device_session_conforms(tmp_path: Path) -> None:
     with DdiServer(record=True) as server:
-        ddi = DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session())
+        ddi = DdiClient.for_server(server.url, "DEFAULT", "gw-1")
         assert ddi.poll().config_data                                       # a new device: attributes wanted
         ddi.send_config_data(config_data({"hw_boardname": "gw-board", "sw_version": "1.0.0"}))
         assert ddi.poll().config_data is None
@@ -96,9 +95,9 @@ def test_a_whole_device_session_conforms(tmp_path: Path) -> None:
 def test_target_token_exchanges_conform() -> None:
     with DdiServer(tokens={"gw-1": "right"}, record=True) as server:
         with pytest.raises(DdiError) as refused:
-            DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), target_token="wrong").poll()
+            DdiClient.for_server(server.url, "DEFAULT", "gw-1", target_token="wrong").poll()
         assert refused.value.code == "ddi-auth"
-        DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), target_token="right").poll()
+        DdiClient.for_server(server.url, "DEFAULT", "gw-1", target_token="right").poll()
     assert check_exchanges(server) == {("getControllerBase", 401), ("getControllerBase", 200)}
     # The document declares no security scheme (hawkBit's authentication is configured, not
     # described), so the header is checked here.

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 
 from agent.ddi.client import DdiClient
 from agent.ddi.outbox import deliver
@@ -21,7 +20,7 @@ def gateway(tmp_path: Path) -> Gateway:
 
 
 def client(server: DdiServer) -> DdiClient:
-    return DdiClient(server.url, "DEFAULT", "gw-1", session=requests.Session(), timeout=(2, 5))
+    return DdiClient.for_server(server.url, "DEFAULT", "gw-1", timeout=(2, 5))
 
 
 def install_for(server: DdiServer, gateway: Gateway, *, health_ok: bool = True) -> int:
@@ -81,7 +80,7 @@ def test_a_crash_after_sending_sends_again_and_the_server_closes_it_once(gateway
 def test_an_unreachable_server_keeps_the_outcome(gateway: Gateway) -> None:
     with DdiServer() as server:
         install_for(server, gateway)
-    down = DdiClient("http://127.0.0.1:9", "DEFAULT", "gw-1", session=requests.Session(), timeout=(1, 1))
+    down = DdiClient.for_server("http://127.0.0.1:9", "DEFAULT", "gw-1", timeout=(1, 1))
     assert deliver(Journal(gateway.root / "state"), down) == 0 and len(outbox(gateway)) == 1
 
 

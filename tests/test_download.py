@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import DownloadConfig
-from agent.download.downloader import DownloadCancelled, DownloadError, Downloader, Resume, make_session
+from agent.download.downloader import DownloadCancelled, DownloadError, Downloader, Resume, download_link
+from agent.net.http import Tls
 from agent.download.sinks import FileSink
 from httpfaults import (Cut, Drip, FaultProxy, Pass, Reset, Stall, Status, nginx_server, random_bytes,
                         require_nginx, swap_file)
@@ -250,12 +251,12 @@ def test_a_file_sink_checks_free_space_first(tmp_path: Path) -> None:
 
 
 def test_tls_verification_is_never_off(tmp_path: Path) -> None:
-    assert make_session(DownloadConfig()).verify is True
+    assert download_link(DownloadConfig()).other_tls.verify is True
     ca = tmp_path / "ca.pem"
-    session = make_session(DownloadConfig(ca_file=ca, client_cert=tmp_path / "c.pem", client_key=tmp_path / "k.pem",
-                                          proxy="http://proxy:3128"))
-    assert session.verify == str(ca) and session.cert == (str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
-    assert session.proxies == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
+    link = download_link(DownloadConfig(ca_file=ca, client_cert=tmp_path / "c.pem", client_key=tmp_path / "k.pem",
+                                        proxy="http://proxy:3128"))
+    assert link.other_tls == Tls(str(ca), (str(tmp_path / "c.pem"), str(tmp_path / "k.pem")))
+    assert link._proxies("https://example.com/x") == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
 
 
 def test_pass_between_faults_keeps_the_plan_in_order(proxy, payload, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import requests
 from goosebit_fixture import GoosebitDevice, make_bundle, new_goosebit_device, serve_goosebit  # noqa: F401
 from httpfaults import Cut, FaultProxy
 
@@ -34,7 +33,7 @@ def sha1(path: Path) -> str:
 def deployed(server: GoosebitServer, device: GoosebitDevice, bundle: Path) -> tuple[DdiClient, Deployment]:
     """Upload ``bundle``, register the device (poll, configData) and assign: the deployment it then sees."""
     software_id = server.upload(bundle)
-    client = DdiClient(server.url, server.tenant, device.id, session=requests.Session(), timeout=(5.0, 10.0))
+    client = DdiClient.for_server(server.url, server.tenant, device.id, timeout=(5.0, 10.0))
     assert client.poll().config_data is not None     # a new device is asked for its attributes
     client.send_config_data(config_data(device.attributes("1.0.0")))
     server.assign(device.id, software_id)

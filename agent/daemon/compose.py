@@ -4,39 +4,45 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import replace
 
 from agent.config import Config
 from agent.daemon.orchestrator import Daemon
-from agent.ddi.client import DdiClient
-from agent.download.downloader import Downloader, make_session
+from agent.ddi.client import DdiClient, auth_header
+from agent.download.downloader import Downloader, download_link
 from agent.install.compose import build_installer
 from agent.log import Log
+from agent.net.http import HttpLink, Tls
+from agent.net.policy import LinkPolicy
 
 
 def build_daemon(config: Config, log: Log) -> Daemon:
     _without_charset_detection()
-    server = config.server
-    download = config.download
-    if server is not None:
-        # Artifacts come from the same server by default: its CA and client certificate.
-        download = replace(download, ca_file=download.ca_file or server.ca_file,
-                           client_cert=download.client_cert or server.client_cert,
-                           client_key=download.client_key or server.client_key)
-    session = make_session(download)
+    link = daemon_link(config)
     client = None
-    if server is not None:
-        client = DdiClient(server.url, server.tenant, server.controller_id, session=session,
-                           target_token=server.target_token, gateway_token=server.gateway_token,
-                           timeout=(download.connect_timeout, server.timeout))
-        session.headers.update({k: v for k, v in client.headers.items() if k == "Authorization"})
-    downloader = Downloader(download, session=session)
+    if config.server is not None:
+        server = config.server
+        client = DdiClient(server.url, server.tenant, server.controller_id, link=link,
+                           timeout=(config.download.connect_timeout, server.timeout), max_answer=server.max_answer)
+    downloader = Downloader(config.download, link=link)
     installer = build_installer(config, downloader=downloader)
     mqtt_factory = None
     if config.mqtt is not None:
         from agent.mqtt import MqttLink
         mqtt_factory = MqttLink
     return Daemon(config, installer, client=client, downloader=downloader, log=log, mqtt_factory=mqtt_factory)
+
+
+def daemon_link(config: Config) -> HttpLink:
+    """The one HTTP link of the daemon: the server's token, CA and client certificate go to the
+    server's origin only; other hosts (those [download].hosts lists) get [download]'s CA and
+    client certificate and no token."""
+    download, server = config.download, config.server
+    if server is None:
+        return download_link(download)
+    other = Tls.of(download.ca_file, download.client_cert, download.client_key)
+    own = Tls.of(server.ca_file, server.client_cert, server.client_key)
+    return HttpLink(LinkPolicy.for_server(server.url, download.hosts), server_tls=own, other_tls=other,
+                    credentials=auth_header(server.target_token, server.gateway_token), proxy=download.proxy)
 
 
 def _without_charset_detection() -> None:

@@ -31,20 +31,23 @@ from agent.config import Config
 from agent.daemon.actions import RESUME, Event, Phase, step
 from agent.daemon.jobs import JobWorker
 from agent.daemon.plan import ActionPlan, PlanError, check_payloads, plan_action, strongest_hash
+from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
-from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, config_data, feedback
+from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, action_id_of, config_data, feedback
 from agent.ddi.outbox import GONE, deliver, enqueue
 from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
 from agent.errors import FwagentError
+from agent.files import private_dir
 from agent.install.installer import Installer, Outcome, manifest_version
 from agent.install.slots import read_chunks
-from agent.log import Log
+from agent.log import Log, Throttle
 
 STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
 FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on stop
 REBOOT_FEEDBACK_WAIT = 5.0   # seconds the install waits for "rebooting" to reach the server
+WAKEUP_LOG_INTERVAL = 10.0   # seconds: a flood of wake-ups is one log line per interval
 
 STEP_TEXT = {
     "verify": "verifying the signed manifest",
@@ -78,7 +81,11 @@ class Daemon:
         self.policy = PollPolicy(minimum=server.poll_min, maximum=server.poll_max, default=server.poll_default,
                                  startup_spread=server.startup_spread) if server else PollPolicy()
         self.jobs = JobWorker("fwagent-link", lambda key, exc: self.events.put(("job-failed", (key, exc))))
-        self.mqtt = mqtt_factory(config.mqtt, self.wakeup) if (mqtt_factory and config.mqtt) else None
+        self.mqtt = mqtt_factory(config.mqtt, self.wakeup, log=log) if (mqtt_factory and config.mqtt) else None
+        self.wake_posted = threading.Event()        # a wake-up is in the queue: more are folded into it
+        self.wakeups = 0                            # wake-ups received (any thread) since the last log line
+        self.wakeup_log = Throttle(WAKEUP_LOG_INTERVAL, clock)
+        self.reports = ReportQueue()
         self.record = self._load_record()
         self.phase = RESUME[Phase(self.record["phase"])]
         self.next_poll_at = float("inf")
@@ -110,8 +117,12 @@ class Daemon:
     # --- outside world -> events --------------------------------------------------------
 
     def wakeup(self, reason: str = "wakeup") -> None:
-        """Ask for a poll now (called from the MQTT network thread: only posts)."""
-        self.events.put(("wakeup", reason))
+        """Ask for a poll now (called from the MQTT network thread: only posts, and only when no
+        wake-up waits in the queue already: a flood is one event)."""
+        self.wakeups += 1
+        if not self.wake_posted.is_set():
+            self.wake_posted.set()
+            self.events.put(("wakeup", reason))
 
     def stop(self) -> None:
         """Stop soon (signal-safe: only posts)."""
@@ -138,13 +149,16 @@ class Daemon:
 
     def _handle(self, kind: str, data: Any) -> None:
         """One event. A handler's error is logged and the daemon goes on: what was persisted
-        before the error is where a restart (or the next poll) takes over."""
+        before the error is where a restart (or the next poll) takes over. That holds for an
+        error no check foresaw too: the service stays up and keeps polling."""
         handler = getattr(self, "_on_" + kind.replace("-", "_"))
         try:
             handler(data) if data is not None else handler()
         except (FwagentError, OSError) as err:
             detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
             self.log.error("event-failed", event=kind, code=getattr(err, "code", None) or "io", msg=detail)
+        except Exception as err:   # noqa: BLE001 - a defect must not end the service
+            self.log.error("event-failed", event=kind, code="internal", msg=f"{type(err).__name__}: {err}"[:500])
 
     def _start(self) -> None:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
@@ -154,6 +168,7 @@ class Daemon:
         for path in (*trust.keys, *trust.hmac_keys):
             if not path.is_file():      # loaded at the first update; said at once
                 self.log.error("trust-key-missing", path=str(path))
+        self._sweep_incoming()
         self.jobs.start()
         if self.mqtt:
             self.mqtt.start()
@@ -180,6 +195,7 @@ class Daemon:
         for worker in self.workers:
             worker.join(STOP_TIMEOUT)
         if self.phase is not Phase.INSTALL and self.client:
+            self.jobs.submit("reports", self._send_reports_job)
             self.jobs.submit("deliver", self._deliver_job)
         self.jobs.close(FLUSH_TIMEOUT)
         if self.mqtt:
@@ -196,7 +212,10 @@ class Daemon:
         self.stopping = True
 
     def _on_wakeup(self, reason: str) -> None:
-        self.log.info("wakeup", reason=reason)
+        self.wake_posted.clear()
+        if self.wakeup_log.due():
+            received, self.wakeups = self.wakeups, 0
+            self.log.info("wakeup", reason=reason, received=received if received > 1 else None)
         if self.client:
             self.next_poll_at = self.clock()
             self.wake_pending = self.poll_in_flight     # a poll on its way may have missed the news
@@ -209,8 +228,8 @@ class Daemon:
         known = self.deployment_href if self.phase is not Phase.IDLE else None
         self.jobs.submit("poll", lambda: self._poll_job(known))
 
-    def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None]) -> None:
-        root, deployment, cancel = data
+    def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None, DdiFormatError | None]) -> None:
+        root, deployment, cancel, refused = data
         self.poll_in_flight = False
         self.poll_failures = 0
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
@@ -219,8 +238,12 @@ class Daemon:
         if root.config_data or self.config_due:
             self.config_due = False
             self.jobs.submit("config", self._send_config_job)
+        if len(self.reports):
+            self.jobs.submit("reports", self._send_reports_job)   # the server answers again: what waits goes
         if cancel is not None:
             self._on_cancel(cancel)
+        elif refused is not None and root.deployment is not None:
+            self._refuse_deployment(root.deployment, refused)
         elif deployment is not None and not (self.install_running and self.phase is Phase.IDLE):
             self._on_deployment(deployment)       # (not while the start-up work still holds the journal)
             if self.phase is not Phase.IDLE and self.record.get("action") == deployment.action_id:
@@ -274,7 +297,7 @@ class Daemon:
         self.log.info("deployment", action=action, download=deployment.download, update=deployment.update,
                       window=deployment.maintenance_window)
         try:
-            plan = plan_action(deployment)
+            plan = plan_action(deployment, self.downloader.link.policy)
         except PlanError as err:
             self._move(Event.DEPLOYMENT, action=action, plan=None)
             self._fail_action(err)
@@ -284,6 +307,17 @@ class Daemon:
         self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
                        progress=(0, 100))
         self._start_download()
+
+    def _refuse_deployment(self, href: str, error: DdiFormatError) -> None:
+        """A deployment this device cannot read (an id that is no action id, a field out of shape):
+        nothing of it is acted on. The action its link names is closed as failed, with the reason."""
+        action = action_id_of(href)
+        self.log.error("deployment-refused", action=action, code=error.code, msg=error.detail)
+        if action is None or self.phase is not Phase.IDLE or self.install_running \
+                or action in self._reported_actions():
+            return
+        self._move(Event.DEPLOYMENT, action=action, plan=None)
+        self._fail_action(error)
 
     def _start_download(self) -> None:
         plan = ActionPlan.from_dict(self.record["plan"])
@@ -340,14 +374,15 @@ class Daemon:
 
     def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
                          resumes: dict[str, Any], cancel: threading.Event) -> None:
-        directory = self.incoming / action
+        directory = self._action_dir(action)
+        names = plan.local_names()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
             for artifact in artifacts:
-                path = directory / artifact.filename
+                path = directory / names[artifact.filename]
                 self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
-            _, checked = self.installer.check_source(str(directory / plan.main.filename))
+            _, checked = self.installer.check_source(str(directory / names[plan.main.filename]))
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
         except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
@@ -380,7 +415,7 @@ class Daemon:
         self._move(Event.WINDOW_OPEN)
         plan = ActionPlan.from_dict(self.record["plan"])
         source = self.record["fetched"][plan.main.filename]
-        links = plan.links(set(self.record["fetched"]))
+        links = plan.links(self.record["fetched"])
         origin = {"ddi_action": self.record["action"]}
         self.install_running = True
         self.reboot_reported.clear()
@@ -483,7 +518,7 @@ class Daemon:
 
     def _finish_cancel(self) -> None:
         action, cancel = self.record["action"], self.record.get("cancel") or self.record["action"]
-        shutil.rmtree(self.incoming / action, ignore_errors=True)
+        shutil.rmtree(self._action_dir(action), ignore_errors=True)
 
         def confirm() -> None:
             try:
@@ -522,7 +557,7 @@ class Daemon:
         self.deployment_href = None
         self._move(event)
         if action:
-            shutil.rmtree(self.incoming / action, ignore_errors=True)
+            shutil.rmtree(self._action_dir(action), ignore_errors=True)
         self.record = self.store.reset()
 
     def _fail_action(self, error: BaseException) -> None:
@@ -535,6 +570,21 @@ class Daemon:
         self._end_action(Event.FAILED)
         if self.client:
             self.jobs.submit("deliver", self._deliver_job)
+
+    def _action_dir(self, action: str) -> Path:
+        """Where an action's downloads go: named by the agent (a digest of the id), never by the server."""
+        return self.incoming / ("action-" + hashlib.sha256(action.encode()).hexdigest()[:16])
+
+    def _sweep_incoming(self) -> None:
+        """At a start: remove the download directories of actions that are no longer in hand
+        (ended while the daemon was down, or left by an earlier version). Names come from
+        listing the directory, never from the server."""
+        keep = {self._action_dir(self.record["action"])} if self.record.get("action") else set()
+        keep |= {Path(path).parent for path in (self.record.get("fetched") or {}).values()}
+        if self.incoming.is_dir():
+            for entry in self.incoming.iterdir():
+                if entry.is_dir() and not entry.is_symlink() and entry not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _reported_actions(self) -> dict[str, str]:
         """Actions whose final result waits in the outbox (action -> its code): never started again."""
@@ -560,16 +610,12 @@ class Daemon:
                 return
             self.last_progress[throttle] = now
         body = feedback(execution, finished, details=[f"fwagent: {text}"], progress=progress)
-        client = self.client
-
-        def send() -> None:
-            try:
-                client.send_feedback(kind, str(action), body)
-            finally:
-                if done:
-                    done()
-
-        self.jobs.submit(f"progress:{throttle}" if throttle else None, send)
+        dropped = self.reports.add(Report(kind, str(action), body, stream=throttle, done=done))
+        if dropped is not None:
+            self.log.warning("report-dropped", action=dropped.action, msg="too many reports wait for the server")
+            if dropped.done:
+                dropped.done()
+        self.jobs.submit("reports", self._send_reports_job)
 
     def _publish_state(self, **details: Any) -> None:
         if self.mqtt:
@@ -591,15 +637,24 @@ class Daemon:
         RETRIEVED status at each fetch after another status, and its link's ``c=`` changes when
         the action does)."""
         assert self.client is not None
+        refused = None
         try:
             root = self.client.poll()
             cancel = self.client.cancel_action(root.cancel) if root.cancel else None
             fetch = root.deployment and not cancel and root.deployment != known
-            deployment = self.client.deployment(root.deployment) if fetch else None
+            try:
+                deployment = self.client.deployment(root.deployment) if fetch else None
+            except DdiFormatError as err:       # the server answered, with something not to act on
+                deployment, refused = None, err
         except (DdiError, DdiFormatError) as err:
             self.events.put(("poll-failed", err))
             return
-        self.events.put(("polled", (root, deployment, cancel)))
+        self.events.put(("polled", (root, deployment, cancel, refused)))
+
+    def _send_reports_job(self) -> None:
+        assert self.client is not None
+        self.reports.send(self.client, lambda report, err: self.log.warning(
+            "report-refused", action=report.action, code=err.code, msg=err.detail))
 
     def _send_config_job(self) -> None:
         assert self.client is not None

@@ -10,10 +10,12 @@ DDI hashes are checked as well (sha256, else sha1, else md5), never instead.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.ddi.codec import Artifact, Deployment
 from agent.errors import FwagentError
+from agent.net.policy import LinkError, LinkPolicy
 
 MANIFEST_SUFFIXES = (".suit",)
 HASHES = ("sha256", "sha1", "md5")        # strongest first
@@ -45,12 +47,20 @@ class ActionPlan:
         wait (a closed maintenance window), so that the wait ends with everything in hand."""
         return (self.main,) if may_install else (self.main, *self.payloads)
 
-    def links(self, fetched: set[str]) -> dict[str, str]:
-        """``#name`` -> URL for the payloads streamed straight into their slot at install time."""
-        return {f"#{a.filename}": a.url for a in self.payloads if a.filename not in fetched and a.url}
+    def local_names(self) -> dict[str, str]:
+        """Artifact name -> the name of its file on the device: chosen by the agent, never the server's."""
+        return {a.filename: f"artifact-{i}" for i, a in enumerate((self.main, *self.payloads))}
+
+    def links(self, fetched: dict[str, str]) -> dict[str, str]:
+        """``#name`` -> where the install reads each payload: its file when it was fetched
+        beforehand (``fetched``: name -> path), else its URL, streamed straight into the slot."""
+        return {f"#{a.filename}": Path(fetched[a.filename]).as_uri() if a.filename in fetched else a.url
+                for a in self.payloads if a.filename in fetched or a.url}
 
 
-def plan_action(deployment: Deployment) -> ActionPlan:
+def plan_action(deployment: Deployment, policy: LinkPolicy) -> ActionPlan:
+    """``policy``: where artifacts may be downloaded from (the server, hosts the configuration
+    lists; https only from an https server)."""
     artifacts = [a for chunk in deployment.chunks for a in chunk.artifacts]
     version = ", ".join(sorted({c.version for c in deployment.chunks}))
     if any(c.encrypted for c in deployment.chunks):
@@ -58,10 +68,12 @@ def plan_action(deployment: Deployment) -> ActionPlan:
     for artifact in artifacts:
         if artifact.url is None:
             raise PlanError(f"artifact {artifact.filename} has no download link")
+        try:
+            policy.check(artifact.url)
+        except LinkError as err:
+            raise PlanError(f"artifact {artifact.filename}: {err.detail}", code=err.code) from None
         if not any(name in artifact.hashes for name in HASHES):
             raise PlanError(f"artifact {artifact.filename} has no sha256, sha1 or md5 hash")
-        if "/" in artifact.filename or artifact.filename in (".", ".."):
-            raise PlanError(f"artifact name {artifact.filename!r} is not a plain file name")
     names = [a.filename for a in artifacts]
     if len(set(names)) != len(names):
         raise PlanError("two artifacts share a file name")

@@ -1,10 +1,12 @@
 """The DDI client: the HTTP side of agent/ddi/codec.py.
 
-Every request has a timeout. Answers are classified so that the daemon can
-decide: 401/403 are authentication errors (retried slowly, reported clearly),
-429 carrying hawkBit's quota error code is not retried blindly, 410 means the
-action is closed on the server, other 4xx are permanent, 5xx and network
-errors transient. The root poll sends If-None-Match with the last ETag; a 304
+Every request has a deadline for the whole exchange and a bound on the
+answer's size; the token goes to the server's origin only (agent/net/).
+Answers are classified so that the daemon can decide: 401/403 are
+authentication errors (retried slowly, reported clearly), 429 carrying
+hawkBit's quota error code is not retried blindly, 410 means the action is
+closed on the server, other 4xx are permanent, 5xx and network errors
+transient. The root poll sends If-None-Match with the last ETag; a 304
 returns the last answer again.
 """
 
@@ -14,8 +16,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from agent.ddi.codec import Cancel, Deployment, RootPoll, parse_cancel, parse_deployment, parse_root
+from agent.ddi.codec import (ACTION_ID, Cancel, DdiFormatError, Deployment, RootPoll, load_json, parse_cancel,
+                             parse_deployment, parse_root)
 from agent.errors import FwagentError
+from agent.net.http import Answer, AnswerError, AnswerTimeout, HttpLink
+from agent.log import redact
+from agent.net.policy import LinkError, LinkPolicy
 
 QUOTA_ERRORS = ("hawkbit.server.error.quota",)     # errorCode prefix of quota answers
 
@@ -82,42 +88,61 @@ def poll_after_error(error: DdiError | None, failures: int, policy: PollPolicy, 
     return max(1.0, rng.uniform(0.0, ceiling))
 
 
+def auth_header(target_token: str | None = None, gateway_token: str | None = None) -> dict[str, str]:
+    """The Authorization header of a device (TargetToken) or of a gateway for its devices."""
+    if target_token:
+        return {"Authorization": f"TargetToken {target_token}"}
+    if gateway_token:
+        return {"Authorization": f"GatewayToken {gateway_token}"}
+    return {}
+
+
 class DdiClient:
-    def __init__(self, base_url: str, tenant: str, controller_id: str, *, session: Any,
-                 target_token: str | None = None, gateway_token: str | None = None,
-                 timeout: tuple[float, float] = (10.0, 30.0)) -> None:
+    """The controller's side of DDI over an HttpLink (agent/net/http.py), which adds the token to
+    requests for the server's origin only. Links the server hands out for its own resources
+    must lead back to it (``foreign-link`` otherwise); every answer is bounded in time
+    (``timeout`` seconds for the whole exchange) and size (``max_answer`` bytes)."""
+
+    def __init__(self, base_url: str, tenant: str, controller_id: str, *, link: HttpLink,
+                 timeout: tuple[float, float] = (10.0, 30.0), max_answer: int = 1 << 20) -> None:
         self.root_url = f"{base_url.rstrip('/')}/{tenant}/controller/v1/{controller_id}"
-        self.session = session
+        self.link = link
         self.timeout = timeout
+        self.max_answer = max_answer
         self.headers = {"Accept": "application/hal+json, application/json"}
-        if target_token:
-            self.headers["Authorization"] = f"TargetToken {target_token}"
-        elif gateway_token:
-            self.headers["Authorization"] = f"GatewayToken {gateway_token}"
         self._etag: str | None = None
         self._last: RootPoll | None = None
+
+    @classmethod
+    def for_server(cls, base_url: str, tenant: str, controller_id: str, *, target_token: str | None = None,
+                   gateway_token: str | None = None, **kwargs: Any) -> "DdiClient":
+        """A client with a link of its own (the system's CAs), for tools that only talk DDI."""
+        link = HttpLink(LinkPolicy.for_server(base_url), credentials=auth_header(target_token, gateway_token))
+        return cls(base_url, tenant, controller_id, link=link, **kwargs)
 
     def poll(self) -> RootPoll:
         headers = dict(self.headers)
         if self._etag and self._last is not None:
             headers["If-None-Match"] = self._etag
-        response = self._request("GET", self.root_url, headers=headers)
-        if response.status_code == 304 and self._last is not None:
+        answer = self._request("GET", self.root_url, headers=headers)
+        if answer.status == 304 and self._last is not None:
             return self._last
-        self._last = parse_root(self._json(response))
-        self._etag = response.headers.get("ETag")
+        self._last = parse_root(self._json(answer))
+        self._etag = answer.headers.get("ETag")
         return self._last
 
     def deployment(self, href: str) -> Deployment:
-        return parse_deployment(self._json(self._request("GET", href, headers=self.headers)))
+        return parse_deployment(self._json(self._request("GET", href, headers=self.headers, own=True)))
 
     def cancel_action(self, href: str) -> Cancel:
-        return parse_cancel(self._json(self._request("GET", href, headers=self.headers)))
+        return parse_cancel(self._json(self._request("GET", href, headers=self.headers, own=True)))
 
     def send_feedback(self, kind: str, action_id: str, body: dict[str, Any]) -> None:
         """``kind``: deploymentBase or cancelAction."""
         if kind not in ("deploymentBase", "cancelAction"):
             raise ValueError(f"feedback kind {kind!r}")
+        if not ACTION_ID.fullmatch(action_id):
+            raise ValueError(f"action id {action_id[:80]!r}")
         self._request("POST", f"{self.root_url}/{kind}/{action_id}/feedback", json=body, headers=self.headers)
 
     def send_config_data(self, body: dict[str, Any]) -> None:
@@ -125,46 +150,58 @@ class DdiClient:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, url: str, *, own: bool = False, **kwargs: Any) -> Answer:
+        """``own``: a link the server handed out, which must lead back to the server."""
         import requests
 
+        shown = redact(url)
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            if own:
+                self.link.policy.require_server(url)
+            answer = self.link.exchange(method, url, timeout=self.timeout, deadline=self.timeout[1],
+                                        limit=self.max_answer, **kwargs)
+        except LinkError as err:
+            raise DdiError(f"{method} {err.detail}", code=f"ddi-{err.code}") from None
+        except AnswerTimeout as err:
+            raise DdiError(err.detail, code="ddi-timeout", transient=True) from None
+        except AnswerError as err:
+            raise DdiError(err.detail, code="ddi-too-large" if err.code == "answer-too-large" else "ddi-format",
+                           transient=True) from None
         except requests.exceptions.SSLError as exc:
-            raise DdiError(f"{method} {url}: TLS: {exc}", code="ddi-tls") from None
+            raise DdiError(f"{method} {shown}: TLS: {exc}", code="ddi-tls") from None
         except requests.RequestException as exc:
-            raise DdiError(f"{method} {url}: {type(exc).__name__}", code="ddi-unreachable", transient=True) from None
-        status = response.status_code
-        if status < 400 or status == 304:
-            return response
-        detail = f"{method} {url}: HTTP {status}"
+            raise DdiError(f"{method} {shown}: {type(exc).__name__}", code="ddi-unreachable", transient=True) from None
+        status = answer.status
+        if 200 <= status < 300 or status == 304:
+            return answer
+        detail = f"{method} {shown}: HTTP {status}"
+        if status < 400:
+            raise DdiError(f"{detail}: a redirect fwagent does not follow here", code="ddi-redirect",
+                           status=status, transient=True)
         if status in (401, 403):
             raise DdiError(f"{detail}: the server refused the device's credentials", code="ddi-auth",
                            status=status, transient=True)
         if status == 410:
             raise DdiError(f"{detail}: the action is closed on the server", code="ddi-gone", status=status)
         if status == 429:
-            error = self._error_code(response)
+            error = self._error_code(answer)
             quota = error.startswith(QUOTA_ERRORS)
             raise DdiError(f"{detail}: {error or 'too many requests'}", code="ddi-quota" if quota else "ddi-busy",
-                           status=status, transient=not quota, retry_after=_seconds(response.headers.get("Retry-After")))
+                           status=status, transient=not quota, retry_after=_seconds(answer.headers.get("Retry-After")))
         raise DdiError(detail, code=f"ddi-http-{status}", status=status, transient=status >= 500)
 
     @staticmethod
-    def _json(response: Any) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise DdiError(f"{response.url}: the answer is not JSON", code="ddi-format") from None
+    def _json(answer: Answer) -> Any:
+        return load_json(answer.body, redact(answer.url))
 
     @staticmethod
-    def _error_code(response: Any) -> str:
+    def _error_code(answer: Answer) -> str:
         try:
-            body = response.json()
-        except ValueError:
+            body = load_json(answer.body, "")
+        except DdiFormatError:
             return ""
-        return str(body.get("errorCode", "")) if isinstance(body, dict) else ""
+        return str(body.get("errorCode", ""))[:200] if isinstance(body, dict) else ""
 
 
 def _seconds(value: str | None) -> float | None:
-    return float(value) if value and value.strip().isdigit() else None
+    return float(value) if value and value.strip().isdigit() and len(value.strip()) < 10 else None

@@ -9,9 +9,11 @@ OpenAPI document.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.errors import FwagentError
 
@@ -22,6 +24,12 @@ FINISHED = ("success", "failure", "none")
 CONFIG_MODES = ("merge", "replace", "remove")
 DOWNLOAD_LINKS = ("download", "download-http")      # https first when both are offered
 MAX_ATTRIBUTE = 128                                 # characters, keys and values (server limit)
+MAX_DEPTH = 32                                      # nesting of a JSON answer (hawkBit's need 6)
+MAX_NAME = 255                                      # characters of an artifact's file name
+
+# An action id goes into URLs and reports, never into a path. hawkBit's and goosebit's are
+# integers; anything beyond this conservative set is refused (and so are "." and "..").
+ACTION_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")
 
 _HMS = re.compile(r"^(\d{1,3}):([0-5]\d):([0-5]\d)$")
 _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
@@ -81,6 +89,32 @@ class Cancel:
     stop_id: str
 
 
+def load_json(data: bytes, where: str) -> Any:
+    """An answer's JSON, nested at most MAX_DEPTH deep: anything else is a DdiFormatError."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise DdiFormatError(f"{where}: the answer is nested deeper than {MAX_DEPTH} levels",
+                             code="ddi-too-deep") from None
+    except ValueError:      # UnicodeDecodeError, JSONDecodeError, an integer of too many digits
+        raise DdiFormatError(f"{where}: the answer is not JSON") from None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise DdiFormatError(f"{where}: the answer is nested deeper than {MAX_DEPTH} levels",
+                                     code="ddi-too-deep")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def action_id_of(href: str) -> str | None:
+    """The action id a deploymentBase or cancelAction link ends with, when it is a valid one."""
+    last = urlsplit(href).path.rstrip("/").rpartition("/")[2]
+    return last if ACTION_ID.fullmatch(last) else None
+
+
 def parse_sleep(text: Any) -> float:
     """``HH:MM:SS`` (hours may pass 23) or an ISO-8601 duration such as ``PT26H``, in seconds."""
     if not isinstance(text, str):
@@ -113,7 +147,7 @@ def parse_root(body: Any) -> RootPoll:
 
 def parse_deployment(body: Any) -> Deployment:
     base = _object(body, "deploymentBase")
-    action_id = _string(base, "id", "deploymentBase")
+    action_id = _action_id(base, "id", "deploymentBase")
     deployment = _object(base.get("deployment"), "deployment")
     download = _choice(deployment, "download", HANDLING, "deployment", default="forced")
     update = _choice(deployment, "update", HANDLING, "deployment", default="forced")
@@ -127,9 +161,9 @@ def parse_deployment(body: Any) -> Deployment:
 
 def parse_cancel(body: Any) -> Cancel:
     cancel = _object(body, "cancelAction")
-    action_id = _string(cancel, "id", "cancelAction")
+    action_id = _action_id(cancel, "id", "cancelAction")
     stop = _object(cancel.get("cancelAction"), "cancelAction.cancelAction")
-    return Cancel(action_id=action_id, stop_id=_string(stop, "stopId", "cancelAction.cancelAction"))
+    return Cancel(action_id=action_id, stop_id=_action_id(stop, "stopId", "cancelAction.cancelAction"))
 
 
 def feedback(execution: str, finished: str = "none", *, details: list[str] | None = None,
@@ -186,6 +220,17 @@ def _string(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _action_id(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)        # the OpenAPI document says string; an integer is as good
+    if not isinstance(value, str) or not ACTION_ID.fullmatch(value):
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise DdiFormatError(f"{where}.{key} {shown} is not an action id (1 to 64 of A-Z a-z 0-9 . _ -)",
+                             code="ddi-action-id")
+    return value
+
+
 def _choice(obj: dict[str, Any], key: str, allowed: tuple[str, ...], where: str, default: Any) -> Any:
     if key not in obj:
         return default
@@ -237,4 +282,8 @@ def _artifact(value: Any, where: str) -> Artifact:
         hashes[name] = digest.lower()
     links = _links(artifact.get("_links"), f"{where}._links")
     url = next((links[name] for name in DOWNLOAD_LINKS if name in links), None)
-    return Artifact(filename=_string(artifact, "filename", where), size=size, hashes=hashes, url=url)
+    filename = _string(artifact, "filename", where)
+    if len(filename) > MAX_NAME or not filename.isprintable() or "/" in filename or filename in (".", ".."):
+        raise DdiFormatError(f"{where}.filename {filename[:80]!r} is not a plain file name of up to {MAX_NAME} "
+                             "printable characters", code="ddi-artifact-name")
+    return Artifact(filename=filename, size=size, hashes=hashes, url=url)

@@ -64,7 +64,7 @@ def deliver(journal: Journal, client: DdiClient,
             client.send_feedback(kind, str(action), body)
         except DdiError as err:
             if err.code not in GONE:
-                if not _refused_for_good(err):
+                if not refused_for_good(err):
                     break           # unreachable, TLS, refused credentials, over quota: keep it for later
                 on_refused(outcome, err)   # 400, 405, 422...: it would block the rest forever
         _forget(journal, outcome["id"])
@@ -79,7 +79,7 @@ def _forget(journal: Journal, outcome_id: str) -> None:
         journal.save(record)       # one durable write per delivered outcome
 
 
-def _refused_for_good(error: DdiError) -> bool:
+def refused_for_good(error: DdiError) -> bool:
     return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
 
 

@@ -32,6 +32,9 @@ from agent.config import DownloadConfig
 from agent.download.retry import (TRANSIENT, RetryPolicy, classify_status, next_wait,
                                   retry_after)
 from agent.errors import FwagentError
+from agent.net.http import AnswerTimeout, HttpLink, Tls
+from agent.log import redact
+from agent.net.policy import LinkError
 
 CHUNK = 256 << 10    # per read: large enough to keep up with openssl, small enough not to fragment the heap
 CHECKPOINT_BYTES = 8 << 20     # sync and record progress at most this far apart
@@ -94,27 +97,24 @@ class Result:
 
 
 class Downloader:
-    def __init__(self, config: DownloadConfig = DownloadConfig(), *, session: Any = None,
+    def __init__(self, config: DownloadConfig = DownloadConfig(), *, link: HttpLink | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.policy = RetryPolicy(max_attempts=config.max_attempts, max_time=config.max_time)
-        self._session = session
+        self.link = link or download_link(config)
         self.sleep = sleep
         self.clock = clock
         self.rng = rng or random.Random()
-
-    @property
-    def session(self) -> Any:
-        """Made on first use: an install from a bundle never needs one."""
-        if self._session is None:
-            self._session = make_session(self.config)
-        return self._session
 
     def fetch(self, url: str, sink: Sink, *, size: int | None = None, digest: bytes | None = None,
               resume: Resume | None = None, checkpoint: Callable[[Resume], None] = lambda _r: None,
               cancel: threading.Event | None = None,
               progress: Callable[[Progress], None] | None = None) -> Result:
+        try:
+            self.link.policy.check(url)      # a link refused for good is not tried at all
+        except LinkError as err:
+            raise DownloadError(err.detail, code=err.code) from None
         job = _Job(self, url, sink, size, digest, checkpoint, cancel or threading.Event(), progress)
         try:
             return job.run(resume if resume is not None and resume.url == url else None)
@@ -122,16 +122,10 @@ class Downloader:
             raise failure.error from None    # a disk or slot error: the sink's, never retried
 
 
-def make_session(config: DownloadConfig) -> Any:
-    import requests  # imported here: it costs several MiB of memory, and only downloads need it
-
-    session = requests.Session()
-    session.verify = str(config.ca_file) if config.ca_file else True   # never silently off
-    if config.client_cert is not None:
-        session.cert = (str(config.client_cert), str(config.client_key))
-    if config.proxy:
-        session.proxies = {"http": config.proxy, "https": config.proxy}
-    return session
+def download_link(config: DownloadConfig) -> HttpLink:
+    """The link of downloads with no server configured: the operator's URLs and the signed
+    manifest's, any host; ``[download]``'s CA and client certificate."""
+    return HttpLink(other_tls=Tls.of(config.ca_file, config.client_cert, config.client_key), proxy=config.proxy)
 
 
 class _Job:
@@ -151,6 +145,7 @@ class _Job:
         self.last_progress = 0.0
         self.restarts_from_zero = 0
         self.behind: _WriteBehind | None = None
+        self.shown = redact(url)        # for messages: never a password in a log line
 
     # --- attempts --------------------------------------------------------------------
 
@@ -175,11 +170,11 @@ class _Job:
                         return Result(actual, self.offset, attempts_made, self.restarts_from_zero)
                     mismatches += 1
                     if mismatches > 1:
-                        raise DownloadError(f"{self.url}: SHA-256 {actual.hex()[:16]}... again differs from "
+                        raise DownloadError(f"{self.shown}: SHA-256 {actual.hex()[:16]}... again differs from "
                                             "the manifest's", code="digest-mismatch")
                     self._from_zero()       # corrupt content: discard it, one more try from zero
                     continue
-                raise DownloadError(f"{self.url}: the response ended at {self.offset} of {self.size} bytes",
+                raise DownloadError(f"{self.shown}: the response ended at {self.offset} of {self.size} bytes",
                                     transient=True)
             except DownloadError as err:
                 if not err.transient:
@@ -205,16 +200,19 @@ class _Job:
             if self.validator:
                 headers["If-Range"] = self.validator
         timeout = (self.config.connect_timeout, self.config.stall_timeout)
-        session = self.owner.session
         try:
-            # verify and proxies per request: requests lets REQUESTS_CA_BUNDLE and https_proxy from
-            # the environment override what a session was configured with.
-            response = session.get(self.url, headers=headers, stream=True, timeout=timeout,
-                                   verify=session.verify, proxies=session.proxies or None)
+            # The answer's head within one stall time after connecting, however slowly it drips in;
+            # the body is watched for stalls as it arrives.
+            response = self.owner.link.open("GET", self.url, headers=headers, timeout=timeout,
+                                            deadline=self.config.connect_timeout + self.config.stall_timeout)
+        except LinkError as err:
+            raise DownloadError(err.detail, code=err.code) from None
+        except AnswerTimeout as err:
+            raise DownloadError(err.detail, transient=True) from None
         except requests.exceptions.SSLError as exc:
-            raise DownloadError(f"{self.url}: TLS: {exc}", code="download-tls") from None
+            raise DownloadError(f"{self.shown}: TLS: {exc}", code="download-tls") from None
         except requests.RequestException as exc:
-            raise DownloadError(f"{self.url}: {_reason(exc)}", transient=True) from None
+            raise DownloadError(f"{self.shown}: {_reason(exc)}", transient=True) from None
         with response, _CancelWatch(self.cancel, response):
             self._check_status(response)
             try:
@@ -223,14 +221,14 @@ class _Job:
             # when a cancel shuts the socket down under it.
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
                 self._check_cancel()
-                raise DownloadError(f"{self.url}: {_reason(exc)} at byte {self.offset}", transient=True) from None
+                raise DownloadError(f"{self.shown}: {_reason(exc)} at byte {self.offset}", transient=True) from None
 
     def _check_status(self, response: Any) -> None:
         status = response.status_code
         if status == 206 and self.offset:
             start = _content_range_start(response.headers.get("Content-Range"))
             if start != self.offset:
-                raise DownloadError(f"{self.url}: asked for bytes from {self.offset}, got a range from {start}",
+                raise DownloadError(f"{self.shown}: asked for bytes from {self.offset}, got a range from {start}",
                                     transient=True)
             return
         if status == 200:
@@ -239,18 +237,18 @@ class _Job:
             self.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
             length = response.headers.get("Content-Length")
             if self.size is not None and length is not None and length.isdigit() and int(length) != self.size:
-                raise DownloadError(f"{self.url}: the server has {length} bytes, the manifest says {self.size}",
+                raise DownloadError(f"{self.shown}: the server has {length} bytes, the manifest says {self.size}",
                                     transient=True)
             return
         if status == 416:
             if self.size is not None and self.offset == self.size:
                 return               # nothing left to fetch
             self._from_zero()
-            raise DownloadError(f"{self.url}: range {self.offset}- not satisfiable; starting over",
+            raise DownloadError(f"{self.shown}: range {self.offset}- not satisfiable; starting over",
                                 transient=True, wait=0.0)
         kind = classify_status(status)
         wait = retry_after(response.headers.get("Retry-After"), time.time()) if status in (429, 503) else None
-        raise DownloadError(f"{self.url}: HTTP {status} {response.reason or ''}".rstrip(),
+        raise DownloadError(f"{self.shown}: HTTP {status} {response.reason or ''}".rstrip(),
                             code=f"download-http-{status}", transient=kind == TRANSIENT, wait=wait)
 
     def _receive(self, response: Any) -> None:
@@ -264,7 +262,7 @@ class _Job:
             while chunk := response.raw.read1(CHUNK):
                 self._check_cancel()
                 if self.size is not None and self.offset + len(chunk) > self.size:
-                    raise DownloadError(f"{self.url}: longer than the {self.size} bytes the manifest declares",
+                    raise DownloadError(f"{self.shown}: longer than the {self.size} bytes the manifest declares",
                                         code="download-too-large")
                 behind.put(chunk)
                 self.offset += len(chunk)
@@ -274,7 +272,7 @@ class _Job:
                 window_bytes += len(chunk)
                 if now - window_start >= self.config.stall_timeout:
                     if window_bytes < self.config.stall_bytes:
-                        raise DownloadError(f"{self.url}: stalled ({window_bytes} bytes in "
+                        raise DownloadError(f"{self.shown}: stalled ({window_bytes} bytes in "
                                             f"{now - window_start:.0f} s)", transient=True)
                     window_start, window_bytes = now, 0
                 self._limit_rate(now)
@@ -343,7 +341,7 @@ class _Job:
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
-            raise DownloadCancelled(f"{self.url}: cancelled at byte {self.offset}", code="download-cancelled")
+            raise DownloadCancelled(f"{self.shown}: cancelled at byte {self.offset}", code="download-cancelled")
 
 
 class _SinkFailure(Exception):

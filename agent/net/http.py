@@ -1,0 +1,266 @@
+"""HttpLink: every HTTP request fwagent makes goes through here.
+
+* TLS settings come from the configuration alone and go with every request:
+  the server's CA and client certificate for the server's origin, the
+  ``[download]`` ones for any other host. The environment is never asked
+  (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` and ``~/.netrc`` have no say);
+  proxies come from ``[download].proxy`` or, read explicitly, from the usual
+  ``https_proxy``/``no_proxy`` variables.
+* Redirects are followed here, GET only, at most ``MAX_REDIRECTS``, each hop
+  checked by the LinkPolicy (policy.py); credentials are added hop by hop, to
+  the server's origin only.
+* A deadline bounds a whole exchange, not each read alone: a watchdog shuts
+  the socket down when it passes, so a server that sends one byte a second
+  cannot hold a request (or the daemon) for longer.
+* An answer read whole (``exchange``: JSON) is bounded in size, and identity
+  encoding is asked for and required, so nothing is inflated on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+from agent.errors import FwagentError
+from agent.log import redact
+from agent.net.policy import LinkError, LinkPolicy
+
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
+READ_SIZE = 64 << 10
+
+
+class AnswerError(FwagentError, ValueError):
+    """An answer too large, or in an encoding fwagent does not accept."""
+
+    code = "answer"
+
+
+class AnswerTimeout(FwagentError, TimeoutError):
+    """The whole exchange took longer than its deadline (however slowly bytes kept coming)."""
+
+    code = "answer-timeout"
+
+
+@dataclass(frozen=True)
+class Tls:
+    verify: str | bool = True                 # a CA file, or True: the system's CAs; never off
+    cert: tuple[str, str] | None = None       # client certificate and key
+
+    @classmethod
+    def of(cls, ca_file: Any = None, client_cert: Any = None, client_key: Any = None) -> "Tls":
+        """From configured paths (None: the system's CAs, no client certificate)."""
+        return cls(verify=str(ca_file) if ca_file else True,
+                   cert=(str(client_cert), str(client_key)) if client_cert else None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str                                  # after redirects
+
+
+class HttpLink:
+    """``credentials``: headers (Authorization) for the server's origin only."""
+
+    def __init__(self, policy: LinkPolicy = LinkPolicy(), *, server_tls: Tls = Tls(), other_tls: Tls = Tls(),
+                 credentials: Mapping[str, str] | None = None, proxy: str | None = None) -> None:
+        self.policy = policy
+        self.server_tls = server_tls
+        self.other_tls = other_tls
+        self.credentials = dict(credentials or {})
+        self.proxy = proxy
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """Made on first use: requests costs several MiB, and an install from a file needs none."""
+        with self._lock:
+            if self._session is None:
+                self._session = _new_session()
+            return self._session
+
+    def open(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
+             timeout: tuple[float, float], deadline: float | None = None) -> Any:
+        """A streamed response (the caller reads and closes it), redirects followed. ``deadline``:
+        seconds until the answer's headers are in, over every hop."""
+        with _Watch(deadline):
+            return self._follow(method, url, headers, json, timeout)
+
+    def exchange(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
+                 timeout: tuple[float, float], deadline: float, limit: int) -> Answer:
+        """A whole answer within ``deadline`` seconds, its body at most ``limit`` bytes."""
+        with _Watch(deadline) as watch:
+            try:
+                response = self._follow(method, url, {**(headers or {}), "Accept-Encoding": "identity"}, json,
+                                        timeout)
+                with response:
+                    body = _read_bounded(response, limit)
+            except AnswerTimeout:
+                raise
+            except Exception:
+                if watch.expired:
+                    raise AnswerTimeout(f"{method} {redact(url)}: no whole answer within {deadline:g} s",
+                                        code="answer-timeout") from None
+                raise
+        return Answer(response.status_code, response.headers, body, response.url)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _follow(self, method: str, url: str, headers: Mapping[str, str] | None, json: Any,
+                timeout: tuple[float, float]) -> Any:
+        current, previous = url, None
+        for _ in range(MAX_REDIRECTS + 1):
+            to_server = self.policy.check(current, after=previous)
+            response = self._send(method, current, headers, json, timeout, to_server)
+            if method != "GET" or response.status_code not in REDIRECTS or "Location" not in response.headers:
+                return response
+            location = response.headers["Location"]
+            response.close()
+            previous, current = current, urljoin(current, location)
+        raise LinkError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects", code="redirect-loop")
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str] | None, json: Any,
+              timeout: tuple[float, float], to_server: bool) -> Any:
+        tls = self.server_tls if to_server else self.other_tls
+        sent = {**(headers or {}), **(self.credentials if to_server else {})}
+        watch = _Watch.current()
+        try:
+            return self.session.request(method, url, headers=sent, json=json, stream=True, timeout=timeout,
+                                        allow_redirects=False, verify=tls.verify, cert=tls.cert,
+                                        proxies=self._proxies(url))
+        except Exception:
+            if watch is not None and watch.expired:
+                raise AnswerTimeout(f"{method} {redact(url)}: no answer within its deadline",
+                                    code="answer-timeout") from None
+            raise
+
+    def _proxies(self, url: str) -> dict[str, str]:
+        if self.proxy:
+            return {"http": self.proxy, "https": self.proxy}
+        from requests.utils import get_environ_proxies
+        return get_environ_proxies(url)
+
+
+def _read_bounded(response: Any, limit: int) -> bytes:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise AnswerError(f"{redact(response.url)}: the answer is {encoding}-encoded; identity was asked for",
+                          code="answer-encoding")
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise AnswerError(f"{redact(response.url)}: the answer has {length} bytes, more than the {limit} "
+                          "allowed", code="answer-too-large")
+    parts, total = [], 0
+    while chunk := response.raw.read(READ_SIZE, decode_content=False):
+        total += len(chunk)
+        if total > limit:
+            raise AnswerError(f"{redact(response.url)}: the answer is longer than the {limit} bytes allowed",
+                              code="answer-too-large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _Watch:
+    """Shuts down the socket of the request on this thread when ``seconds`` have passed.
+
+    The connection classes below hand their socket over as the answer is
+    awaited (``getresponse``); a read blocked on it then returns at once."""
+
+    _local = threading.local()
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.expired = False
+        self.done = False
+        self.timer: threading.Timer | None = None
+
+    @classmethod
+    def current(cls) -> "_Watch | None":
+        return getattr(cls._local, "watch", None)
+
+    def __enter__(self) -> "_Watch":
+        if self.seconds is not None:
+            self._local.watch = self
+            self.timer = threading.Timer(self.seconds, self._expire)
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            with self.lock:
+                self.done, self.sock = True, None
+            self._local.watch = None
+
+    def arm(self, sock: socket.socket) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.sock = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            if self.sock is not None:
+                _shut(self.sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """The plain socket's shutdown, also under TLS: SSLSocket's own would drop its state under
+    the reading thread."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _new_session() -> Any:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.poolmanager import ProxyManager
+
+    def watched(base: type) -> type:
+        class Watched(base):  # type: ignore[misc, valid-type]
+            def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+                watch = _Watch.current()
+                if watch is not None and self.sock is not None:
+                    watch.arm(self.sock)
+                return super().getresponse(*args, **kwargs)
+        return Watched
+
+    pools = {"http": type("WatchedPool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
+             "https": type("WatchedTlsPool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)})}
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if type(manager) is ProxyManager:     # not SOCKS: its pools are its own
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    session = requests.Session()
+    session.trust_env = False      # no CA bundle, proxy or .netrc credentials from the environment
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, Adapter())
+    return session
+
