@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from agent.cli import EXIT_FAILED, EXIT_OK, emit_json
 from agent.config import Config, config_path, load_config
 from agent.errors import UsageError
+from agent.files import private_dir
 
 if TYPE_CHECKING:
     from agent.install.installer import Installer, Outcome
@@ -136,8 +137,7 @@ def _download(url: str, config: Config, installer: Installer) -> Path:
     """Fetch a bundle into the state directory before the transaction starts (nothing on the
     device changes meanwhile), with the downloader's retries and resume within this run."""
     from agent.download.sinks import FileSink
-    directory = config.device.state_dir / "incoming"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(private_dir(config.device.state_dir) / "incoming")
     target = directory / f"bundle-{time.time_ns()}.fwb"
     with FileSink(target) as sink:
         installer.downloader.fetch(url, sink)

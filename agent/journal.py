@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import FwagentError, UsageError
-from agent.files import write_atomic
+from agent.files import private_dir, write_atomic
 
 SCHEMA = 1
 FILENAME = "journal.json"
@@ -61,7 +61,7 @@ class Journal:
 
     def save(self, record: dict[str, Any]) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir)
             write_atomic(self.path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot write: {exc.strerror}") from None
@@ -76,7 +76,7 @@ class Journal:
             raise UsageError("the update in progress holds the journal", code="busy")
         try:
             try:
-                self.dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self.dir)
                 fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
                 raise JournalError(f"{self.dir}: cannot take the lock: {exc.strerror}") from None

@@ -63,11 +63,19 @@ def test_the_gateway_commits_first_then_the_thing_is_flashed(gateway: Gateway, s
     rootfs, firmware = random.Random(1).randbytes(1 << 20), random.Random(2).randbytes(20 * 1024 + 12)
     source = bundle(gateway, "u2", {"rootfs": rootfs, "mcu1": firmware}, sequence=2)
     steps: list[str] = []
+    kept = gateway.root / "state/things"
+    modes: list[tuple[int, int]] = []
+
+    def step(state: str, _update: dict) -> None:
+        steps.append(state)
+        if state == "things":           # the kept image is the agent's alone
+            modes.append((kept.stat().st_mode & 0o777, (kept / "mcu1.img").stat().st_mode & 0o777))
+
     installer = gateway.installer()
-    installer.on_step = lambda state, _update: steps.append(state)
+    installer.on_step = step
     outcome = installer.install(str(source))
     assert outcome.result == "success" and outcome.state == "committed", outcome
-    assert steps.index("commit") < steps.index("things")
+    assert steps.index("commit") < steps.index("things") and modes == [(0o700, 0o600)]
     assert gateway.booted() == "B"
     assert stm32.flash[:len(firmware)] == firmware
     assert outcome.things["mcu1"]["result"] == "success" and outcome.things["mcu1"]["verified"] == "read-back"

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.daemon.actions import Phase
 from agent.errors import FwagentError, UsageError
-from agent.files import write_atomic
+from agent.files import private_dir, write_atomic
 
 SCHEMA = 1
 FILENAME = "ddi-action.json"
@@ -50,7 +50,7 @@ class ActionStore:
         return record
 
     def save(self, record: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         write_atomic(self.path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
 
     def reset(self) -> dict[str, Any]:
@@ -61,7 +61,7 @@ class ActionStore:
     @contextmanager
     def owned(self) -> Iterator[None]:
         """Held for a daemon's lifetime: one daemon per state directory."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:

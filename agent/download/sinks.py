@@ -10,7 +10,8 @@ from agent.download.downloader import DownloadError
 from agent.install.slots import read_chunks
 
 class FileSink:
-    """A regular file, created if missing; checks free space for ``size`` before it starts."""
+    """A regular file only its owner reads (0600), created if missing; checks free space for
+    ``size`` before it starts."""
 
     def __init__(self, path: Path, size: int | None = None) -> None:
         self.path = Path(path)
@@ -22,7 +23,8 @@ class FileSink:
                 raise DownloadError(f"{self.path.parent}: {free >> 20} MiB free, the download needs "
                                     f"{(size - existing) >> 20} MiB more", code="no-space")
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.fchmod(self.fd, 0o600)           # also a file an earlier version made 0644
         except OSError as exc:
             raise DownloadError(f"{self.path}: cannot open: {exc.strerror}", code="sink") from None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.errors import BootloaderError
+from agent.files import private_dir, write_atomic
 
 from bootloader_bridge.cmdline import read_booted_slot
 
@@ -58,5 +59,5 @@ class SimulatedBoot(KernelBoot):
 
     def reboot(self) -> None:
         self.bootloader.boot()
-        self.boot_id_path.parent.mkdir(parents=True, exist_ok=True)
-        self.boot_id_path.write_text(str(int(self.boot_id()) + 1))
+        private_dir(self.boot_id_path.parent)
+        write_atomic(self.boot_id_path, str(int(self.boot_id()) + 1).encode(), mode=0o600)

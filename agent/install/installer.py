@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.errors import FwagentError, ThingOfflineError, UsageError
+from agent.files import private_dir
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.health import run_health
@@ -312,9 +314,13 @@ class Installer:
         manifest = self._manifest(update)
         things = self._thing_images()
         for name, thing in (update.get("things") or {}).items():
-            things[name].device.parent.mkdir(parents=True, exist_ok=True)
-            with open(things[name].device, "wb") as stash:
-                stash.truncate(thing["size"])
+            private_dir(things[name].device.parent)
+            stash = os.open(things[name].device, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(stash, 0o600)
+                os.ftruncate(stash, thing["size"])
+            finally:
+                os.close(stash)
         source = self.open_source(update["source"])
         try:
             from agent.manifest.processor import Processor
