@@ -120,3 +120,97 @@ def test_read_input_reads_at_most_one_byte_more_than_its_limit(tmp_path: Path) -
                     read_input(fifo, "manifest", 1000)
         finally:
             writer.join(10)
+
+
+class _Server:
+    """Serves the gateway's directory over http on loopback; "/cut/NAME" sends half of NAME,
+    then closes. Counts the requests."""
+
+    def __init__(self, root: Path) -> None:
+        import http.server
+        import threading
+
+        served = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                served.requests += 1
+                if not self.path.startswith("/cut/"):
+                    return super().do_GET()
+                data = (root / self.path.removeprefix("/cut/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2])
+                self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served(gateway: Gateway):
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nmax_attempts = 1\n")
+    server = _Server(gateway.root)
+    yield server
+    server.close()
+
+
+def install_url(gateway: Gateway, url: str, *options: str) -> int:
+    return main(["install", url, "--config", str(gateway.config_path), *options])
+
+
+def test_a_downloaded_bundle_is_removed_once_the_update_ends(gateway: Gateway, served: _Server, capsys) -> None:
+    incoming = gateway.root / "state/incoming"
+    assert install_url(gateway, f"{served.url}/{gateway.bundle('u2', sequence=2).name}") == 0
+    assert list(incoming.iterdir()) == [] and incoming.stat().st_mode & 0o777 == 0o700
+    u3 = gateway.bundle("u3", sequence=3, seed=3)
+    assert install_url(gateway, f"{served.url}/cut/{u3.name}") == 1       # the download breaks off
+    assert "error: " in capsys.readouterr().err
+    assert list(incoming.iterdir()) == [] and journal_update(gateway) is None
+
+
+def test_a_downloaded_bundle_is_removed_once_it_is_written(gateway: Gateway, served: _Server, capsys) -> None:
+    """With --no-reboot the update waits after the switch: the slot holds the bundle's payload
+    and the journal its manifest; the file is not read again."""
+    assert install_url(gateway, f"{served.url}/{gateway.bundle('u2', sequence=2).name}", "--no-reboot") == 0
+    assert journal_update(gateway)["state"] == "reboot"
+    assert list((gateway.root / "state/incoming").iterdir()) == []
+    gateway.power_cycle()
+    assert main(["commit", "--config", str(gateway.config_path)]) == 0
+    assert "committed, version 2.0.0" in capsys.readouterr().out
+
+
+def test_earlier_downloads_are_removed_unless_the_update_in_flight_reads_them(gateway: Gateway,
+                                                                              served: _Server) -> None:
+    import shutil
+
+    incoming = gateway.root / "state/incoming"
+    incoming.mkdir(parents=True)
+    in_flight = incoming / "install-5.fwb"
+    shutil.copy(gateway.bundle("u2", sequence=2), in_flight)
+    assert gateway.installer().install(str(in_flight), no_reboot=True).result == "pending"
+    for name in ("install-1.fwb", "bundle-2.fwb"):       # left by a download cut short, by an earlier version
+        (incoming / name).write_bytes(b"partial")
+    (incoming / "action-0123456789abcdef").mkdir()       # the daemon's: not for 'install URL' to touch
+    assert install_url(gateway, f"{served.url}/u2.fwb") == 2       # busy: an update is in flight
+    assert served.requests == 0
+    assert sorted(p.name for p in incoming.iterdir()) == ["action-0123456789abcdef", "install-5.fwb"]
+
+
+def journal_update(gateway: Gateway) -> dict | None:
+    import json
+    return json.loads((gateway.root / "state/journal.json").read_text())["update"]
