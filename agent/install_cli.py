@@ -119,7 +119,22 @@ def commit(args: argparse.Namespace) -> int:
 
 def rollback(args: argparse.Namespace) -> int:
     _, installer = _installer(args)
-    return _report(installer.abort("rolled back by hand"), args.json)
+    recovery = installer.recover_journal()
+    if recovery is None:
+        return _report(installer.abort("rolled back by hand"), args.json)
+    if args.json:
+        print(json.dumps({"event": "recovered", **recovery.as_dict()}))
+        return EXIT_OK
+    print(f"journal: damaged: {recovery.problem}")
+    print(f"kept as {recovery.kept}; a new journal holds what still checks out")
+    print(f"slot {recovery.slot} is primary and good")
+    if recovery.salvage.update_reported:
+        print("the update in flight was abandoned; it is reported as failed (journal-damaged)")
+    if recovery.salvage.installed_lost:
+        print("the anti-rollback record was lost: any signed update is accepted until the next one is committed")
+    if recovery.salvage.outbox_dropped:
+        print(f"{recovery.salvage.outbox_dropped} unreadable unsent report(s) dropped")
+    return EXIT_OK
 
 
 def status(args: argparse.Namespace) -> int:
@@ -127,19 +142,23 @@ def status(args: argparse.Namespace) -> int:
     view = installer.status()
     if args.json:
         emit_json(view)
-        return EXIT_OK
+        return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
     print(f"booted slot:  {view['booted']}")
     print(f"primary slot: {view['primary']}")
     for name, slot in view["slots"].items():
         version = f", version {slot['version']}" if slot.get("version") else ""
         print(f"slot {name}:       {'good' if slot['good'] else 'bad'}{version}")
     update = view["update"]
-    print("update:       " + (f"{update['id'][:8]} at step {update['state']}" if update else "none"))
-    if view["installed"]:
-        print(f"installed:    sequence {view['installed']['sequence']}, version {view['installed'].get('version')}")
-    print(f"unsent reports: {view['outbox']}")
+    if view["journal_damaged"]:
+        print(f"journal:      damaged: {view['journal_damaged']}")
+    else:
+        print("update:       " + (f"{update['id'][:8]} at step {update['state']}" if update else "none"))
+        if view["installed"]:
+            print(f"installed:    sequence {view['installed']['sequence']}, version "
+                  f"{view['installed'].get('version')}")
+        print(f"unsent reports: {view['outbox']}")
     print("bootloader:   " + " ".join(f"{k}={v}" for k, v in view["variables"].items()))
-    return EXIT_OK
+    return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
 
 
 def _download(url: str, directory: Path, installer: Installer) -> Path:

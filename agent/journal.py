@@ -11,6 +11,10 @@ What it holds:
 * ``outbox``: final outcomes not yet delivered to a server (never lost, never sent twice).
 
 ``locked()`` keeps a second fwagent process from working on the same update.
+
+Every field the agent relies on is checked as the record is read
+(agent/journal_check.py); a damaged record is refused with the field named,
+and ``fwagent rollback`` recovers from it (``replace_damaged``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +31,8 @@ from typing import Any
 
 from agent.errors import FwagentError, UsageError
 from agent.files import private_dir, write_atomic
+from agent.journal_check import empty_record, problem
 
-SCHEMA = 1
 FILENAME = "journal.json"
 LOCKNAME = "lock"
 
@@ -36,8 +41,12 @@ class JournalError(FwagentError, ValueError):
     code = "journal"
 
 
-def empty_record() -> dict[str, Any]:
-    return {"schema": SCHEMA, "update": None, "installed": None, "outbox": []}
+class JournalDamagedError(JournalError):
+    """The journal holds what is not a record this agent can use; ``problem`` says where."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}; run 'fwagent rollback' to recover")
+        self.problem = problem
 
 
 class Journal:
@@ -46,18 +55,39 @@ class Journal:
         self.path = self.dir / FILENAME
 
     def load(self) -> dict[str, Any]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = self.read()
+        if text is None:
             return empty_record()
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot read: {exc.strerror}") from None
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise JournalError(f"{self.path}: not a journal record ({exc.msg} at {exc.pos})") from None
-        _check(record, self.path)
+            raise JournalDamagedError(self.path, f"not a journal record ({exc.msg} at {exc.pos})") from None
+        except ValueError:                # not UTF-8 (nor UTF-16/32) text
+            raise JournalDamagedError(self.path, "not a journal record (not UTF-8 text)") from None
+        found = problem(record)
+        if found:
+            raise JournalDamagedError(self.path, found)
         return record
+
+    def read(self) -> bytes | None:
+        """The record's bytes as they are on disk; None if there is no journal yet."""
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc.strerror}") from None
+
+    def replace_damaged(self, text: bytes, record: dict[str, Any]) -> Path:
+        """Keep the damaged ``text`` beside the journal, then make ``record`` the journal.
+        A power cut between the two leaves the damaged journal in place: recovering again works."""
+        kept = self.path.with_name(f"{FILENAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            write_atomic(kept, text, mode=0o600)
+        except OSError as exc:
+            raise JournalError(f"{kept}: cannot write: {exc.strerror}") from None
+        self.save(record)
+        return kept
 
     def save(self, record: dict[str, Any]) -> None:
         try:
@@ -94,20 +124,3 @@ class Journal:
 
 
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}
-
-
-def _check(record: Any, path: Path) -> None:
-    """The shape the agent relies on; anything else is named, never half-used."""
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        raise JournalError(f"{path}: schema {found!r} is not {SCHEMA}")
-    update, installed, outbox = record.get("update"), record.get("installed"), record.get("outbox")
-    if (not {"update", "installed", "outbox"} <= record.keys() or not isinstance(outbox, list)
-            or not (installed is None or isinstance(installed, dict))):
-        raise JournalError(f"{path}: 'outbox' must be a list and 'installed' a table or null")
-    if update is not None:
-        from agent.update.flow import State
-        if (not isinstance(update, dict) or not isinstance(update.get("id"), str)
-                or update.get("state") not in {s.value for s in State}
-                or not isinstance(update.get("restarts"), int)):
-            raise JournalError(f"{path}: the update in flight is not readable (id, state, restarts)")

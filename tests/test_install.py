@@ -361,21 +361,6 @@ def test_threads_of_one_process_wait_for_the_journal_instead_of_refusing_each_ot
     holder.join()
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"schema": 1, "update": null, "outbox": []}', "'outbox' must be a list and 'installed'"),
-    ('{"schema": 1, "update": {"id": "x", "state": "bogus", "restarts": 0}, "installed": null, "outbox": []}',
-     "the update in flight is not readable"),
-    ('{"schema": 2}', "schema 2 is not 1"),
-    ("{", "not a journal record"),
-])
-def test_a_damaged_journal_is_a_one_line_error(gateway: Gateway, capsys, text: str, message: str) -> None:
-    (gateway.root / "state").mkdir(exist_ok=True)
-    (gateway.root / "state/journal.json").write_text(text)
-    assert main(["status", "--config", str(gateway.config_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: journal: ") and message in err and len(err.splitlines()) == 1
-
-
 def test_a_missing_cmdline_is_a_one_line_error(gateway: Gateway, capsys) -> None:
     (gateway.root / "cmdline").unlink()
     assert main(["install", str(gateway.bundle("u2", sequence=2)), "--config", str(gateway.config_path)]) == 1

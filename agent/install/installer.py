@@ -30,7 +30,8 @@ from agent.install.health import run_health
 from agent.download.downloader import Downloader, Resume
 from agent.download.downloader import Progress as DownloadProgress
 from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity, size_text
-from agent.journal import Journal
+from agent.journal import Journal, JournalDamagedError
+from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
 
 if TYPE_CHECKING:
@@ -66,6 +67,21 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``recover_journal`` did."""
+
+    problem: str           # what was damaged
+    kept: Path             # the damaged journal, kept
+    slot: str              # the booted slot, now primary and good
+    salvage: Salvage       # what the new journal kept
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"damaged": self.problem, "kept": str(self.kept), "slot": self.slot,
+                "installed_lost": self.salvage.installed_lost, "outbox_dropped": self.salvage.outbox_dropped,
+                "update_reported": self.salvage.update_reported}
 
 
 class Installer:
@@ -191,20 +207,43 @@ class Installer:
             self.bootloader.set_state(booted, True)
 
     def status(self) -> dict[str, Any]:
-        record = self.journal.load()
-        installed = record["installed"] or {}
+        """What can be shown; with a damaged journal, what the bootloader and the kernel say."""
+        try:
+            record, damaged = self.journal.load(), None
+        except JournalDamagedError as err:
+            record, damaged = None, err.detail
+        installed = (record or {}).get("installed") or {}
         booted = self.boot.booted_slot()
         slots = {}
         for name in OTHER:
             version = installed.get("version") if installed.get("slot") == name else None
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
-        update = record["update"]
+        update = record["update"] if record else None
         return {"booted": booted, "primary": self.bootloader.get_primary(), "slots": slots,
                 "update": ({k: update.get(k) for k in ("id", "state", "source", "target", "version",
                                                        "restarts", "reason")} if update else None),
-                "installed": record["installed"], "outbox": len(record["outbox"]),
-                "variables": self.bootloader.variables()}
+                "installed": record["installed"] if record else None,
+                "outbox": len(record["outbox"]) if record else None,
+                "variables": self.bootloader.variables(), "journal_damaged": damaged}
+
+    def recover_journal(self) -> Recovery | None:
+        """``fwagent rollback`` on a damaged journal: the booted slot becomes primary and good,
+        the damaged journal is kept beside the new one, which keeps what still checks out.
+        None if the journal is not damaged."""
+        with self.journal.locked():
+            try:
+                self.journal.load()
+                return None
+            except JournalDamagedError as err:
+                found = err.problem
+            booted = self._booted()
+            self.bootloader.set_primary(booted)      # first: a failure here leaves all as it was
+            self.bootloader.set_state(booted, True)
+            text = self.journal.read() or b""
+            salvaged = salvage(text, booted, uuid.uuid4().hex)
+            kept = self.journal.replace_damaged(text, salvaged.record)
+        return Recovery(found, kept, booted, salvaged)
 
     # --- the loop --------------------------------------------------------------------
 
