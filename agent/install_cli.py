@@ -128,12 +128,12 @@ def rollback(args: argparse.Namespace) -> int:
     print(f"journal: damaged: {recovery.problem}")
     print(f"kept as {recovery.kept}; a new journal holds what still checks out")
     print(f"slot {recovery.slot} is primary and good")
-    if recovery.salvage.update_reported:
+    if recovery.salvaged.update_reported:
         print("the update in flight was abandoned; it is reported as failed (journal-damaged)")
-    if recovery.salvage.installed_lost:
+    if recovery.salvaged.installed_lost:
         print("the anti-rollback record was lost: any signed update is accepted until the next one is committed")
-    if recovery.salvage.outbox_dropped:
-        print(f"{recovery.salvage.outbox_dropped} unreadable unsent report(s) dropped")
+    if recovery.salvaged.outbox_dropped:
+        print(f"{recovery.salvaged.outbox_dropped} unreadable unsent report(s) dropped")
     return EXIT_OK
 
 

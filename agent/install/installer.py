@@ -76,12 +76,12 @@ class Recovery:
     problem: str           # what was damaged
     kept: Path             # the damaged journal, kept
     slot: str              # the booted slot, now primary and good
-    salvage: Salvage       # what the new journal kept
+    salvaged: Salvage      # what the new journal kept
 
     def as_dict(self) -> dict[str, Any]:
         return {"damaged": self.problem, "kept": str(self.kept), "slot": self.slot,
-                "installed_lost": self.salvage.installed_lost, "outbox_dropped": self.salvage.outbox_dropped,
-                "update_reported": self.salvage.update_reported}
+                "installed_lost": self.salvaged.installed_lost, "outbox_dropped": self.salvaged.outbox_dropped,
+                "update_reported": self.salvaged.update_reported}
 
 
 class Installer:
