@@ -30,7 +30,7 @@ from agent import __version__
 from agent.config import Config
 from agent.daemon.actions import RESUME, Event, Phase, step
 from agent.daemon.jobs import JobWorker
-from agent.daemon.plan import ActionPlan, PlanError, check_payloads, plan_action, strongest_hash
+from agent.daemon.plan import ActionPlan, PlanError, check_payloads, download_dir, plan_action, strongest_hash
 from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
@@ -48,6 +48,7 @@ STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
 FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on stop
 REBOOT_FEEDBACK_WAIT = 5.0   # seconds the install waits for "rebooting" to reach the server
 WAKEUP_LOG_INTERVAL = 10.0   # seconds: a flood of wake-ups is one log line per interval
+WAKEUP_SPACING = 1.0         # seconds at least between the starts of two polls that wake-ups ask for
 
 STEP_TEXT = {
     "verify": "verifying the signed manifest",
@@ -92,6 +93,7 @@ class Daemon:
         self.poll_in_flight = False
         self.poll_failures = 0
         self.wake_pending = False
+        self.last_poll_at = float("-inf")
         self.deployment_href: str | None = None     # the action in hand's deploymentBase link, as last fetched
         self.config_due = False
         self.stopping = False
@@ -217,13 +219,19 @@ class Daemon:
             received, self.wakeups = self.wakeups, 0
             self.log.info("wakeup", reason=reason, received=received if received > 1 else None)
         if self.client:
-            self.next_poll_at = self.clock()
+            self.next_poll_at = min(self.next_poll_at, self._wakeup_poll_at())
             self.wake_pending = self.poll_in_flight     # a poll on its way may have missed the news
+
+    def _wakeup_poll_at(self) -> float:
+        """When a wake-up polls: at once, but never sooner than WAKEUP_SPACING after the last poll
+        began, so that a flood of wake-ups (anyone who may publish on the topic) is no flood of polls."""
+        return max(self.clock(), self.last_poll_at + WAKEUP_SPACING)
 
     def _poll(self) -> None:
         if self.client is None or self.poll_in_flight or self.stopping:
             return
         self.poll_in_flight = True
+        self.last_poll_at = self.clock()
         self.next_poll_at = float("inf")
         known = self.deployment_href if self.phase is not Phase.IDLE else None
         self.jobs.submit("poll", lambda: self._poll_job(known))
@@ -234,7 +242,7 @@ class Daemon:
         self.poll_failures = 0
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
         if self.wake_pending:
-            self.wake_pending, self.next_poll_at = False, self.clock()
+            self.wake_pending, self.next_poll_at = False, self._wakeup_poll_at()
         if root.config_data or self.config_due:
             self.config_due = False
             self.jobs.submit("config", self._send_config_job)
@@ -374,9 +382,10 @@ class Daemon:
 
     def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
                          resumes: dict[str, Any], cancel: threading.Event) -> None:
-        directory = self._action_dir(action)
+        directory = download_dir(self.incoming, action)
         names = plan.local_names()
         try:
+            private_dir(self.incoming)
             private_dir(directory)
             for artifact in artifacts:
                 path = directory / names[artifact.filename]
@@ -518,7 +527,7 @@ class Daemon:
 
     def _finish_cancel(self) -> None:
         action, cancel = self.record["action"], self.record.get("cancel") or self.record["action"]
-        shutil.rmtree(self._action_dir(action), ignore_errors=True)
+        shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
 
         def confirm() -> None:
             try:
@@ -557,7 +566,7 @@ class Daemon:
         self.deployment_href = None
         self._move(event)
         if action:
-            shutil.rmtree(self._action_dir(action), ignore_errors=True)
+            shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
         self.record = self.store.reset()
 
     def _fail_action(self, error: BaseException) -> None:
@@ -571,15 +580,11 @@ class Daemon:
         if self.client:
             self.jobs.submit("deliver", self._deliver_job)
 
-    def _action_dir(self, action: str) -> Path:
-        """Where an action's downloads go: named by the agent (a digest of the id), never by the server."""
-        return self.incoming / ("action-" + hashlib.sha256(action.encode()).hexdigest()[:16])
-
     def _sweep_incoming(self) -> None:
         """At a start: remove the download directories of actions that are no longer in hand
         (ended while the daemon was down, or left by an earlier version). Names come from
         listing the directory, never from the server."""
-        keep = {self._action_dir(self.record["action"])} if self.record.get("action") else set()
+        keep = {download_dir(self.incoming, self.record["action"])} if self.record.get("action") else set()
         keep |= {Path(path).parent for path in (self.record.get("fetched") or {}).values()}
         if self.incoming.is_dir():
             for entry in self.incoming.iterdir():

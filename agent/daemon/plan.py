@@ -9,6 +9,7 @@ DDI hashes are checked as well (sha256, else sha1, else md5), never instead.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class ActionPlan:
         beforehand (``fetched``: name -> path), else its URL, streamed straight into the slot."""
         return {f"#{a.filename}": Path(fetched[a.filename]).as_uri() if a.filename in fetched else a.url
                 for a in self.payloads if a.filename in fetched or a.url}
+
+
+def download_dir(incoming: Path, action: str) -> Path:
+    """Where an action's downloads go: named by the agent (a digest of the id), never by the server."""
+    return incoming / ("action-" + hashlib.sha256(action.encode()).hexdigest()[:16])
 
 
 def plan_action(deployment: Deployment, policy: LinkPolicy) -> ActionPlan:

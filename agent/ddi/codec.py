@@ -258,7 +258,10 @@ def _chunk(value: Any, where: str) -> Chunk:
     if not isinstance(artifacts, list):
         raise DdiFormatError(f"{where}.artifacts must be a list")
     metadata: dict[str, str] = {}
-    for i, entry in enumerate(chunk.get("metadata") or []):
+    entries = chunk.get("metadata") or []
+    if not isinstance(entries, list):
+        raise DdiFormatError(f"{where}.metadata must be a list")
+    for i, entry in enumerate(entries):
         item = _object(entry, f"{where}.metadata[{i}]")
         metadata[_string(item, "key", f"{where}.metadata[{i}]")] = str(item.get("value", ""))
     encrypted = chunk.get("encrypted", False)

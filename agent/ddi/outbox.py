@@ -33,8 +33,8 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if outcome.get("code") == "cancelled":
         return "cancelAction", feedback("closed", "success", details=["fwagent: cancelled before the switch; "
                                                                       "nothing was activated"])
-    details = [f"fwagent: update {outcome['state']}"
-               + (f", version {outcome['version']}" if outcome.get("version") else "")]
+    what = "already installed" if outcome["state"] == "already-installed" else f"update {outcome['state']}"
+    details = [f"fwagent: {what}" + (f", version {outcome['version']}" if outcome.get("version") else "")]
     if outcome.get("code"):
         details.append(f"{outcome['code']}: {outcome.get('reason', '')}")
     for name, thing in (outcome.get("things") or {}).items():     # one line per Thing: what became of it

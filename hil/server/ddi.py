@@ -32,10 +32,12 @@ import bisect
 import hashlib
 import json
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,7 +104,8 @@ class DdiServer:
     """``with DdiServer() as server:`` serves ``server.url``; tenant ``DEFAULT``."""
 
     def __init__(self, *, tenant: str = "DEFAULT", sleep: str = "00:05:00", tokens: dict[str, str] | None = None,
-                 record: bool = False):
+                 record: bool = False, tls: tuple[Path, Path] | None = None):
+        """``tls``: a certificate and its key, to serve https."""
         self.tenant = tenant
         self.sleep = sleep
         self.tokens = tokens or {}                   # controller id -> TargetToken; empty: no auth
@@ -114,6 +117,7 @@ class DdiServer:
         self.exchanges: list[Exchange] = []
         self.not_modified = 0                        # root polls answered 304
         self.answer_429 = False
+        self.tls = tls
         self.lock = threading.Lock()
         self._next_id = 1
         self._httpd: ThreadingHTTPServer | None = None
@@ -142,6 +146,12 @@ class DdiServer:
         with self.lock:
             self.actions[action_id].window = window
 
+    def reopen(self, action_id: int) -> None:
+        """Offer a closed action again, as a server gone wrong would."""
+        with self.lock:
+            action = self.actions[action_id]
+            action.state, action.result = "open", None
+
     def statuses(self, action_id: int) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.actions[action_id].statuses)
@@ -151,15 +161,23 @@ class DdiServer:
     @property
     def url(self) -> str:
         assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def handler_class(self) -> type["_Handler"]:
+        """The request handler (hil/server/hostile.py has one that lies)."""
+        return _Handler
 
     def controller_url(self, device: str) -> str:
         return f"{self.url}/{self.tenant}/controller/v1/{device}"
 
     def __enter__(self) -> "DdiServer":
-        handler = type("Handler", (_Handler,), {"server_model": self})
+        handler = type("Handler", (self.handler_class(),), {"server_model": self})
         self._httpd = _Listener(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(target=self._httpd.serve_forever, name="ddi-server", daemon=True).start()
         return self
 
@@ -415,3 +433,4 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw) if raw else {}
     except json.JSONDecodeError:
         return {}
+
