@@ -129,7 +129,8 @@ def test_a_broker_with_passwords_takes_the_configured_credentials(tmp_path: Path
             right.stop()
 
 
-def test_a_tls_broker_is_checked_against_the_configured_ca(tmp_path: Path) -> None:
+def test_a_tls_broker_is_checked_against_the_configured_ca(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Only the configured CA counts: variables that name another one change nothing."""
     import datetime
 
     from conftest import mosquitto
@@ -139,6 +140,8 @@ def test_a_tls_broker_is_checked_against_the_configured_ca(tmp_path: Path) -> No
     ca, other = Authority("broker CA", now), Authority("another CA", now)
     server = ca.issue(tmp_path, "broker", ips=("127.0.0.1",))
     trusted, untrusted = ca.write(tmp_path / "ca.crt"), other.write(tmp_path / "other.crt")
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.setenv(variable, str(untrusted))
     settings = f"allow_anonymous true\ncafile {trusted}\ncertfile {server.cert}\nkeyfile {server.key}\n"
     with mosquitto(tmp_path, settings) as url:
         tls_url = url.replace("mqtt://", "mqtts://")
