@@ -25,7 +25,9 @@ class FwagentError(Exception):
         return str(self.args[0]) if self.args else ""
 
     def one_line(self) -> str:
-        return f"{self.code}: {self.detail}".replace("\n", " ")
+        """``code: detail`` on one line, a password in a URL shown as ``***``."""
+        from agent.log import redact
+        return redact(f"{self.code}: {self.detail}".replace("\n", " "))
 
 
 class UsageError(FwagentError, ValueError):
