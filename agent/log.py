@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 PRIORITY = {"error": 3, "warning": 4, "info": 6, "debug": 7}
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@\s:]*)(?::[^/?#@\s]*)?@")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
 
 
 def format_line(level: str, event: str, fields: dict[str, Any], *, prefix: bool = False) -> str:
@@ -29,9 +29,12 @@ def format_line(level: str, event: str, fields: dict[str, Any], *, prefix: bool 
 
 
 def redact(text: str) -> str:
-    """Every ``scheme://user:secret@`` in ``text`` as ``scheme://user:***@`` (a lone token: ``***@``)."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user'] + ':***' if ':' in m[0][len(m['scheme']):] else '***'}@",
-                         text)
+    """Every ``scheme://user:secret@`` in ``text`` as ``scheme://user:***@`` (a lone token: ``***@``).
+    The user information runs to the last ``@`` of the authority: a password may hold one."""
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user + ':***' if colon else '***'}@"
+    return _USERINFO.sub(hide, text)
 
 
 def _value(value: Any) -> str:

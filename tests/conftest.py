@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +73,31 @@ def broker(tmp_path: Path) -> Iterator[str]:
     """An anonymous mosquitto on loopback; its mqtt:// URL."""
     with mosquitto(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Any]:
+    """A socket server that answers each connection with what the test's function writes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    script: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=script["answer"], args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def run(answer: Any) -> str:
+        script["answer"] = answer
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+    yield run
+    stop.set()
+    listener.close()

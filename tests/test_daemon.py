@@ -384,7 +384,7 @@ def test_downloads_from_the_server_carry_its_token_and_tls_settings(gateway: Gat
     assert link.credentials == {"Authorization": "TargetToken tok"}
     assert link.server_tls == Tls(str(gateway.root / "ca.pem"), (str(gateway.root / "device.pem"),
                                                                   str(gateway.root / "device.key")))
-    assert link.other_tls == Tls() and link.policy.check("https://ddi.example.com/x") is True
+    assert link.other_tls == Tls() and link.policy.admit("https://ddi.example.com/x") is True
 
 
 def test_an_action_replaced_without_a_cancel_gives_way_to_the_new_one(

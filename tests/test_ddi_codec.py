@@ -50,7 +50,8 @@ def test_sleep_in_both_forms(text: str, seconds: float) -> None:
     assert parse_sleep(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["5 minutes", "00:61:00", "P", "PT", "P1DT", "", "1:2:3:4", "-00:01:00"])
+@pytest.mark.parametrize("text", ["5 minutes", "00:61:00", "P", "PT", "P1DT", "", "1:2:3:4", "-00:01:00",
+                                  "P" + "9" * 400 + "DT1S", "PT" + "9" * 5000 + "S", "PT1." + "9" * 5000 + "S"])
 def test_bad_sleep_is_named(text: str) -> None:
     with pytest.raises(DdiFormatError, match="config.polling.sleep"):
         parse_sleep(text)

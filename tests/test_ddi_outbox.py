@@ -106,3 +106,19 @@ def test_an_outcome_refused_for_good_is_dropped_with_a_report_and_the_rest_still
         assert deliver(journal, client(server), lambda outcome, err: refused.append((outcome["id"], err.code))) == 2
         assert refused == [("x", "ddi-http-405")]
         assert outbox(gateway) == [] and server.actions[action].result == "success"
+
+
+def test_an_outcome_whose_action_id_is_none_is_dropped_and_the_rest_still_goes(gateway: Gateway) -> None:
+    """A journal of an earlier version may hold an id that is no action id: nothing is sent for it,
+    and it does not hold back the outcomes after it."""
+    with DdiServer() as server:
+        journal = Journal(gateway.root / "state")
+        record = journal.load()
+        record["outbox"].append({"id": "x", "result": "failure", "state": "failed", "code": "io", "reason": "r",
+                                 "origin": {"ddi_action": "../../x"}})
+        journal.save(record)
+        action = install_for(server, gateway)
+        refused: list = []
+        assert deliver(journal, client(server), lambda outcome, err: refused.append((outcome["id"], err.code))) == 2
+        assert refused == [("x", "ddi-action-id")] and not any("/x/feedback" in path for _m, path in server.requests)
+        assert outbox(gateway) == [] and server.actions[action].result == "success"

@@ -18,7 +18,7 @@ from test_daemon import Running, connect
 
 from agent.daemon.plan import PlanError, download_dir, plan_action
 from agent.ddi.codec import ACTION_ID, DdiFormatError, load_json, parse_cancel, parse_deployment, parse_root
-from agent.net.policy import LinkPolicy
+from agent.net.policy import LinkError, LinkPolicy
 from hil.server.hostile import HostileDdiServer
 
 SERVER = "https://ddi.example.com"
@@ -27,7 +27,10 @@ POLICY = LinkPolicy.for_server(SERVER, ("cdn.example.com",))
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=24) \
     | st.sampled_from(["..", "/", "../../etc", "/etc/passwd", "7", "a/b", "file:///x", f"{SERVER}/x",
                        "http://ddi.example.com/x", "https://cdn.example.com/y", "https://evil.example/z", "", "\0",
-                       "forced", "skip", "unavailable", "sha256", "ab" * 32])
+                       "https://evil.example\\@ddi.example.com/x", "https://u:p@ddi.example.com/x",
+                       "https://ddi.example.com:443@evil.example/x", "https://ddi.example.com\t/x",
+                       "forced", "skip", "unavailable", "sha256", "ab" * 32, "P" + "9" * 400 + "DT1S",
+                       "PT" + "9" * 5000 + "S", "x" * 5000])
 json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
                            | st.dictionaries(st.text(max_size=12), children, max_size=4), max_leaves=12)
 
@@ -112,6 +115,34 @@ def test_any_bytes_are_json_or_a_format_error(data: bytes) -> None:
         pass
 
 
+authority_pieces = st.sampled_from(["ddi.example.com", "evil.example", "cdn.example.com", "@", "\\", ":", "443",
+                                   "8443", "/", "?", "#", "[", "]", "%40", "%5C", " ", "\t", "u", "p", ".", "::1",
+                                   "xn--caf-dma.com", "caf\u00e9.com", "HTTPS://", "http://"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["https://", "http://", "HTTPS://", ""]), st.lists(authority_pieces, max_size=8))
+def test_credentials_go_only_where_the_connection_goes(scheme: str, pieces: list[str]) -> None:
+    """Whatever a link looks like, when the policy says "the server's", the request that the HTTP
+    stack sends goes to the server's host and port."""
+    import requests
+    from urllib3.util import parse_url
+
+    url = scheme + "".join(pieces) + "/x"
+    try:
+        to_server = POLICY.admit(url)
+    except LinkError:
+        return
+    prepared = requests.models.PreparedRequest()
+    prepared.prepare_url(url, None)
+    sent = parse_url(prepared.url)
+    destination = (sent.scheme, sent.host, sent.port or {"http": 80, "https": 443}[sent.scheme])
+    if to_server:
+        assert destination == ("https", "ddi.example.com", 443), url
+    else:
+        assert destination[1] == "cdn.example.com", url
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=80))
 def test_an_action_id_is_accepted_only_when_it_is_safe_in_a_url(text: str) -> None:
@@ -120,8 +151,9 @@ def test_an_action_id_is_accepted_only_when_it_is_safe_in_a_url(text: str) -> No
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(mutations, min_size=1, max_size=6), st.lists(json_values, max_size=3))
-def test_a_running_daemon_survives_any_answer_and_keeps_polling(deployments: list, roots: list) -> None:
+@given(st.lists(mutations, min_size=1, max_size=6), st.lists(json_values, max_size=3),
+       st.lists(scalars, max_size=2))
+def test_a_running_daemon_survives_any_answer_and_keeps_polling(deployments: list, roots: list, sleeps: list) -> None:
     """Root answers replaced by any JSON, then each fetch of the deployment answered with the next
     mutation of it, until they are used up or the device has installed (a mutation may be harmless)."""
     with tempfile.TemporaryDirectory() as directory, HostileDdiServer(sleep="00:00:01") as server:
@@ -132,6 +164,8 @@ def test_a_running_daemon_survives_any_answer_and_keeps_polling(deployments: lis
                                                        "artifacts": {"u2.fwb": bundle.read_bytes()}}])
         for root in roots:
             server.add("root", times=1, rewrite=lambda _body, root=root: root)
+        for sleep in sleeps:
+            server.add("root", times=1, rewrite=lambda body, sleep=sleep: {**body, "config": {"polling": {"sleep": sleep}}})
         pending = list(deployments)
         server.add("deployment", rewrite=lambda body: mutated(body, pending.pop(0)) if pending else body)
         daemon = Running(gateway, server, Path(directory) / "daemon.log")   # type: ignore[arg-type]
@@ -150,4 +184,4 @@ def test_a_running_daemon_survives_any_answer_and_keeps_polling(deployments: lis
         finally:
             daemon.stop()
         log = daemon.log()
-        assert "code=internal" not in log and "Traceback" not in log, log
+        assert "code=internal" not in log and "Traceback" not in log and "event=request-failed" not in log, log

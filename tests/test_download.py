@@ -346,3 +346,33 @@ def test_a_sink_error_surfaces_and_nothing_hangs(proxy, payload, tmp_path) -> No
     with FullDisk(tmp_path / "out.bin", SIZE) as sink, pytest.raises(OSError, match="No space left"):
         Downloader(FAST).fetch(f"{proxy.url}/{name}", sink, size=SIZE, digest=hashlib.sha256(data).digest())
     assert time.monotonic() - started < 5 and len(proxy.requests) == 1
+
+
+def test_an_answer_that_keeps_the_line_busy_without_bytes_is_a_stall(raw_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A chunked answer whose trailer lines never end: every read finds a line, none finds a byte
+    of the payload. The stall watch ends each attempt; the download gives up after its attempts."""
+    import socket
+    import threading
+
+    attempts = []
+
+    def answer(connection: socket.socket) -> None:
+        attempts.append(1)
+        with connection:
+            connection.recv(65536)
+            try:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
+                while not done.wait(0.3):
+                    connection.sendall(b"X-Trailer: more\r\n")
+            except OSError:
+                pass             # the device hung up: as it should
+
+    done = threading.Event()
+    url = raw_server(answer)
+    config = DownloadConfig(connect_timeout=2, stall_timeout=1, max_attempts=2, max_time=60)
+    try:
+        with FileSink(tmp_path / "out.bin") as sink, pytest.raises(DownloadError) as caught:
+            Downloader(config).fetch(url, sink, size=6)
+    finally:
+        done.set()
+    assert len(attempts) == 2 and "gave up after 2 attempt(s)" in caught.value.detail

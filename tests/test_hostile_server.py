@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,21 +125,24 @@ def test_an_action_id_that_is_no_id_is_refused_and_never_becomes_a_path(
     assert "Traceback" not in daemon.log()
 
 
-@pytest.mark.parametrize("name", ["../../../victim/u2.fwb", "/tmp/u2.fwb", "..", "a\nb.fwb", "x" * 256])
+@pytest.mark.parametrize("name", ["../../../victim/u2.fwb", "{absolute}", "..", "a\nb.fwb", "x" * 256])
 def test_an_artifact_name_that_is_no_file_name_is_refused(name: str, gateway: Gateway, server: HostileDdiServer,
                                                           tmp_path: Path) -> None:
+    absolute = Path(f"/tmp/fwagent-{os.getpid()}-{tmp_path.name}.fwb")
     connect(gateway, server.url)
     action = deploy(server, gateway)
 
     def rename(body: dict[str, Any]) -> dict[str, Any]:
-        body["deployment"]["chunks"][0]["artifacts"][0]["filename"] = name
+        body["deployment"]["chunks"][0]["artifacts"][0]["filename"] = name.format(absolute=absolute)
         return body
 
     server.add("deployment", rewrite=rename)
+    before = files_outside(tmp_path, gateway.root / "state")
     with start(gateway, tmp_path) as daemon:
         daemon.wait_for(closed(server, action), "the action to be closed as failed")
     assert server.actions[action.id].result == "failure" and "ddi-artifact-name" in details(server, action)
-    assert not (tmp_path / "victim").exists() and not any((gateway.root / "state").rglob("u2.fwb"))
+    assert files_outside(tmp_path, gateway.root / "state") == before and not absolute.exists()
+    assert not any((gateway.root / "state").rglob("*.fwb"))
 
 
 def test_downloads_are_named_by_the_agent_and_private(gateway: Gateway, server: HostileDdiServer,
@@ -210,6 +214,24 @@ def test_a_listed_host_serves_artifacts_and_never_sees_the_token(gateway: Gatewa
     assert gateway.booted() == "B"
 
 
+@pytest.mark.parametrize("where", ["deployment", "redirect"])
+def test_a_link_whose_host_two_parsers_read_differently_is_refused(
+        where: str, gateway: Gateway, server: HostileDdiServer, foreign: ForeignHost, tmp_path: Path) -> None:
+    """``http://FOREIGN\\@SERVER/...``: a check reading SERVER would hand the token to FOREIGN."""
+    connect(gateway, server.url, 'target_token = "s3cret-token"')
+    server.tokens[DEVICE] = "s3cret-token"
+    action = deploy(server, gateway)
+    tricky = server.url.replace("http://", f"http://{foreign.url.removeprefix('http://')}\\@") + "/u2.fwb"
+    if where == "deployment":
+        server.add("deployment", rewrite=lambda body: artifact_links(body, lambda _href: tricky))
+    else:
+        server.add("artifact", reply=redirect(tricky))
+    with start(gateway, tmp_path) as daemon:
+        daemon.wait_for(closed(server, action), "the action to be closed as failed")
+    assert server.actions[action.id].result == "failure" and "unsupported-link" in details(server, action)
+    assert foreign.seen == []
+
+
 @pytest.mark.parametrize("listed", [False, True])
 def test_redirects_are_checked_hop_by_hop(listed: bool, gateway: Gateway, server: HostileDdiServer,
                                           foreign: ForeignHost, tmp_path: Path) -> None:
@@ -261,16 +283,34 @@ def test_the_configured_ca_wins_over_the_environment(gateway: Gateway, pki: tupl
         with start(gateway, tmp_path, env=env) as daemon:
             daemon.wait_for(closed(server, action), "the update")
         assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+        assert "event=environment-ignored variable=REQUESTS_CA_BUNDLE" in daemon.log()
 
 
-def test_a_ca_from_the_environment_is_not_trusted(gateway: Gateway, pki: tuple[Path, Issued, Path],
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("configured", [True, False])
+def test_a_ca_from_requests_variables_is_not_trusted(configured: bool, gateway: Gateway,
+                                                     pki: tuple[Path, Issued, Path], tmp_path: Path) -> None:
+    """Neither over a configured CA nor in place of the system's: REQUESTS_CA_BUNDLE and
+    CURL_CA_BUNDLE are some HTTP libraries' conventions, not the device's configuration."""
     ca, issued, other = pki
     with HostileDdiServer(sleep="00:00:01", tls=(issued.cert, issued.key)) as server:
-        connect(gateway, server.url, f'ca_file = "{other}"')
+        connect(gateway, server.url, f'ca_file = "{other}"' if configured else "")
         with start(gateway, tmp_path, env={"REQUESTS_CA_BUNDLE": str(ca), "CURL_CA_BUNDLE": str(ca)}) as daemon:
             daemon.wait_for(lambda: "code=ddi-tls" in daemon.log(), "the refused TLS handshake")
         assert server.requests == []
+        assert "event=environment-ignored variable=CURL_CA_BUNDLE" in daemon.log()
+
+
+def test_without_a_configured_ca_the_systems_cas_are_trusted(gateway: Gateway, pki: tuple[Path, Issued, Path],
+                                                             tmp_path: Path) -> None:
+    """The system's CAs as OpenSSL finds them (SSL_CERT_FILE stands in for /etc/ssl here), as
+    for MQTT: not the copy of a CA list that the HTTP library carries."""
+    ca, issued, _ = pki
+    with HostileDdiServer(sleep="00:00:01", tls=(issued.cert, issued.key)) as server:
+        connect(gateway, server.url)
+        action = deploy(server, gateway)
+        with start(gateway, tmp_path, env={"SSL_CERT_FILE": str(ca)}) as daemon:
+            daemon.wait_for(closed(server, action), "the update")
+        assert server.actions[action.id].result == "success"
 
 
 # --- no answer holds, floods or stops the daemon ---------------------------------------------------------
@@ -339,6 +379,21 @@ def test_a_step_report_the_server_drops_is_sent_again_in_order(gateway: Gateway,
     found = [next(i for i, d in enumerate(steps) if text in d) for text in wanted]
     assert found == sorted(found), steps
     assert all(sum(text in d for d in steps) == 1 for text in wanted), steps
+
+
+def test_a_final_result_waits_for_the_step_reports_of_its_action(gateway: Gateway, server: HostileDdiServer,
+                                                                   tmp_path: Path) -> None:
+    """The last step report meets a 500: the result, ready right after it, must not overtake it
+    (a closed action takes no more reports)."""
+    connect(gateway, server.url)
+    action = deploy(server, gateway)
+    server.add("feedback", reply=answer(500), times=2, when=lambda body: b"committing slot B" in body)
+    with start(gateway, tmp_path) as daemon:
+        daemon.wait_for(closed(server, action), "the update")
+    steps = [d for s in server.statuses(action.id) for d in s.get("details", [])]
+    committing = next(i for i, d in enumerate(steps) if "committing slot B" in d)
+    assert committing < next(i for i, d in enumerate(steps) if "update committed" in d), steps
+    assert "report-refused" not in daemon.log()
 
 
 def test_credentials_in_urls_are_never_logged(gateway: Gateway, server: HostileDdiServer, tmp_path: Path) -> None:

@@ -157,34 +157,6 @@ def test_the_client_certificate_goes_to_the_servers_origin_only(tmp_path: Path) 
 # --- deadlines and bounds ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def raw_server() -> Iterator[Any]:
-    """A socket server that answers each connection with what the test's function writes."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    script: dict[str, Any] = {}
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=script["answer"], args=(connection,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-
-    def run(answer: Any) -> str:
-        script["answer"] = answer
-        return f"http://127.0.0.1:{listener.getsockname()[1]}/"
-
-    yield run
-    stop.set()
-    listener.close()
-
-
 def dripping(data: bytes, interval: float, *, at_once: int = 0) -> Any:
     """Sends the first ``at_once`` bytes of ``data``, then the rest one byte every ``interval`` s."""
     def answer(connection: socket.socket) -> None:
@@ -200,12 +172,15 @@ def dripping(data: bytes, interval: float, *, at_once: int = 0) -> Any:
     return answer
 
 
-@pytest.mark.parametrize("where", ["head", "body"])
+@pytest.mark.parametrize("where", ["head", "body", "close-delimited body"])
 def test_a_dripping_answer_ends_at_the_deadline(where: str, raw_server: Any) -> None:
     """One byte every 0.3 s: each read succeeds, so only a deadline for the whole exchange ends it
-    (the answer would otherwise be whole, and good, after about 20 s)."""
+    (the answer would otherwise be whole, and good, after about 20 s). A body that the closing
+    connection ends is not taken as whole when the deadline's shutdown ended it."""
     body = b'{"ok": true}' + b" " * 40
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    if where == "close-delimited body":
+        head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     url = raw_server(dripping(head + body, 0.3, at_once=0 if where == "head" else len(head)))
     with pytest.raises(AnswerTimeout) as caught:
         HttpLink().exchange("GET", url, timeout=(2, 2), deadline=1.5, limit=1 << 20)
@@ -233,6 +208,30 @@ def test_an_answer_over_its_bounds_is_refused(head: bytes, code: str, raw_server
     with pytest.raises(AnswerError) as caught:
         HttpLink().exchange("GET", url, timeout=(2, 2), deadline=10, limit=1 << 20)
     assert caught.value.code == code
+
+
+def test_an_answer_that_breaks_off_is_a_coded_error(raw_server: Any) -> None:
+    url = raw_server(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"12345"))
+    with pytest.raises(AnswerError) as caught:
+        HttpLink().exchange("GET", url, timeout=(2, 2), deadline=5, limit=1 << 20)
+    assert caught.value.code == "answer-broken"
+
+
+def test_no_cookie_is_kept_or_sent(raw_server: Any) -> None:
+    requests_seen: list[bytes] = []
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            requests_seen.append(connection.recv(65536))
+            connection.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: big=" + b"x" * 4000 + b"; Path=/\r\n"
+                               b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+
+    url = raw_server(answer)
+    link = HttpLink()
+    for _ in range(3):
+        assert link.exchange("GET", url, timeout=(2, 2), deadline=5, limit=1 << 20).body == b"{}"
+    assert len(requests_seen) == 3 and not any(b"cookie" in request.lower() for request in requests_seen)
+    assert len(link.session.cookies) == 0
 
 
 def test_proxies_come_from_the_configuration_or_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

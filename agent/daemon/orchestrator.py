@@ -16,6 +16,7 @@ has them (agent/ddi/outbox.py).
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import random
 import shutil
@@ -49,6 +50,8 @@ FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on 
 REBOOT_FEEDBACK_WAIT = 5.0   # seconds the install waits for "rebooting" to reach the server
 WAKEUP_LOG_INTERVAL = 10.0   # seconds: a flood of wake-ups is one log line per interval
 WAKEUP_SPACING = 1.0         # seconds at least between the starts of two polls that wake-ups ask for
+REPORT_RETRY = (1.0, 60.0)   # seconds before reports that met a passing failure go again: first, at most
+IGNORED_ENVIRONMENT = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 STEP_TEXT = {
     "verify": "verifying the signed manifest",
@@ -87,6 +90,8 @@ class Daemon:
         self.wakeups = 0                            # wake-ups received (any thread) since the last log line
         self.wakeup_log = Throttle(WAKEUP_LOG_INTERVAL, clock)
         self.reports = ReportQueue()
+        self.reports_retry_at = float("inf")
+        self.report_failures = 0
         self.record = self._load_record()
         self.phase = RESUME[Phase(self.record["phase"])]
         self.next_poll_at = float("inf")
@@ -139,12 +144,15 @@ class Daemon:
     def _loop(self) -> None:
         self._start()
         while not self.stopping:
-            wait = max(0.0, min(self.next_poll_at - self.clock(), 3600.0))
+            wait = max(0.0, min(self.next_poll_at - self.clock(), self.reports_retry_at - self.clock(), 3600.0))
             try:
                 kind, data = self.events.get(timeout=wait)
             except queue.Empty:
                 kind, data = "timer", None
             self._handle(kind, data)
+            if self.clock() >= self.reports_retry_at:
+                self.reports_retry_at = float("inf")
+                self.jobs.submit("reports", self._send_reports_job)
             if self.clock() >= self.next_poll_at:
                 self._poll()
         self._shutdown()
@@ -166,6 +174,10 @@ class Daemon:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
                       action=self.record.get("action"), server=self.config.server.url if self.config.server else None,
                       mqtt=self.config.mqtt.url if self.config.mqtt else None)
+        for variable in IGNORED_ENVIRONMENT:
+            if os.environ.get(variable):
+                self.log.warning("environment-ignored", variable=variable,
+                                 msg="TLS trusts the CAs the configuration names, else the system's")
         trust = self.config.trust
         for path in (*trust.keys, *trust.hmac_keys):
             if not path.is_file():      # loaded at the first update; said at once
@@ -196,8 +208,9 @@ class Daemon:
         self.installer.stop()
         for worker in self.workers:
             worker.join(STOP_TIMEOUT)
+        if self.client:
+            self.jobs.submit("reports", self._send_reports_job)      # in memory: now or never
         if self.phase is not Phase.INSTALL and self.client:
-            self.jobs.submit("reports", self._send_reports_job)
             self.jobs.submit("deliver", self._deliver_job)
         self.jobs.close(FLUSH_TIMEOUT)
         if self.mqtt:
@@ -275,12 +288,24 @@ class Daemon:
         self.log.warning("poll-failed", code=error.code, msg=error.detail, retry_in=f"{delay:.0f}s")
 
     def _on_job_failed(self, data: tuple[str, BaseException]) -> None:
+        """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
+        poll (the back-off grows)."""
         key, exc = data
+        code, detail = _code(exc), _detail(exc)
         if key == "poll":
-            self.poll_in_flight = False
-            self.next_poll_at = self.clock() + poll_after_error(None, 1, self.policy, self.rng)
-        detail = exc.detail if isinstance(exc, FwagentError) else f"{type(exc).__name__}: {exc}"
-        self.log.warning("request-failed", job=key, code=getattr(exc, "code", None), msg=detail)
+            self._on_poll_failed(DdiError(detail, code=code, transient=True))
+        else:
+            self.log.warning("request-failed", job=key, code=code, msg=detail)
+
+    def _on_reports_stalled(self) -> None:
+        """Reports met a passing failure: they go again soon, sooner than the next poll."""
+        first, most = REPORT_RETRY
+        self.report_failures += 1
+        self.reports_retry_at = self.clock() + min(first * 2 ** (self.report_failures - 1), most)
+
+    def _on_reports_sent(self) -> None:
+        self.report_failures = 0
+        self.reports_retry_at = float("inf")
 
     # --- deployments ------------------------------------------------------------------------
 
@@ -658,17 +683,21 @@ class Daemon:
 
     def _send_reports_job(self) -> None:
         assert self.client is not None
-        self.reports.send(self.client, lambda report, err: self.log.warning(
+        sent = self.reports.send(self.client, lambda report, err: self.log.warning(
             "report-refused", action=report.action, code=err.code, msg=err.detail))
+        self.events.put(("reports-sent", None) if sent else ("reports-stalled", None))
 
     def _send_config_job(self) -> None:
         assert self.client is not None
         self.client.send_config_data(config_data(self.attributes()))
 
     def _deliver_job(self) -> None:
+        """The final results, each after the step reports of its action (sent first)."""
         assert self.client is not None
+        self._send_reports_job()
         sent = deliver(self.installer.journal, self.client, lambda outcome, err: self.log.error(
-            "report-refused", action=(outcome.get("origin") or {}).get("ddi_action"), code=err.code, msg=err.detail))
+            "report-refused", action=(outcome.get("origin") or {}).get("ddi_action"), code=err.code, msg=err.detail),
+            hold=self.reports.holds)
         if sent:
             self.log.info("reported", outcomes=sent)
 

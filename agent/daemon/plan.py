@@ -75,7 +75,7 @@ def plan_action(deployment: Deployment, policy: LinkPolicy) -> ActionPlan:
         if artifact.url is None:
             raise PlanError(f"artifact {artifact.filename} has no download link")
         try:
-            policy.check(artifact.url)
+            policy.admit(artifact.url)
         except LinkError as err:
             raise PlanError(f"artifact {artifact.filename}: {err.detail}", code=err.code) from None
         if not any(name in artifact.hashes for name in HASHES):

@@ -4,11 +4,12 @@ The orchestrator adds a report; the job worker sends what is queued, oldest
 first. A report leaves the queue once the server has it, or once the server
 refuses it for good (the action is closed or gone, a 4xx that no retry can
 change). Any other failure (unreachable, TLS, 5xx, 429, refused credentials)
-stops the sending with that report still first; the next send (after the next
-report, or the next poll that reached the server) starts again with it. So a
-step report (verifying, installing into B, rebooting...) or a cancel's answer
-is not lost to a passing failure, and the server never sees the steps out of
-order.
+stops the sending with that report still first; the daemon tries again soon
+after (and after the next report, or the next poll that reached the server),
+starting with it. An action's final result (the journal's outbox) waits
+while reports of that action do. So a step report (verifying, installing
+into B, rebooting...) or a cancel's answer is not lost to a passing failure,
+and the server never sees the steps out of order.
 
 Progress reports name their stream (download, install): a newer one replaces
 the older unsent one in its place. The queue lives in memory: after a
@@ -35,7 +36,7 @@ class Report:
     action: str
     body: dict[str, Any]
     stream: str = ""                             # a progress stream: a newer report replaces this one
-    done: Callable[[], None] | None = None       # told once it was sent, or once a try failed
+    done: Callable[[], None] | None = None       # told once it was sent, or dropped
 
 
 class ReportQueue:
@@ -61,22 +62,23 @@ class ReportQueue:
             self.items.append(report)
             return self.items.pop(0) if len(self.items) > self.limit else None
 
-    def send(self, client: DdiClient, on_dropped: Callable[[Report, DdiError], None]) -> int:
-        """Send what is queued, oldest first; returns how many reports the server took."""
-        sent = 0
+    def holds(self, action: str) -> bool:
+        """Whether reports of ``action`` wait: its final result must wait for them."""
+        with self.lock:
+            return any(report.action == action for report in self.items)
+
+    def send(self, client: DdiClient, on_dropped: Callable[[Report, DdiError], None]) -> bool:
+        """Send what is queued, oldest first; False when a passing failure stopped it."""
         while True:
             with self.lock:
                 if not self.items:
-                    return sent
+                    return True
                 report = self.items[0]
             try:
                 client.send_feedback(report.kind, report.action, report.body)
-                sent += 1
             except DdiError as err:
                 if err.code not in GONE and not refused_for_good(err):
-                    if report.done:
-                        report.done()
-                    return sent        # kept, first in line, for the next try
+                    return False       # kept, first in line, for the next try
                 on_dropped(report, err)
             with self.lock:
                 if report in self.items:    # (replaced meanwhile by a newer one of its stream: that one stays)

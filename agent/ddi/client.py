@@ -142,7 +142,7 @@ class DdiClient:
         if kind not in ("deploymentBase", "cancelAction"):
             raise ValueError(f"feedback kind {kind!r}")
         if not ACTION_ID.fullmatch(action_id):
-            raise ValueError(f"action id {action_id[:80]!r}")
+            raise DdiError(f"{action_id[:80]!r} is not an action id: nothing is sent for it", code="ddi-action-id")
         self._request("POST", f"{self.root_url}/{kind}/{action_id}/feedback", json=body, headers=self.headers)
 
     def send_config_data(self, body: dict[str, Any]) -> None:
@@ -165,8 +165,8 @@ class DdiClient:
         except AnswerTimeout as err:
             raise DdiError(err.detail, code="ddi-timeout", transient=True) from None
         except AnswerError as err:
-            raise DdiError(err.detail, code="ddi-too-large" if err.code == "answer-too-large" else "ddi-format",
-                           transient=True) from None
+            code = {"answer-too-large": "ddi-too-large", "answer-broken": "ddi-unreachable"}.get(err.code, "ddi-format")
+            raise DdiError(err.detail, code=code, transient=True) from None
         except requests.exceptions.SSLError as exc:
             raise DdiError(f"{method} {shown}: TLS: {exc}", code="ddi-tls") from None
         except requests.RequestException as exc:

@@ -32,7 +32,7 @@ MAX_NAME = 255                                      # characters of an artifact'
 ACTION_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")
 
 _HMS = re.compile(r"^(\d{1,3}):([0-5]\d):([0-5]\d)$")
-_ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_ISO = re.compile(r"^P(?:(\d{1,6})D)?(?:T(?:(\d{1,8})H)?(?:(\d{1,9})M)?(?:(\d{1,10}(?:\.\d{1,9})?)S)?)?$")
 
 
 class DdiFormatError(FwagentError, ValueError):

@@ -46,18 +46,21 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def deliver(journal: Journal, client: DdiClient,
-            on_refused: Callable[[dict[str, Any], DdiError], None] = lambda _o, _e: None) -> int:
+            on_refused: Callable[[dict[str, Any], DdiError], None] = lambda _o, _e: None,
+            hold: Callable[[str], bool] = lambda _action: False) -> int:
     """Send the outbox's DDI outcomes, oldest first; returns how many left the outbox.
 
     Nothing is locked while a request is on its way (each may take the client's
     timeout): an outcome is read, sent, then removed by its id under the journal's lock.
-    An outcome the server refuses for good (a 4xx other than 401/403/404/410/429)
-    can never be delivered: it is handed to ``on_refused`` (the daemon logs it as
-    an error) and removed, so that it does not hold back every outcome after it."""
+    An outcome the server refuses for good (a 4xx other than 401/403/404/410/429),
+    or whose action id is none (a journal of an earlier version), can never be
+    delivered: it is handed to ``on_refused`` (the daemon logs it as an error) and
+    removed, so that it does not hold back every outcome after it. ``hold``: actions
+    whose step reports still wait to be sent; their outcome waits for them."""
     delivered = 0
     for outcome in list(journal.load()["outbox"]):
         action = (outcome.get("origin") or {}).get("ddi_action")
-        if action is None:
+        if action is None or hold(str(action)):
             continue
         try:
             kind, body = outcome_feedback(outcome)
@@ -80,7 +83,9 @@ def _forget(journal: Journal, outcome_id: str) -> None:
 
 
 def refused_for_good(error: DdiError) -> bool:
-    return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
+    """A report no retry can deliver: a 4xx that is no passing state, or an action id that is none."""
+    return error.code == "ddi-action-id" or (
+        error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 408, 429))
 
 
 def enqueue(journal: Journal, outcome: dict[str, Any]) -> None:

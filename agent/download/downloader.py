@@ -112,7 +112,7 @@ class Downloader:
               cancel: threading.Event | None = None,
               progress: Callable[[Progress], None] | None = None) -> Result:
         try:
-            self.link.policy.check(url)      # a link refused for good is not tried at all
+            self.link.policy.admit(url)      # a link refused for good is not tried at all
         except LinkError as err:
             raise DownloadError(err.detail, code=err.code) from None
         job = _Job(self, url, sink, size, digest, checkpoint, cancel or threading.Event(), progress)
@@ -213,7 +213,8 @@ class _Job:
             raise DownloadError(f"{self.shown}: TLS: {exc}", code="download-tls") from None
         except requests.RequestException as exc:
             raise DownloadError(f"{self.shown}: {_reason(exc)}", transient=True) from None
-        with response, _CancelWatch(self.cancel, response):
+        self.last_read = self.owner.clock()
+        with response, _CancelWatch(self.cancel, response, self._idle):
             self._check_status(response)
             try:
                 self._receive(response)
@@ -258,8 +259,10 @@ class _Job:
         behind = _WriteBehind(self.sink, self.sha, self._check_cancel)
         self.behind = behind
         try:
-            # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one.
-            while chunk := response.raw.read1(CHUNK):
+            # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one. The bytes
+            # are taken as sent: identity was asked for, and the digest judges them.
+            while chunk := response.raw.read1(CHUNK, decode_content=False):
+                self.last_read = self.owner.clock()
                 self._check_cancel()
                 if self.size is not None and self.offset + len(chunk) > self.size:
                     raise DownloadError(f"{self.shown}: longer than the {self.size} bytes the manifest declares",
@@ -277,6 +280,7 @@ class _Job:
                     window_start, window_bytes = now, 0
                 self._limit_rate(now)
                 self._report(now)
+                self.last_read = self.owner.clock()     # a wait of our own (the rate limit) is no stall
         finally:
             self.behind = None
             behind.close()      # every chunk received is written before anything else happens
@@ -338,6 +342,11 @@ class _Job:
             if left <= 0:
                 return
             self.owner.sleep(min(left, 1.0))
+
+    def _idle(self) -> bool:
+        """No byte for a stall time, however busy the connection (trailers of a chunked answer
+        that never end, say): the watcher then ends the read."""
+        return self.owner.clock() - self.last_read > self.config.stall_timeout
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -411,10 +420,11 @@ class _WriteBehind:
 
 
 class _CancelWatch:
-    """Closes the response when the cancel token is set, so that a blocked read returns."""
+    """Closes the response when the cancel token is set, or when ``idle`` says the answer has
+    stopped delivering, so that a blocked read returns."""
 
-    def __init__(self, cancel: threading.Event, response: Any) -> None:
-        self.cancel, self.response = cancel, response
+    def __init__(self, cancel: threading.Event, response: Any, idle: Callable[[], bool]) -> None:
+        self.cancel, self.response, self.idle = cancel, response, idle
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="download-cancel", daemon=True)
 
@@ -428,7 +438,7 @@ class _CancelWatch:
 
     def _watch(self) -> None:
         while not self.done.wait(0.2):
-            if self.cancel.is_set():
+            if self.cancel.is_set() or self.idle():
                 _interrupt(self.response)
                 return
 

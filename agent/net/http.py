@@ -2,16 +2,18 @@
 
 * TLS settings come from the configuration alone and go with every request:
   the server's CA and client certificate for the server's origin, the
-  ``[download]`` ones for any other host. The environment is never asked
-  (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` and ``~/.netrc`` have no say);
-  proxies come from ``[download].proxy`` or, read explicitly, from the usual
-  ``https_proxy``/``no_proxy`` variables.
+  ``[download]`` ones for any other host, the system's CAs where none is
+  configured. ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` and ``~/.netrc``
+  have no say, and no cookie is kept; proxies come from ``[download].proxy``
+  or, read explicitly, from the usual ``https_proxy``/``no_proxy`` variables.
 * Redirects are followed here, GET only, at most ``MAX_REDIRECTS``, each hop
   checked by the LinkPolicy (policy.py); credentials are added hop by hop, to
   the server's origin only.
-* A deadline bounds a whole exchange, not each read alone: a watchdog shuts
-  the socket down when it passes, so a server that sends one byte a second
-  cannot hold a request (or the daemon) for longer.
+* A deadline bounds a whole exchange from the moment the request is sent, not
+  each read alone: a watchdog shuts the socket down when it passes, so a
+  server that sends one byte a second cannot hold a request (or the daemon)
+  for longer. Before that, connecting is bounded by the connect timeout (per
+  address the name resolves to) and name resolution by the system's resolver.
 * An answer read whole (``exchange``: JSON) is bounded in size, and identity
   encoding is asked for and required, so nothing is inflated on the device.
 """
@@ -19,7 +21,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,7 +53,7 @@ class AnswerTimeout(FwagentError, TimeoutError):
 
 @dataclass(frozen=True)
 class Tls:
-    verify: str | bool = True                 # a CA file, or True: the system's CAs; never off
+    verify: str | bool = True                 # a CA file, or True: the system's CAs (system_cas); never off
     cert: tuple[str, str] | None = None       # client certificate and key
 
     @classmethod
@@ -98,19 +102,22 @@ class HttpLink:
     def exchange(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
                  timeout: tuple[float, float], deadline: float, limit: int) -> Answer:
         """A whole answer within ``deadline`` seconds, its body at most ``limit`` bytes."""
+        import urllib3
+
         with _Watch(deadline) as watch:
+            response = self._follow(method, url, {**(headers or {}), "Accept-Encoding": "identity"}, json, timeout)
             try:
-                response = self._follow(method, url, {**(headers or {}), "Accept-Encoding": "identity"}, json,
-                                        timeout)
-                with response:
-                    body = _read_bounded(response, limit)
-            except AnswerTimeout:
-                raise
-            except Exception:
+                body = _read_bounded(response, limit)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if watch.expired:
-                    raise AnswerTimeout(f"{method} {redact(url)}: no whole answer within {deadline:g} s",
-                                        code="answer-timeout") from None
-                raise
+                    raise watch.timeout(method, url) from None
+                raise AnswerError(f"{method} {redact(url)}: the answer broke off: {type(exc).__name__}",
+                                  code="answer-broken") from None
+            finally:
+                watch.release()          # before the connection goes back to the pool, for another request
+                response.close()
+            if watch.expired:            # the watchdog's shutdown looks like the end of a close-delimited body
+                raise watch.timeout(method, url)
         return Answer(response.status_code, response.headers, body, response.url)
 
     # --- plumbing -----------------------------------------------------------------------
@@ -119,11 +126,13 @@ class HttpLink:
                 timeout: tuple[float, float]) -> Any:
         current, previous = url, None
         for _ in range(MAX_REDIRECTS + 1):
-            to_server = self.policy.check(current, after=previous)
+            to_server = self.policy.admit(current, after=previous)
             response = self._send(method, current, headers, json, timeout, to_server)
             if method != "GET" or response.status_code not in REDIRECTS or "Location" not in response.headers:
                 return response
             location = response.headers["Location"]
+            if (watch := _Watch.current()) is not None:
+                watch.release()
             response.close()
             previous, current = current, urljoin(current, location)
         raise LinkError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects", code="redirect-loop")
@@ -132,15 +141,14 @@ class HttpLink:
               timeout: tuple[float, float], to_server: bool) -> Any:
         tls = self.server_tls if to_server else self.other_tls
         sent = {**(headers or {}), **(self.credentials if to_server else {})}
-        watch = _Watch.current()
         try:
             return self.session.request(method, url, headers=sent, json=json, stream=True, timeout=timeout,
-                                        allow_redirects=False, verify=tls.verify, cert=tls.cert,
-                                        proxies=self._proxies(url))
+                                        allow_redirects=False, verify=system_cas() if tls.verify is True else tls.verify,
+                                        cert=tls.cert, proxies=self._proxies(url))
         except Exception:
+            watch = _Watch.current()
             if watch is not None and watch.expired:
-                raise AnswerTimeout(f"{method} {redact(url)}: no answer within its deadline",
-                                    code="answer-timeout") from None
+                raise watch.timeout(method, url) from None
             raise
 
     def _proxies(self, url: str) -> dict[str, str]:
@@ -148,6 +156,16 @@ class HttpLink:
             return {"http": self.proxy, "https": self.proxy}
         from requests.utils import get_environ_proxies
         return get_environ_proxies(url)
+
+
+def system_cas() -> str | bool:
+    """The system's CA certificates where OpenSSL finds them (its default file or directory, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``), as MQTT uses them; not the copy requests carries."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
 
 
 def _read_bounded(response: Any, limit: int) -> bytes:
@@ -204,6 +222,15 @@ class _Watch:
                 self.done, self.sock = True, None
             self._local.watch = None
 
+    def release(self) -> None:
+        """The socket is no longer this request's (it goes back to the pool): never shut it."""
+        with self.lock:
+            self.sock = None
+
+    def timeout(self, method: str, url: str) -> AnswerTimeout:
+        return AnswerTimeout(f"{method} {redact(url)}: no whole answer within {self.seconds:g} s",
+                             code="answer-timeout")
+
     def arm(self, sock: socket.socket) -> None:
         with self.lock:
             if self.done:
@@ -229,6 +256,8 @@ def _shut(sock: socket.socket) -> None:
 
 
 def _new_session() -> Any:
+    from http.cookiejar import DefaultCookiePolicy
+
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -260,6 +289,7 @@ def _new_session() -> Any:
 
     session = requests.Session()
     session.trust_env = False      # no CA bundle, proxy or .netrc credentials from the environment
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))    # DDI needs none: none are kept
     for prefix in ("http://", "https://"):
         session.mount(prefix, Adapter())
     return session

@@ -10,7 +10,8 @@ changes, route by route (``root``, ``deployment``, ``cancel``, ``feedback``,
 * ``reply``: an answer of its own sent in place of the reference one (huge,
   dripping one byte at a time, nested without end, a redirect, any status);
 * ``times``: how many answers a trick changes; after that the reference
-  server answers again (None: every answer).
+  server answers again (None: every answer);
+* ``when``: which requests it applies to, by their body (a feedback's text).
 
 ``ForeignHost`` is another origin on loopback (another port, http or https)
 that records every request it gets, headers included, and serves files or
@@ -87,6 +88,7 @@ class Trick:
     rewrite: Callable[[Any], Any] | None = None
     reply: Reply | None = None
     times: int | None = None
+    when: Callable[[bytes], bool] | None = None
     used: int = 0
 
 
@@ -99,10 +101,10 @@ class HostileDdiServer(DdiServer):
         self.tricks_lock = threading.Lock()      # apart: answers are rewritten under the model's lock
 
     def add(self, route: str, *, rewrite: Callable[[Any], Any] | None = None, reply: Reply | None = None,
-            times: int | None = None) -> Trick:
+            times: int | None = None, when: Callable[[bytes], bool] | None = None) -> Trick:
         if route not in ROUTES or (rewrite is None) == (reply is None):
             raise ValueError(f"a trick needs a route of {ROUTES} and one of rewrite and reply")
-        trick = Trick(route, rewrite, reply, times)
+        trick = Trick(route, rewrite, reply, times, when)
         with self.tricks_lock:
             self.tricks.append(trick)
         return trick
@@ -111,12 +113,14 @@ class HostileDdiServer(DdiServer):
         with self.tricks_lock:
             self.tricks.clear()
 
-    def take(self, route: str, kind: str) -> Trick | None:
-        """The first trick of ``kind`` (rewrite or reply) still in force for ``route``, counted as used."""
+    def take(self, route: str, kind: str, body: bytes = b"") -> Trick | None:
+        """The first trick of ``kind`` (rewrite or reply) still in force for ``route`` and a request
+        with ``body``, counted as used."""
         with self.tricks_lock:
             for trick in self.tricks:
                 if trick.route == route and getattr(trick, kind) is not None \
-                        and (trick.times is None or trick.used < trick.times):
+                        and (trick.times is None or trick.used < trick.times) \
+                        and (trick.when is None or trick.when(body)):
                     trick.used += 1
                     return trick
         return None
@@ -147,8 +151,8 @@ class _HostileHandler(_Handler):
     server_model: HostileDdiServer
 
     def _dispatch(self, method: str, raw: bytes) -> None:
-        self._route = route_of(method, self.path)
-        trick = self.server_model.take(self._route, "reply") if self._route else None
+        self._route, self._body = route_of(method, self.path), raw
+        trick = self.server_model.take(self._route, "reply", raw) if self._route else None
         if trick is None:
             return super()._dispatch(method, raw)
         reply = trick.reply
@@ -173,7 +177,7 @@ class _HostileHandler(_Handler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         if body is not None and status < 300 and getattr(self, "_route", None):
-            trick = self.server_model.take(self._route, "rewrite")
+            trick = self.server_model.take(self._route, "rewrite", self._body)
             if trick is not None:
                 assert trick.rewrite is not None
                 body = trick.rewrite(body)
