@@ -104,8 +104,10 @@ class DdiServer:
     """``with DdiServer() as server:`` serves ``server.url``; tenant ``DEFAULT``."""
 
     def __init__(self, *, tenant: str = "DEFAULT", sleep: str = "00:05:00", tokens: dict[str, str] | None = None,
-                 record: bool = False, tls: tuple[Path, Path] | None = None):
-        """``tls``: a certificate and its key, to serve https."""
+                 record: bool = False, tls: tuple[Path, Path] | None = None, public_url: str | None = None):
+        """``tls``: a certificate and its key, to serve https. ``public_url``: the server's
+        address as devices reach it (a board behind QEMU's user network, say), for the links
+        it hands out; by default ``url``."""
         self.tenant = tenant
         self.sleep = sleep
         self.tokens = tokens or {}                   # controller id -> TargetToken; empty: no auth
@@ -118,6 +120,7 @@ class DdiServer:
         self.not_modified = 0                        # root polls answered 304
         self.answer_429 = False
         self.tls = tls
+        self.public_url = public_url
         self.lock = threading.Lock()
         self._next_id = 1
         self._httpd: ThreadingHTTPServer | None = None
@@ -168,7 +171,7 @@ class DdiServer:
         return _Handler
 
     def controller_url(self, device: str) -> str:
-        return f"{self.url}/{self.tenant}/controller/v1/{device}"
+        return f"{(self.public_url or self.url).rstrip('/')}/{self.tenant}/controller/v1/{device}"
 
     def __enter__(self) -> "DdiServer":
         handler = type("Handler", (self.handler_class(),), {"server_model": self})
