@@ -1,0 +1,36 @@
+# The x86 gateway: QEMU's i440fx PC with SeaBIOS, GRUB from the MBR, the
+# Debian cloud kernel, virtio disk and NIC. Sourced by hil/images/build,
+# which calls board_build.
+
+BOARD_DESCRIPTION="QEMU x86_64 PC (TCG), SeaBIOS, GRUB (i386-pc, msdos label), Debian 12 cloud kernel, systemd"
+SUITE=bookworm
+DEB_ARCH=amd64
+GUEST_ARCH=x86_64
+GUEST_PYTHON=3.11          # Debian 12's python3
+GUEST_GLIBC=2.36           # Debian 12's libc6: the newest manylinux level its wheels may need
+CONSOLE=ttyS0
+KERNEL_META=linux-image-cloud-amd64
+# virtio disk, network and RNG; FAT for the boot partition (codepage 437,
+# iocharset ascii: the kernel's defaults); autofs4, which systemd asks for.
+# ext4 is built into the kernel.
+KERNEL_MODULE_NAMES=(virtio_pci virtio_blk virtio_net virtio-rng vfat nls_cp437 nls_ascii autofs4)
+VENDOR_DOMAIN=example.com
+CLASS_NAME=fwagent-bench-gateway
+
+BOARD_HOST_PACKAGES=(qemu-system-x86 seabios grub-pc-bin grub-common busybox-static socat)
+
+source "$IMAGES/x86/disk.sh"
+
+board_build() {
+    local tree=$SCRATCH/rootfs
+    build_initramfs /bin/busybox "$SCRATCH/initrd.img"
+    INITRD=$SCRATCH/initrd.img
+    rootfs_tree "$tree"
+
+    step rootfs-image "slot A's factory image (1.0.0)"
+    rootfs_image "$tree" "$SCRATCH/rootfs-a.img"
+    log "rootfs-image: ${IMAGE_MIB} MiB, $(du -sm "$tree" | cut -f1) MiB of files"
+
+    bench_updates "$tree"
+    x86_disk "$SCRATCH/rootfs-a.img" "$OUT/disk.img"
+}
