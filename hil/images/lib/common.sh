@@ -29,6 +29,9 @@ step() {
 
 _on_error() {
     local rc=$? cmd=$BASH_COMMAND
+    case "$cmd" in
+        '"$@"'*|quiet\ *) cmd=$QUIET_TOOL ;;        # the tool that quiet ran
+    esac
     if [ "$BUILD_LOG" != /dev/null ] && [ -s "$BUILD_LOG" ]; then
         tail -n 15 "$BUILD_LOG" | sed 's/^/    | /' >&2
     fi
@@ -37,7 +40,9 @@ _on_error() {
 }
 
 # quiet CMD...: runs a tool with its output in the build log.
+QUIET_TOOL=
 quiet() {
+    QUIET_TOOL=$1
     "$@" >>"$BUILD_LOG" 2>&1
 }
 
