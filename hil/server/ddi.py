@@ -33,6 +33,7 @@ import hashlib
 import json
 import re
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -224,6 +225,11 @@ class _Listener(ThreadingHTTPServer):
     # Python's default listen backlog of 5 makes a fleet's simultaneous connections wait for
     # TCP retries (1, 3, 7 s...): the bench would measure the test server, not the agents.
     request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A device gone in the middle of an answer (its power cut, say) is no error of the server."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
