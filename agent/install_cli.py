@@ -94,15 +94,31 @@ def install(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent.daemon import status
+    from agent.daemon.notify import Notifier, run_starting
+    from agent.log import Log
+    log = Log()
+    # Under systemd (Type=notify): read, and taken out of the environment, before anything runs a
+    # child (a health command, the reboot command), so that no child inherits them.
+    notifier = Notifier.from_environment(log=log.warning)
     config = load_config(config_path(args.config))
     if args.once or (config.server is None and config.mqtt is None):
         _, installer = _installer(args)
-        return _report(installer.resume(), args.json)
+        installer.on_step = lambda state, update: notifier.status(
+            status.line(status.step_text(state, update) or state, **status.ids(update)))
+        notifier.status("starting: finishing the update in flight, or confirming the booted slot")
+        outcome = run_starting(installer.resume, notifier)
+        notifier.ready("the booted slot is confirmed; no update in flight" if outcome is None else status.line(
+            status.outcome(outcome.result, outcome.state, outcome.code, outcome.version),
+            **status.ids(outcome.as_dict())))
+        return _report(outcome, args.json)
+    import faulthandler
     import signal
 
     from agent.daemon.compose import build_daemon
-    from agent.log import Log
-    daemon = build_daemon(config, Log())
+    # A watchdog timeout ends the service with SIGABRT: every thread's stack goes to the journal first.
+    faulthandler.enable()
+    daemon = build_daemon(config, log, notifier)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     daemon.run()

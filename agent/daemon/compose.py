@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from agent.config import Config
+from agent.daemon.notify import Notifier
 from agent.daemon.orchestrator import Daemon
 from agent.ddi.client import DdiClient, auth_header
 from agent.download.downloader import Downloader, download_link
@@ -15,7 +16,7 @@ from agent.net.http import HttpLink, Tls
 from agent.net.policy import LinkPolicy
 
 
-def build_daemon(config: Config, log: Log) -> Daemon:
+def build_daemon(config: Config, log: Log, notifier: Notifier | None = None) -> Daemon:
     _without_charset_detection()
     link = daemon_link(config)
     client = None
@@ -29,7 +30,8 @@ def build_daemon(config: Config, log: Log) -> Daemon:
     if config.mqtt is not None:
         from agent.mqtt import MqttLink
         mqtt_factory = MqttLink
-    return Daemon(config, installer, client=client, downloader=downloader, log=log, mqtt_factory=mqtt_factory)
+    return Daemon(config, installer, client=client, downloader=downloader, log=log, mqtt_factory=mqtt_factory,
+                  notifier=notifier)
 
 
 def daemon_link(config: Config) -> HttpLink:

@@ -29,8 +29,10 @@ from typing import Any
 
 from agent import __version__
 from agent.config import Config
+from agent.daemon import status
 from agent.daemon.actions import RESUME, Event, Phase, step
 from agent.daemon.jobs import JobWorker
+from agent.daemon.notify import Notifier
 from agent.daemon.plan import ActionPlan, PlanError, check_payloads, download_dir, plan_action, strongest_hash
 from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
@@ -52,25 +54,14 @@ WAKEUP_LOG_INTERVAL = 10.0   # seconds: a flood of wake-ups is one log line per 
 WAKEUP_SPACING = 1.0         # seconds at least between the starts of two polls that wake-ups ask for
 REPORT_RETRY = (1.0, 60.0)   # seconds before reports that met a passing failure go again: first, at most
 IGNORED_ENVIRONMENT = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-STEP_TEXT = {
-    "verify": "verifying the signed manifest",
-    "write": "installing into slot {target}",
-    "switch": "switching to slot {target}",
-    "reboot": "rebooting into slot {target}",
-    "check-boot": "checking which slot booted",
-    "health": "running the health checks",
-    "commit": "committing slot {target}",
-    "stash": "keeping the Things' images until they are flashed",
-    "things": "flashing the Things",
-    "rollback": "rolling back to slot {previous}",
-}
+LONGEST_WAIT = 3600.0       # seconds the loop sleeps at most with nothing due
 
 
 class Daemon:
     def __init__(self, config: Config, installer: Installer, *, client: DdiClient | None,
                  downloader: Downloader, log: Log, mqtt_factory: Callable[..., Any] | None = None,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         self.installer = installer
         self.client = client
@@ -78,6 +69,9 @@ class Daemon:
         self.log = log
         self.rng = rng or random.Random()
         self.clock = clock
+        self.notifier = notifier or Notifier()     # systemd's notifications; none outside systemd
+        self.starting = True                       # the start-up work (the update in flight) runs
+        self.install_ids: dict[str, str] = {}      # the install in flight: its update id and action
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()   # put() is signal-safe
         self.store = ActionStore(config.device.state_dir)
         self.incoming = config.device.state_dir / "incoming"
@@ -110,7 +104,7 @@ class Daemon:
         self.reboot_reported = threading.Event()
         installer.on_step = self._install_step
         installer.progress = self._install_progress
-        installer.log = lambda message: log.info("install", msg=message)
+        installer.log = lambda message: log.info("install", msg=message, **self.install_ids)
 
     def _load_record(self) -> dict[str, Any]:
         """The action in hand; a damaged record starts idle: the server offers the action again,
@@ -144,7 +138,12 @@ class Daemon:
     def _loop(self) -> None:
         self._start()
         while not self.stopping:
-            wait = max(0.0, min(self.next_poll_at - self.clock(), self.reports_retry_at - self.clock(), 3600.0))
+            # The watchdog's pings go from here: a loop that hangs stops them, and systemd restarts
+            # the service. The wait below ends in time for the next one.
+            self.notifier.tick()
+            now = self.clock()
+            wait = max(0.0, min(self.next_poll_at - now, self.reports_retry_at - now, self.notifier.wait(),
+                                LONGEST_WAIT))
             try:
                 kind, data = self.events.get(timeout=wait)
             except queue.Empty:
@@ -182,6 +181,7 @@ class Daemon:
         for path in (*trust.keys, *trust.hmac_keys):
             if not path.is_file():      # loaded at the first update; said at once
                 self.log.error("trust-key-missing", path=str(path))
+        self._show("starting: finishing the update in flight, or confirming the booted slot")
         self._sweep_incoming()
         self.jobs.start()
         if self.mqtt:
@@ -204,6 +204,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
+        self.notifier.stopping("stopping: leaving the update where it is, sending what is queued")
         self.download_cancel.set()
         self.installer.stop()
         for worker in self.workers:
@@ -217,6 +218,7 @@ class Daemon:
             self.mqtt.publish_state("stopped")
             self.mqtt.stop()
         self.log.info("stopped")
+        self.notifier.close()
 
     # --- events ---------------------------------------------------------------------------
 
@@ -248,11 +250,15 @@ class Daemon:
         self.next_poll_at = float("inf")
         known = self.deployment_href if self.phase is not Phase.IDLE else None
         self.jobs.submit("poll", lambda: self._poll_job(known))
+        if self.phase is Phase.IDLE and not self.install_running:
+            self._show("idle; polling the server")
 
     def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None, DdiFormatError | None]) -> None:
         root, deployment, cancel, refused = data
         self.poll_in_flight = False
         self.poll_failures = 0
+        if self.phase is Phase.IDLE and not self.install_running:
+            self._show("idle")
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
         if self.wake_pending:
             self.wake_pending, self.next_poll_at = False, self._wakeup_poll_at()
@@ -286,6 +292,8 @@ class Daemon:
                                  self.rng)
         self.next_poll_at = self.clock() + delay
         self.log.warning("poll-failed", code=error.code, msg=error.detail, retry_in=f"{delay:.0f}s")
+        if self.phase is Phase.IDLE and not self.install_running:
+            self._show(f"idle; the last poll failed ({error.code}), the next in {delay:.0f} s")
 
     def _on_job_failed(self, data: tuple[str, BaseException]) -> None:
         """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
@@ -378,6 +386,8 @@ class Daemon:
             return                             # a worker of an action that has ended
         percent = int(done * 100 / total) if total else 0
         self._feedback("proceeding", f"Downloaded {percent}% of {name}", progress=(percent, 100), throttle="download")
+        if self.phase is Phase.DOWNLOAD:
+            self._show(status.downloading(name, done, total), action=action)
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="download", file=name, done=done,
                                        total=total)
@@ -466,7 +476,9 @@ class Daemon:
             self.events.put(("install-error", err))
 
     def _install_step(self, state: str, update: dict[str, Any]) -> None:
-        """From the install worker: report the step; wait (bounded) for "rebooting" to be sent."""
+        """From the install worker: report the step; wait (bounded) for "rebooting" to be sent.
+        The installer's own log lines from now on name the update and its action."""
+        self.install_ids = status.ids(update)
         self.events.put(("install-step", (state, dict(update))))
         if state == "reboot" and self.client:
             self.reboot_reported.wait(REBOOT_FEEDBACK_WAIT)
@@ -476,14 +488,16 @@ class Daemon:
 
     def _on_install_step(self, data: tuple[str, dict[str, Any]]) -> None:
         state, update = data
-        self.log.info("install-step", step=state, update=update["id"][:8], target=update.get("target"))
+        ids = status.ids(update)
+        self.log.info("install-step", step=state, target=update.get("target"), **ids)
         self._publish_state(step=state)
-        text = STEP_TEXT.get(state)
-        action = (update.get("origin") or {}).get("ddi_action")
+        text = status.step_text(state, update)
+        action = ids.get("action")
+        self._show(text or state, **ids)
         if text and action:
             done = self.reboot_reported.set if state == "reboot" else None
-            self._feedback("proceeding", text.format(target=update.get("target"), previous=update.get("previous")),
-                           action=str(action), progress=(100, 100) if state != "write" else (0, 100), done=done)
+            self._feedback("proceeding", text, action=action, progress=(100, 100) if state != "write" else (0, 100),
+                           done=done)
         elif state == "reboot":
             self.reboot_reported.set()
 
@@ -492,6 +506,7 @@ class Daemon:
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
             self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle="install")
+        self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
                                        total=total)
@@ -499,13 +514,22 @@ class Daemon:
     def _on_installed(self, outcome: Outcome | None = None) -> None:
         self.install_running = False
         self.installer.cancel.clear()      # a cancel that came after the end is moot
+        ids, self.install_ids = self.install_ids, {}
         if outcome is not None:
+            ids = status.ids(outcome.as_dict())
             self.log.info("install-ended", result=outcome.result, state=outcome.state, code=outcome.code or None,
-                          msg=outcome.reason or None, version=outcome.version)
+                          msg=outcome.reason or None, version=outcome.version, **ids)
         if outcome is not None and outcome.result == "pending":
+            self._show(status.outcome(outcome.result, outcome.state), **ids)
+            self._started()
             return                         # a reboot is on its way; the next start goes on
         if self.phase is Phase.INSTALL:
             self._end_action(Event.INSTALLED)
+        if self.phase is Phase.IDLE and outcome is None:
+            self._show("idle")
+        elif self.phase is Phase.IDLE:
+            self._show("idle; " + status.outcome(outcome.result, outcome.state, outcome.code, outcome.version), **ids)
+        self._started()
         if self.client:
             self.jobs.submit("deliver", self._deliver_job)
             self.jobs.submit("config", self._send_config_job)
@@ -514,9 +538,21 @@ class Daemon:
         """The install was refused before it started (another update in progress, unreadable files),
         or broke off with an error of its own; the journal has what it reached."""
         self.install_running = False
-        self.log.error("install-refused", code=_code(error), msg=_detail(error))
+        ids, self.install_ids = self.install_ids, {}
+        self.log.error("install-refused", code=_code(error), msg=_detail(error), **ids)
         if self.phase is Phase.INSTALL:
             self._fail_action(error)
+        elif self.starting:
+            self._show(f"started, but the update in flight could not be finished: {_code(error)}", **ids)
+        self._started()
+
+    def _started(self) -> None:
+        """The start-up work has ended (the update in flight finished, or the booted slot
+        confirmed): systemd hears READY=1, and units ordered after fwagent.service start."""
+        if self.starting:
+            self.starting = False
+            self.notifier.ready()
+            self.log.info("ready", phase=self.phase.value, action=self.record.get("action"))
 
     # --- cancel ---------------------------------------------------------------------------------
 
@@ -579,6 +615,9 @@ class Daemon:
         self.store.save(self.record)
         self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
         self._publish_state()
+        idle = self.phase is Phase.IDLE
+        self._show(status.phase_text(self.phase.value, self.record.get("window")),
+                   action=None if idle else self.record.get("action"))
 
     def _move_fields(self, **fields: Any) -> None:
         """Persist more about the action in hand, in the same phase."""
@@ -647,6 +686,10 @@ class Daemon:
                 dropped.done()
         self.jobs.submit("reports", self._send_reports_job)
 
+    def _show(self, activity: str, *, action: str | None = None, update: str | None = None) -> None:
+        """The status line systemd shows: what the daemon does now, and for which action."""
+        self.notifier.status(status.line(activity, action=action, update=update))
+
     def _publish_state(self, **details: Any) -> None:
         if self.mqtt:
             self.mqtt.publish_state(self.phase.value, action=self.record.get("action"), **details)
@@ -695,11 +738,10 @@ class Daemon:
         """The final results, each after the step reports of its action (sent first)."""
         assert self.client is not None
         self._send_reports_job()
-        sent = deliver(self.installer.journal, self.client, lambda outcome, err: self.log.error(
-            "report-refused", action=(outcome.get("origin") or {}).get("ddi_action"), code=err.code, msg=err.detail),
-            hold=self.reports.holds)
-        if sent:
-            self.log.info("reported", outcomes=sent)
+        deliver(self.installer.journal, self.client, lambda outcome, err: self.log.error(
+            "report-refused", code=err.code, msg=err.detail, **status.ids(outcome)),
+            hold=self.reports.holds, on_delivered=lambda outcome: self.log.info(
+                "reported", result=outcome.get("result"), **status.ids(outcome)))
 
     # --- threads -----------------------------------------------------------------------------------
 

@@ -47,7 +47,8 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def deliver(journal: Journal, client: DdiClient,
             on_refused: Callable[[dict[str, Any], DdiError], None] = lambda _o, _e: None,
-            hold: Callable[[str], bool] = lambda _action: False) -> int:
+            hold: Callable[[str], bool] = lambda _action: False,
+            on_delivered: Callable[[dict[str, Any]], None] = lambda _o: None) -> int:
     """Send the outbox's DDI outcomes, oldest first; returns how many left the outbox.
 
     Nothing is locked while a request is on its way (each may take the client's
@@ -56,12 +57,14 @@ def deliver(journal: Journal, client: DdiClient,
     or whose action id is none (a journal of an earlier version), can never be
     delivered: it is handed to ``on_refused`` (the daemon logs it as an error) and
     removed, so that it does not hold back every outcome after it. ``hold``: actions
-    whose step reports still wait to be sent; their outcome waits for them."""
+    whose step reports still wait to be sent; their outcome waits for them. ``on_delivered``
+    hears of each outcome the server has, once it left the outbox (the daemon logs it)."""
     delivered = 0
     for outcome in list(journal.load()["outbox"]):
         action = (outcome.get("origin") or {}).get("ddi_action")
         if action is None or hold(str(action)):
             continue
+        refused = None
         try:
             kind, body = outcome_feedback(outcome)
             client.send_feedback(kind, str(action), body)
@@ -69,8 +72,12 @@ def deliver(journal: Journal, client: DdiClient,
             if err.code not in GONE:
                 if not refused_for_good(err):
                     break           # unreachable, TLS, refused credentials, over quota: keep it for later
-                on_refused(outcome, err)   # 400, 405, 422...: it would block the rest forever
+                refused = err       # 400, 405, 422...: it would block the rest forever
+        if refused is not None:
+            on_refused(outcome, refused)
         _forget(journal, outcome["id"])
+        if refused is None:
+            on_delivered(outcome)   # (a 410 too: the server closed the action with it before a restart)
         delivered += 1
     return delivered
 

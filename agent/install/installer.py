@@ -258,9 +258,9 @@ class Installer:
                 break
             update["state"] = state.value
             self.journal.save(record)                  # persisted before its side effect
-            self.log(f"update {update['id'][:8]}: {state.value}")
             if self.on_step:
                 self.on_step(state.value, update)
+            self.log(f"update {update['id'][:8]}: {state.value}")
             event = self._act(state, update)
             if event is None:                          # waiting: for a reboot, by hand or to come
                 return self._outcome(update, "pending", state.value)
