@@ -7,7 +7,10 @@ The template (hil/images/<board>/board.json.in) holds what does not change
 from build to build: the QEMU command line pieces, the console markers, the
 device's identity. This adds the files under DIR (disk, update bundles, keys,
 wheelhouse), the disk's partitions as sfdisk reads them from disk.img, the
-versions, sizes and build inputs, and writes DIR/board.json.
+versions, sizes and build inputs, and writes DIR/board.json. "{dir}" in the
+template's strings becomes DIR. The template's "_build" object (the
+bootloader's name, the boot partition's files, the mtools command that reads
+its environment) is used here and not written out.
 """
 
 from __future__ import annotations
@@ -22,14 +25,25 @@ MIB = 1 << 20
 BEHAVIOUR = {
     "normal": "boots, healthy: fwagent commits it",
     "no-init": "no /sbin/init: the initramfs cannot hand over, the kernel panics and resets after panic=5 s; "
-               "GRUB falls back to the old slot, which rolls the update back",
+               "{bootloader} falls back to the old slot, which rolls the update back",
     "unhealthy": "boots, fwagent runs, its health command exits 1: fwagent rolls back and reboots into the old slot",
     "silent": "boots, but fwagent.service is masked: nothing confirms it; a reset (the bench's watchdog) "
               "falls back to the old slot",
 }
 
 
-def partitions(disk: Path) -> dict[str, dict[str, object]]:
+def with_dir(value: object, directory: str) -> object:
+    """The template's value with "{dir}" in its strings replaced by the board's directory."""
+    if isinstance(value, str):
+        return value.replace("{dir}", directory)
+    if isinstance(value, list):
+        return [with_dir(item, directory) for item in value]
+    if isinstance(value, dict):
+        return {key: with_dir(item, directory) for key, item in value.items()}
+    return value
+
+
+def partitions(disk: Path, build: dict[str, object]) -> dict[str, dict[str, object]]:
     table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True,
                                       text=True).stdout)["partitiontable"]
     sector = table.get("sectorsize", 512)
@@ -40,8 +54,8 @@ def partitions(disk: Path) -> dict[str, dict[str, object]]:
         found[name] = {"number": number, "device": f"/dev/vda{number}", "filesystem": fs,
                        "offset": part["start"] * sector, "size": part["size"] * sector,
                        "offset_mib": part["start"] * sector // MIB, "size_mib": part["size"] * sector // MIB}
-    found["boot"].update({"mount": "/boot/loader", "files": ["grub/grub.cfg", "grub/grubenv"],
-                          "mtools": f"mtype -i {{disk}}@@{found['boot']['offset']} ::grub/grubenv"})
+    found["boot"].update({"mount": "/boot/loader", "files": build["boot_files"],
+                          "mtools": str(build["boot_mtools"]).replace("{offset}", str(found["boot"]["offset"]))})
     found["A"]["content"] = "factory root file system, version 1.0.0"
     found["B"]["content"] = "empty (zeros)"
     found["data"].update({"mount": "/data", "files": ["fwagent/agent.toml"], "state_dir": "fwagent/state"})
@@ -61,18 +75,19 @@ def main() -> None:
                         metavar=("NAME", "VERSION", "SEQUENCE", "FLAVOUR"))
     args = parser.parse_args()
 
-    board = json.loads(args.template.read_text())
     out = args.dir.resolve()
+    board = with_dir(json.loads(args.template.read_text()), str(out))
+    build = board.pop("_build")
     disk = out / "disk.img"
     board["dir"] = str(out)
     board["disk"] = {"path": str(disk), "format": "raw", "size": disk.stat().st_size,
                      "allocated": disk.stat().st_blocks * 512, "label": "dos",
-                     "partitions": partitions(disk)}
+                     "partitions": partitions(disk, build)}
     board["rootfs_image_size"] = args.image_mib * MIB
     board["versions"] = {"factory": "1.0.0", **{name: version for name, version, *_ in args.update}}
     board["updates"] = {
         name: {"path": str(out / "updates" / f"{name}.fwb"), "version": version, "sequence": int(sequence),
-               "flavour": kind, "behaviour": BEHAVIOUR[kind], "size": (out / "updates" / f"{name}.fwb").stat().st_size,
+               "flavour": kind, "behaviour": BEHAVIOUR[kind].format(bootloader=build["bootloader"]), "size": (out / "updates" / f"{name}.fwb").stat().st_size,
                "payload": "rootfs.img", "component": ["rootfs"]}
         for name, version, sequence, kind in args.update}
     board["keys"] = {"private": args.key[0], "public": args.key[1], "algorithm": "es256",

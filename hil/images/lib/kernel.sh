@@ -25,11 +25,13 @@ debian_kernel() {
     KERNEL_META_FLAVOUR=${meta#linux-image-}
     for attempt in 1 2; do
         step kernel "resolve $meta"
-        KERNEL_PKG=$(apt-cache "${APT_OPTIONS[@]}" depends "$meta" 2>/dev/null |
+        # (Nothing, with no package lists yet.)
+        KERNEL_PKG=$({ apt-cache "${APT_OPTIONS[@]}" depends "$meta" 2>/dev/null || true; } |
             sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)
         KERNEL_PKG_VERSION=
         [ -z "$KERNEL_PKG" ] ||
-            KERNEL_PKG_VERSION=$(apt-cache "${APT_OPTIONS[@]}" policy "$KERNEL_PKG" | sed -n 's/^ *Candidate: //p')
+            KERNEL_PKG_VERSION=$({ apt-cache "${APT_OPTIONS[@]}" policy "$KERNEL_PKG" 2>/dev/null || true; } |
+                sed -n 's/^ *Candidate: //p')
         KERNEL_DIR=$CACHE/kernel/${KERNEL_PKG}_$KERNEL_PKG_VERSION-$(hash_text "$@")
         [ -z "$KERNEL_PKG_VERSION" ] || [ ! -f "$KERNEL_DIR/modules.load" ] || break
         if [ -n "$KERNEL_PKG_VERSION" ] && _download_kernel; then

@@ -4,9 +4,11 @@
 # Uses SUITE, DEB_ARCH, MIRRORS (apt source lines), CACHE, SCRATCH.
 
 # What the slot runs: systemd as PID 1 (with udev for its device units),
-# python3 for fwagent's venv, grub-editenv (grub-common) for fwagent's grub
-# backend, busybox for the few tools minbase lacks (ip, ps, ping, vi).
-ROOTFS_PACKAGES=(systemd systemd-sysv udev python3 grub-common busybox)
+# python3 for fwagent's venv, the board's boot environment tool
+# (BOOTLOADER_PACKAGES: grub-common for grub-editenv, libubootenv-tool for
+# fw_printenv/fw_setenv), busybox for the few tools minbase lacks (ip, ps,
+# ping, vi). Set by rootfs_base.
+ROOTFS_PACKAGES=()
 
 # Left out of every package as dpkg unpacks it: documentation, translations,
 # udev's hardware database (names of USB and PCI gadgets), glibc's iconv
@@ -28,10 +30,15 @@ ROOTFS_DPKG_OPTIONS=(
 )
 
 # rootfs_base: sets ROOTFS_TAR, the mmdebstrap tarball of ROOTFS_PACKAGES,
-# made once per suite, architecture, package list and options.
+# made once per suite, architecture, package list and options. For an
+# architecture the host cannot run, mmdebstrap runs in a VM of that
+# architecture (lib/rootfs-guest.sh), with the same options.
 rootfs_base() {
-    local key opts=() o
-    key=$(hash_text "$SUITE" "$DEB_ARCH" "${ROOTFS_PACKAGES[*]}" "${ROOTFS_DPKG_OPTIONS[*]}" "${MIRRORS[@]}")
+    local key opts=() o native
+    ROOTFS_PACKAGES=(systemd systemd-sysv udev python3 "${BOOTLOADER_PACKAGES[@]}" busybox)
+    native=$(dpkg --print-architecture)
+    key=$(hash_text "$SUITE" "$DEB_ARCH" "${ROOTFS_PACKAGES[*]}" "${ROOTFS_DPKG_OPTIONS[*]}" "${MIRRORS[@]}" \
+        $([ "$DEB_ARCH" = "$native" ] || hash_files "${ROOTFS_GUEST_FILES[@]}"))
     ROOTFS_TAR=$CACHE/rootfs/$SUITE-$DEB_ARCH-$key.tar.zst
     if [ -f "$ROOTFS_TAR" ]; then
         step rootfs-base "cached: ${ROOTFS_TAR##*/}"
@@ -41,22 +48,26 @@ rootfs_base() {
     for o in "${ROOTFS_DPKG_OPTIONS[@]}"; do
         opts+=("--dpkgopt=$o")
     done
-    mkdir -p "$CACHE/rootfs"
     # The merged-usr hook makes the /usr merge itself; without it bookworm
     # installs the usrmerge package, and with it perl (+50 MB).
-    TMPDIR=$SCRATCH quiet mmdebstrap --variant=minbase --architectures="$DEB_ARCH" \
-        --include="$(IFS=,; echo "${ROOTFS_PACKAGES[*]}")" \
-        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-        "${opts[@]}" --aptopt='Acquire::Languages "none"' \
-        "$SUITE" "$ROOTFS_TAR.tmp.tar.zst" "${MIRRORS[@]}"
+    opts=(--variant=minbase --architectures="$DEB_ARCH" --include="$(IFS=,; echo "${ROOTFS_PACKAGES[*]}")"
+          --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr "${opts[@]}" --aptopt='Acquire::Languages "none"')
+    mkdir -p "$CACHE/rootfs"
+    rm -f "$ROOTFS_TAR.tmp.tar.zst"
+    if [ "$DEB_ARCH" = "$native" ]; then
+        TMPDIR=$SCRATCH quiet mmdebstrap "${opts[@]}" "$SUITE" "$ROOTFS_TAR.tmp.tar.zst" "${MIRRORS[@]}"
+    else
+        rootfs_base_in_guest "$ROOTFS_TAR.tmp.tar.zst" "${opts[@]}"
+    fi
     mv "$ROOTFS_TAR.tmp.tar.zst" "$ROOTFS_TAR"
     prune "$ROOTFS_TAR" "$CACHE/rootfs/$SUITE-$DEB_ARCH-"*.tar.zst
 }
 
 # rootfs_tree DIR: the base tarball unpacked into DIR with the gateway's
-# layer: the bench's configuration files (hil/images/rootfs/), fwagent as
-# docs/gateway-install.md installs it, units enabled and masked, the kernel
-# and initramfs in /boot, the factory version 1.0.0.
+# layer: the bench's configuration files (hil/images/rootfs/, then the
+# board's hil/images/<board>/rootfs/), fwagent as docs/gateway-install.md
+# installs it, units enabled and masked, the kernel and initramfs in /boot,
+# the factory version 1.0.0.
 # Uses KERNEL_DIR (vmlinuz, lib/modules/), INITRD, WHEELHOUSE, RELEASE_PUB, CONSOLE.
 rootfs_tree() {
     local tree=$1 python
@@ -65,6 +76,8 @@ rootfs_tree() {
     mkdir -p "$tree"
     tar -C "$tree" --zstd -xf "$ROOTFS_TAR"
     cp -r --preserve=mode "$IMAGES/rootfs/." "$tree/"
+    # The board's own files (arm: /etc/fw_env.config).
+    [ ! -d "$IMAGES/$BOARD/rootfs" ] || cp -r --preserve=mode "$IMAGES/$BOARD/rootfs/." "$tree/"
     mkdir -p "$tree/boot/loader" "$tree/data"
     : >"$tree/etc/machine-id"          # a new id each boot (the root file system is read-only)
     rm -f "$tree/etc/motd" "$tree/etc/update-motd.d/"*

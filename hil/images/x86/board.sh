@@ -1,6 +1,6 @@
 # The x86 gateway: QEMU's i440fx PC with SeaBIOS, GRUB from the MBR, the
 # Debian cloud kernel, virtio disk and NIC. Sourced by hil/images/build,
-# which calls board_build.
+# which calls board_prepare before the shared steps and board_build after.
 
 BOARD_DESCRIPTION="QEMU x86_64 PC (TCG), SeaBIOS, GRUB (i386-pc, msdos label), Debian 12 cloud kernel, systemd"
 SUITE=bookworm
@@ -14,17 +14,25 @@ KERNEL_META=linux-image-cloud-amd64
 # iocharset ascii: the kernel's defaults); autofs4, which systemd asks for.
 # ext4 is built into the kernel.
 KERNEL_MODULE_NAMES=(virtio_pci virtio_blk virtio_net virtio-rng vfat nls_cp437 nls_ascii autofs4)
+# grub-editenv, for fwagent's grub backend.
+BOOTLOADER_PACKAGES=(grub-common)
 VENDOR_DOMAIN=example.com
 CLASS_NAME=fwagent-bench-gateway
 
 BOARD_HOST_PACKAGES=(qemu-system-x86 seabios grub-pc-bin grub-common busybox-static socat)
+# Host files that end up in the board (part of its stamp): GRUB's MBR code.
+BOARD_FIRMWARE=(/usr/lib/grub/i386-pc/boot.img)
 
 source "$IMAGES/x86/disk.sh"
 
+# board_prepare: sets BUSYBOX, the initramfs's static busybox (the host's).
+board_prepare() {
+    BUSYBOX=/bin/busybox
+}
+
+# board_build: the slot, the update bundles and the disk.
 board_build() {
     local tree=$SCRATCH/rootfs
-    build_initramfs /bin/busybox "$SCRATCH/initrd.img"
-    INITRD=$SCRATCH/initrd.img
     rootfs_tree "$tree"
 
     step rootfs-image "slot A's factory image (1.0.0)"

@@ -1,7 +1,6 @@
-# The x86 board's disk, assembled from files without loop devices or mounts:
-# SeaBIOS -> GRUB (i386-pc core.img in the gap after the MBR) -> grub.cfg on
-# a FAT partition -> the kernel and initramfs of the chosen slot. Sourced by
-# hil/images/build.
+# The x86 board's disk (lib/disk.sh's layout): SeaBIOS -> GRUB (i386-pc
+# core.img in the gap after the MBR) -> grub.cfg on the FAT partition -> the
+# kernel and initramfs of the chosen slot. Sourced by hil/images/build.
 #
 #   p1  FAT  16 MiB     grub/grub.cfg, grub/grubenv      /boot/loader
 #   p2  ext4 SLOT_MIB   slot A (the factory image)      /dev/vda2
@@ -15,42 +14,18 @@ GRUB_MODULES=(biosdisk part_msdos fat ext2 normal configfile loadenv test echo l
               terminfo halt reboot sleep)
 
 x86_disk() {
-    local factory=$1 out=$2 work=$SCRATCH/disk start
-    BOOT_MIB=16
-    SLOT_MIB=$(( (IMAGE_MIB * 13 + 9) / 10 ))                 # the image's size and 30 % room
-    DATA_MIB=$(( SLOT_MIB + SLOT_MIB / 2 + 32 ))              # room for a downloaded bundle
+    local factory=$1 out=$2 work=$SCRATCH/x86-boot
+    disk_sizes
     step disk "p1 boot ${BOOT_MIB} MiB, p2/p3 slots ${SLOT_MIB} MiB, p4 data ${DATA_MIB} MiB"
     rm -rf "$work"
-    mkdir -p "$work/data/fwagent"
+    mkdir -p "$work/p1/grub"
 
     # p1: GRUB's configuration and its environment block, A the factory slot.
     quiet grub-script-check "$IMAGES/x86/grub.cfg"
-    quiet grub-editenv "$work/grubenv" create
-    quiet grub-editenv "$work/grubenv" set ORDER="A B" A_OK=1 B_OK=0 A_TRY=0 B_TRY=0
-    quiet mkfs.vfat -n FWBOOT -C "$work/boot.part" $((BOOT_MIB * 1024))
-    quiet mmd -i "$work/boot.part" ::grub
-    quiet mcopy -i "$work/boot.part" "$IMAGES/x86/grub.cfg" "$work/grubenv" ::grub/
-
-    # p4: the device's configuration, which outlives updates.
-    install -m 600 "$IMAGES/x86/agent.toml" "$work/data/fwagent/agent.toml"
-    chmod 700 "$work/data/fwagent"
-    quiet mkfs.ext4 -q -F -b 4096 -L data -d "$work/data" "$work/data.part" "${DATA_MIB}M"
-
-    # The partition table, then each partition at its MiB offset (sparse).
-    truncate -s $(( 1 + BOOT_MIB + 2 * SLOT_MIB + DATA_MIB ))M "$work/disk.img"
-    quiet sfdisk "$work/disk.img" <<TABLE
-label: dos
-start=1MiB, size=${BOOT_MIB}MiB, type=e, bootable
-size=${SLOT_MIB}MiB, type=83
-size=${SLOT_MIB}MiB, type=83
-size=${DATA_MIB}MiB, type=83
-TABLE
-    start=1
-    quiet dd if="$work/boot.part" of="$work/disk.img" bs=1M seek=$start conv=notrunc,sparse
-    start=$((start + BOOT_MIB))
-    quiet dd if="$factory" of="$work/disk.img" bs=1M seek=$start conv=notrunc,sparse
-    start=$((start + 2 * SLOT_MIB))                           # slot B stays zeros
-    quiet dd if="$work/data.part" of="$work/disk.img" bs=1M seek=$start conv=notrunc,sparse
+    cp "$IMAGES/x86/grub.cfg" "$work/p1/grub/grub.cfg"
+    quiet grub-editenv "$work/p1/grub/grubenv" create
+    quiet grub-editenv "$work/p1/grub/grubenv" set ORDER="A B" A_OK=1 B_OK=0 A_TRY=0 B_TRY=0
+    assemble_disk "$factory" "$work/p1" "$IMAGES/x86/agent.toml" "$work/disk.img"
 
     # GRUB: boot.img's code in the MBR (the partition table stays), core.img
     # from sector 1 on. boot.img looks for core.img at sector 1 and its
