@@ -87,6 +87,9 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+        if not self.variable.startswith("@"):
+            os.unlink(self.variable)
+            os.rmdir(self.directory)
 
 
 @pytest.fixture
