@@ -49,8 +49,14 @@ class Gateway:
 
     # --- the device's side -------------------------------------------------------------------
 
+    def listen(self, seconds: float) -> None:
+        """Wait, reading the console meanwhile (see ``GatewayStrategy.listen``)."""
+        self.strategy.listen(seconds)
+
     def run(self, command: str, timeout: float = 60.0) -> list[str]:
         """A command on the device's shell (logged in again if a boot came between)."""
+        if self.strategy.status is Status.bootloader:
+            self.strategy.login()
         self.strategy.target.activate(self.strategy.shell)
         return self.strategy.shell.run_check(command, timeout=timeout)
 
@@ -67,4 +73,4 @@ class Gateway:
         while not condition():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the gateway did not get to {what} within {timeout:.0f} s")
-            time.sleep(2)
+            self.listen(2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 
 import attr
 import pexpect
@@ -111,6 +112,22 @@ class GatewayStrategy(Strategy):
         self.slot = match.group("slot").decode()
         self.status = Status.bootloader
         return self.slot
+
+    def listen(self, seconds: float) -> None:
+        """Read the console for ``seconds``, as a terminal on a real serial line always does. A
+        console nobody reads fills up, and a board whose UART waits for room (QEMU's PL011 does)
+        stops dead. A boot seen meanwhile is noted (the slot chosen; a shell needs a login)."""
+        if self.status is Status.off:
+            time.sleep(seconds)
+            return
+        self.target.activate(self.console)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            index, _, match, _ = self.console.expect([self.marker, pexpect.TIMEOUT], timeout=left)
+            if index == 0:
+                self.target.deactivate(self.shell)
+                self.slot = match.group("slot").decode()
+                self.status = Status.bootloader
 
     @step(result=True)
     def await_boot(self, timeout: float | None = None) -> str:

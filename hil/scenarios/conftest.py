@@ -120,6 +120,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         return
     where = OUT / item.name
     where.mkdir(parents=True, exist_ok=True)
+    gateway = item.funcargs.get("gateway")
+    if gateway is not None:
+        try:
+            gateway.listen(2.0)             # what the board printed since the console was last read
+        except Exception:  # noqa: BLE001 - the artifacts matter more than the last lines
+            pass
     log = _console_log()
     if log.exists():
         with open(log, "rb") as stream:

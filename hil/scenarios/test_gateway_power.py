@@ -20,12 +20,13 @@ def reported(ddi: DdiServer, action: Action, text: str) -> Callable[[], bool]:
     return lambda: any(text in d for d in details(ddi, action))
 
 
-def wait(condition: Callable[[], bool], what: str, timeout: float = UPDATE_TIMEOUT) -> None:
+def wait(gateway: Gateway, condition: Callable[[], bool], what: str, timeout: float = UPDATE_TIMEOUT) -> None:
+    """Until the server's record says so, with the console read meanwhile."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+        gateway.listen(0.2)
 
 
 def check_the_end(gateway: Gateway, ddi: DdiServer, action: Action, good_version: str) -> str:
@@ -62,8 +63,8 @@ def test_a_power_cut_at_a_chosen_moment(where: str, gateway: Gateway, ddi: DdiSe
     if text is None:
         assert gateway.await_bootloader(timeout=UPDATE_TIMEOUT) == "B"
     else:
-        wait(reported(ddi, action, text), f"'{text}'")
-    time.sleep(delay)
+        wait(gateway, reported(ddi, action, text), f"'{text}'")
+    gateway.listen(delay)
     gateway.power_cut()
     gateway.power_on()
     outcome = check_the_end(gateway, ddi, action, version("good"))
@@ -90,7 +91,7 @@ def test_power_cuts_at_random_times(request: pytest.FixtureRequest, gateway: Gat
         for _ in range(min(rng.randint(3, 6), wanted - cuts)):
             if ddi.actions[action.id].state == "closed":
                 break
-            time.sleep(rng.uniform(0.0, 30.0))
+            gateway.listen(rng.uniform(0.0, 30.0))
             gateway.power_cut()
             cuts += 1
             gateway.switch_on()
