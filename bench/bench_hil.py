@@ -64,7 +64,7 @@ def boot_round(gateway: Gateway, server: DdiServer, device: str) -> tuple[float,
     strategy.login()
     shell = time.monotonic() - start
     while not polled(server, device, since):
-        time.sleep(0.05)
+        gateway.listen(0.05)                     # the console read meanwhile (hil/README.md)
     return chosen, shell, time.monotonic() - start
 
 
