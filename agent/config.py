@@ -127,11 +127,18 @@ class ThingConfig:
     page_size: int | None = None
     boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
     rollback: bool | None = None               # boots a new image on trial, can go back; None: by protocol
+    mcuboot_mode: str | None = None            # mcuboot-smp: when the device does not report its mode
 
     @property
     def rolls_back(self) -> bool:
         """Whether it can go back to its old image: flashed before the Things that cannot."""
-        return self.protocol == "mcuboot-smp" if self.rollback is None else self.rollback
+        if self.rollback is not None:
+            return self.rollback
+        if self.protocol != "mcuboot-smp":
+            return False
+        from bootloader_bridge.things.mcuboot_modes import rolls_back
+
+        return rolls_back(self.mcuboot_mode)
 
 
 @dataclass(frozen=True)
@@ -468,8 +475,15 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         if rollback and protocol == "stm32":
             raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
                               "earlier image")
+        mode = table.get("mcuboot_mode", str)
+        if mode is not None:
+            from bootloader_bridge.things.mcuboot_modes import NAMES
+
+            if protocol != "mcuboot-smp" or mode not in NAMES:
+                raise ConfigError(f"[things.{name}].mcuboot_mode {mode!r}: for protocol mcuboot-smp, one of "
+                                  f"{', '.join(NAMES)}")
         things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
                                    address=address, version_command=tuple(version) if version else None,
-                                   **sizes, boot_timeout=boot_timeout, rollback=rollback)
+                                   **sizes, boot_timeout=boot_timeout, rollback=rollback, mcuboot_mode=mode)
         table.done()
     return things

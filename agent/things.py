@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import ThingConfig
-from agent.errors import (BootloaderError, ThingError, ThingOfflineError, ThingPortError, ThingTimeoutError,
-                          ThingVerifyError)
+from agent.errors import BootloaderError, ThingError, ThingOfflineError, ThingPortError, ThingTimeoutError
 from bootloader_bridge.bootchooser.command import run
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
@@ -107,50 +106,10 @@ def flash(thing: ThingConfig, image: bytes, progress: FlashProgress | None = Non
 
 def _flash_mcuboot(thing: ThingConfig, session: OpenThing, image: bytes,
                    progress: FlashProgress | None) -> tuple[str, int, int]:
-    """Upload, then boot the new image once on trial, see it run, and confirm it. An image that
-    does not come up is not confirmed: MCUboot goes back to the old one at the next reset.
+    """The flow of the Thing's MCUboot mode (agent/things_mcuboot.py)."""
+    from agent.things_mcuboot import flash as flash_mcuboot
 
-    The image may be running already (a power cut after the trial boot, before the confirm):
-    then it is confirmed, not uploaded again. MCUboot's serial recovery writes the primary slot
-    itself: there is no trial then, and a reset starts the image."""
-    from bootloader_bridge.things.mcuboot_image import parse
-
-    flasher = session.flasher
-    digest = parse(image).hash
-    running = _running(flasher)
-    if running is not None and running.hash == digest:
-        if not running.confirmed:
-            flasher.confirm(digest)
-        return "already running; confirmed", 0, 0
-    result = flasher.flash(image, progress)
-    if progress:
-        progress("activating", 0, len(image))
-    if any(state.hash == digest and state.slot == 0 for state in flasher.image_states()):
-        session.restart()
-        return result.verified + "; written to the primary slot", result.retries, result.written
-    flasher.mark_for_test(digest)
-    session.restart()
-    deadline = time.monotonic() + thing.boot_timeout
-    while True:                        # MCUboot swaps the slots before the image starts: that takes a while
-        try:
-            running = _running(flasher)
-            break
-        except ThingTimeoutError:
-            if time.monotonic() > deadline:
-                raise ThingTimeoutError(f"{thing.name}: no answer within {thing.boot_timeout:g} s after the "
-                                        "trial reset; the new image is not confirmed") from None
-    if running is None or running.hash != digest:
-        raise ThingVerifyError(f"{thing.name}: the new image did not come up after the reset "
-                               f"(running {running.version if running else 'nothing'}); it is not confirmed, "
-                               "and MCUboot goes back to the old image at the next reset")
-    flasher.confirm(digest)
-    if progress:
-        progress("activating", len(image), len(image))
-    return result.verified + "; booted on trial and confirmed", result.retries, result.written
-
-
-def _running(flasher: Any) -> Any:
-    return next((state for state in flasher.image_states() if state.active), None)
+    return flash_mcuboot(thing, session, image, progress)
 
 
 def running_version(thing: ThingConfig) -> str | None:

@@ -247,6 +247,10 @@ def test_things(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, GOOD)).things == {}
     recovery = '[things.rec]\nport = "x"\nprotocol = "mcuboot-smp"\nrollback = false\n'
     assert load_config(write(tmp_path, GOOD + recovery)).things["rec"].rolls_back is False
+    for mode, can in (("ram-load", False), ("direct-xip-revert", True), ("serial-recovery", False)):
+        section = f'[things.x]\nport = "x"\nprotocol = "mcuboot-smp"\nmcuboot_mode = "{mode}"\n'
+        thing = load_config(write(tmp_path, GOOD + section)).things["x"]
+        assert (thing.mcuboot_mode, thing.rolls_back) == (mode, can)
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -266,6 +270,10 @@ def test_things(tmp_path: Path) -> None:
     ('[things.m]\nport = "x"\nprotocol = "stm32"\nspeed = 9600\n', r"\[things.m\].speed is not a known key"),
     ('[things.m]\nport = "x"\nprotocol = "stm32"\nrollback = true\n', "cannot go back to an earlier image"),
     ('[things.m]\nport = "x"\nprotocol = "mcuboot-smp"\nrollback = "yes"\n', r"rollback must be bool"),
+    ('[things.m]\nport = "x"\nprotocol = "mcuboot-smp"\nmcuboot_mode = "xip"\n',
+     r"^\[things.m\].mcuboot_mode 'xip': for protocol mcuboot-smp, one of swap, swap-scratch, "),
+    ('[things.m]\nport = "x"\nprotocol = "stm32"\nmcuboot_mode = "swap"\n', r"mcuboot_mode 'swap': for protocol "
+     "mcuboot-smp"),
 ])
 def test_thing_mistakes_name_the_key(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

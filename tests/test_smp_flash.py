@@ -292,21 +292,30 @@ def test_an_image_that_does_not_come_up_is_not_confirmed(images: dict[str, bytes
     assert sim.device.boots == 2                     # the trial boot and the watchdog's
 
 
-def reset_command(log: Path, leave_fails: bool = False) -> tuple[str, ...]:
-    """A reset command that appends each step (enter, leave) to ``log``; leaving fails if asked."""
+def reset_command(log: Path, leave_fails: bool = False, port: str | None = None) -> tuple[str, ...]:
+    """A reset command that appends each step (enter, leave) to ``log``; leaving fails if asked.
+    With ``port`` (the simulator's pty), leaving resets the simulated Thing as its reset line
+    would: an SMP reset frame the agent never sent goes into the line."""
     script = f'echo "$FWAGENT_RESET" >> {shlex.quote(str(log))}'
     if leave_fails:
         script += '; [ "$FWAGENT_RESET" = enter ] || { echo "boot pin stuck" >&2; exit 1; }'
+    if port is not None:
+        frame = "".join(f"\\{byte:03o}" for byte in codec.encode_frame(codec.reset(0)))
+        script += f'; [ "$FWAGENT_RESET" = enter ] || printf "{frame}" > {shlex.quote(port)}'
     return ("sh", "-c", script)
 
 
 def test_an_mcuboot_thing_is_reset_once_into_its_new_image(images: dict[str, bytes], tmp_path: Path) -> None:
-    """Serial recovery wrote the primary slot: one reset starts the image, and none follows on the way out."""
+    """Serial recovery wrote the primary slot: one reset starts the image, it is seen running, and
+    no reset follows on the way out."""
     log = tmp_path / "resets"
     with SmpSimulator(baud=0) as sim:
-        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp", reset=reset_command(log))
+        thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp",
+                            reset=reset_command(log, port=sim.port))
         result = flash(thing, images["16k"])
-    assert result.verified == "sha256 reported by the device; written to the primary slot"
+        assert sim.device.boots == 1 and sim.device.slots[0].active
+    assert result.verified == ("sha256 reported by the device; written to the primary slot and running "
+                               "(MCUboot mode serial-recovery, the Thing answers from MCUboot's serial recovery)")
     assert log.read_text().split() == ["enter", "leave"]
 
 
@@ -331,7 +340,8 @@ def test_a_failing_reset_on_the_way_out_does_not_hide_the_error(images: dict[str
                             reset=reset_command(log, leave_fails=True))
         with pytest.raises(SmpRefusedError) as refused:
             flash(thing, images["16k"])
-    assert re.fullmatch(r"thing-refused: radio: image upload at offset \d+: the device answered rc 3 \(EINVAL\)",
+    assert re.fullmatch(r"thing-refused: radio: image upload at offset \d+: the device answered rc 3 \(EINVAL\) "
+                        r"\(MCUboot mode serial-recovery, the Thing answers from MCUboot's serial recovery\)",
                         refused.value.one_line())
     assert log.read_text().split() == ["enter", "leave"]
     [note] = refused.value.__notes__

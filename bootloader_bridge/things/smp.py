@@ -60,6 +60,7 @@ class SmpFlasher:
         self.decoder = codec.FrameDecoder()
         self._seq = random.randrange(256)
         self._params: tuple[int, int, str] | None = None
+        self._mode: tuple[int | None] | None = None
         self._retries = 0
 
     # --- ThingFlasher ---
@@ -104,7 +105,24 @@ class SmpFlasher:
         return self._params
 
     def image_states(self) -> list[codec.ImageState]:
-        return self._states(self._request(codec.image_state_read, "image state read"), "image state read")
+        return self.listing()[0]
+
+    def listing(self) -> tuple[list[codec.ImageState], bool]:
+        """The image states, and whether they came from MCUboot's serial recovery (not an application)."""
+        body = self._request(codec.image_state_read, "image state read")
+        return self._states(body, "image state read"), codec.in_bootloader(body)
+
+    def bootloader_mode(self) -> int | None:
+        """MCUboot's mode number as the application reports it (bootloader information), asked
+        once; None when the device does not answer it (most builds leave the command out)."""
+        if self._mode is None:
+            try:
+                body = self._request(lambda seq: codec.bootloader_info_read(seq, "mode"), "bootloader information",
+                                     tries=1)
+                self._mode = (codec.bootloader_mode(body),)
+            except (ThingTimeoutError, SmpRefusedError, codec.SmpFormatError):
+                self._mode = (None,)
+        return self._mode[0]
 
     def mark_for_test(self, image_hash: bytes) -> list[codec.ImageState]:
         """Boot the image with this SHA-256 TLV at the next reset, once: unless confirmed, it reverts."""
@@ -114,16 +132,19 @@ class SmpFlasher:
         """Keep the image (the running one without a hash)."""
         return self._state_write(image_hash, True, "confirm")
 
-    def reset(self) -> bytes:
-        """Reset the Thing; returns what it printed while rebooting (its boot banner).
+    def reset(self, boot_mode: int | None = None) -> bytes:
+        """Reset the Thing (with ``boot_mode`` 1: into MCUboot's serial recovery); returns what it
+        printed while rebooting (its boot banner).
 
         MCUboot answers first and reboots 250 ms later; a request sent in that
         window is lost, so this waits until the console has been quiet for longer.
         """
-        try:
-            self._request(codec.reset, "reset", tries=1)   # never twice: a second reset ends a trial boot
+        what = "reset" if boot_mode is None else f"reset with boot_mode {boot_mode}"
+        try:                                               # never twice: a second reset ends a trial boot
+            self._request(lambda seq: codec.reset(seq, boot_mode), what, tries=1)
         except ThingTimeoutError:
             pass                                           # the answer may be lost to the reboot itself
+        self._params = None                                # a bootloader has buffers of its own
         banner = self.link.drain(quiet=0.4, timeout=self.reset_settle)
         self.decoder.reset()
         return banner

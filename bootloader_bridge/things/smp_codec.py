@@ -39,7 +39,8 @@ FRAME_OVERHEAD = 4        # the length and CRC fields around a packet, inside th
 READ, READ_RSP, WRITE, WRITE_RSP = 0, 1, 2, 3
 # groups and the commands fwagent uses
 GROUP_OS, GROUP_IMAGE = 0, 1
-OS_ECHO, OS_RESET, OS_PARAMS = 0, 5, 6
+OS_ECHO, OS_RESET, OS_PARAMS, OS_BOOTLOADER_INFO = 0, 5, 6, 8
+BOOT_MODE_BOOTLOADER = 1   # os reset's boot_mode: stay in the bootloader (MCUboot's serial recovery)
 IMAGE_STATE, IMAGE_UPLOAD = 0, 1
 
 MGMT_ERR = {
@@ -261,8 +262,15 @@ def params_read(seq: int) -> bytes:
     return encode_packet(READ, GROUP_OS, OS_PARAMS, seq, {})
 
 
-def reset(seq: int) -> bytes:
-    return encode_packet(WRITE, GROUP_OS, OS_RESET, seq, {})
+def reset(seq: int, boot_mode: int | None = None) -> bytes:
+    """Reset; with ``boot_mode`` 1 a Zephyr application built for it reboots into MCUboot's
+    serial recovery (a device without it ignores the field and reboots as usual)."""
+    return encode_packet(WRITE, GROUP_OS, OS_RESET, seq, {} if boot_mode is None else {"boot_mode": boot_mode})
+
+
+def bootloader_info_read(seq: int, query: str | None = None) -> bytes:
+    """Bootloader information: without a query the bootloader's name, with ``"mode"`` its mode."""
+    return encode_packet(READ, GROUP_OS, OS_BOOTLOADER_INFO, seq, {} if query is None else {"query": query})
 
 
 def image_state_read(seq: int) -> bytes:
@@ -349,6 +357,24 @@ def params(body: dict[str, Any]) -> tuple[int, int]:
     if not isinstance(size, int) or not isinstance(count, int) or size <= FRAME_OVERHEAD + HEADER_SIZE:
         raise SmpFormatError(f"MCUmgr params buf_size={size!r} buf_count={count!r} make no sense")
     return size, count
+
+
+def bootloader_mode(body: dict[str, Any]) -> int:
+    """MCUboot's mode number from a bootloader-information answer to ``{"query": "mode"}``
+    (-1: the application does not know it)."""
+    mode = body.get("mode")
+    if not isinstance(mode, int) or isinstance(mode, bool) or not -1 <= mode < 256:
+        raise SmpFormatError(f"the bootloader information answer has no mode ({body!r})")
+    return mode
+
+
+def in_bootloader(body: dict[str, Any]) -> bool:
+    """Whether an image state answer comes from MCUboot's serial recovery rather than an
+    application: a Zephyr application's answer carries ``splitStatus`` and flags its running
+    image active; MCUboot's recovery lists images without either."""
+    images = body.get("images")
+    listed = images if isinstance(images, list) else []
+    return "splitStatus" not in body and not any(isinstance(i, dict) and i.get("active") is True for i in listed)
 
 
 def upload_offset(body: dict[str, Any]) -> int:

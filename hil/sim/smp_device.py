@@ -22,6 +22,18 @@ unconfirmed test boot, or at once a trial image that crashes), so the agent's
 mark-for-test / reset / confirm flow has something to act on. One SMP server
 serves throughout, before and after resets.
 
+``app=True`` tells the application from the bootloader, as a Zephyr SMP server
+in front of MCUboot does: the application's image list carries ``splitStatus``
+and flags, uploads go where the ``mode`` puts them, and ``os reset`` with
+``boot_mode`` 1 (with ``boot_mode_reset``) reboots into serial recovery, which
+lists images without flags and writes the primary slot. ``mode`` (MCUboot's mode
+number) is what bootloader information reports (with ``reports_mode``) and how
+a reset boots: swap modes as above; overwrite-only copies a marked secondary
+over the primary; direct-XIP and RAM-load boot the valid slot with the highest
+version and refuse marks (rc 8); direct-XIP with revert boots a slot marked for
+test once, and an unconfirmed one is erased at the next reset; single-application
+and firmware-loader builds take images through the bootloader only.
+
 ``SmpSimulator`` is the thin adapter: a pty whose slave is raw and stays open
 (clients come and go without EIO), one thread, and the wire's speed modelled
 both ways (``chars * bits / baud``), since a pty moves bytes at memory speed.
@@ -55,6 +67,10 @@ LOG_LINE = b"[00:00:02.718,281] <inf> serial_recovery: busy\r\n"
 CRASH = b"E: ***** USAGE FAULT *****\r\nE: >>> ZEPHYR FATAL ERROR 0: CPU exception on CPU 0\r\n"
 REBOOT_DELAY = 0.25         # MCUboot answers a reset, then reboots this much later
 EINVAL, ENOENT, ENOTSUP = 3, 5, 8
+# MCUboot's modes (enum mcuboot_mode) that the device plays differently; the swap modes are the default.
+MODE_SINGLE_APP, MODE_OVERWRITE_ONLY, MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT = 0, 2, 4, 5
+MODE_RAM_LOAD, MODE_FIRMWARE_LOADER = 6, 7
+NO_MARKS = (MODE_SINGLE_APP, MODE_DIRECT_XIP, MODE_RAM_LOAD, MODE_FIRMWARE_LOADER)
 TLV_KEYHASH, TLV_ECDSA, TLV_ED25519 = 0x01, 0x22, 0x24
 
 
@@ -128,7 +144,8 @@ class SmpDevice:
     def __init__(self, *, slot_size: int = 256 * 1024, buf_size: int = 1024, params: bool = True,
                  align: int = 4, upload_slot: int = 0, primary: bytes | None = None, resume: bool = False,
                  erase_delay: float = 0.0, write_delay_per_kib: float = 0.0, indefinite: bool = True,
-                 line_max: int = 128, key: Any = None) -> None:
+                 line_max: int = 128, key: Any = None, app: bool = False, mode: int | None = None,
+                 reports_mode: bool = True, boot_mode_reset: bool = True) -> None:
         self.slot_size, self.buf_size, self.params, self.align = slot_size, buf_size, params, align
         self.upload_slot, self.resume, self.indefinite = upload_slot, resume, indefinite
         self.erase_delay, self.write_delay_per_kib = erase_delay, write_delay_per_kib
@@ -139,6 +156,11 @@ class SmpDevice:
         self.offsets: list[Any] = []    # the offset each upload request asked for, in order
         self.boots = 0
         self.test_boot = False      # slot 0 runs an image on trial: it reverts at the next reset
+        self.app, self.mode, self.reports_mode, self.boot_mode_reset = app, mode, reports_mode, boot_mode_reset
+        self.running = 0            # the slot the application runs from (direct-XIP, RAM-load)
+        self.in_bootloader = app and primary is None    # serial recovery: no application to run
+        self.trial_slot: int | None = None    # direct-XIP with revert: booted on test, erased unless confirmed
+        self._to_bootloader = False
         self._upload_len = self._upload_off = 0
         self._upload_sha = b""
         if primary is not None:
@@ -170,9 +192,18 @@ class SmpDevice:
         if key == (codec.GROUP_IMAGE, codec.IMAGE_STATE, codec.WRITE):
             return [self._answer(header, self._state_write(request.body))]
         if key == (codec.GROUP_OS, codec.OS_RESET, codec.WRITE):
+            self._to_bootloader = (self.app and not self.in_bootloader and self.boot_mode_reset
+                                   and request.body.get("boot_mode") == codec.BOOT_MODE_BOOTLOADER)
             return [self._answer(header, {"rc": 0}), Output(REBOOT_DELAY, reboot=True)]
         if key == (codec.GROUP_OS, codec.OS_PARAMS, codec.READ) and self.params:
             return [self._answer(header, {"buf_size": self.buf_size, "buf_count": 1})]
+        if (key == (codec.GROUP_OS, codec.OS_BOOTLOADER_INFO, codec.READ) and self.mode is not None
+                and self.reports_mode and not self.in_bootloader):
+            query = request.body.get("query")
+            if query is None:
+                return [self._answer(header, {"bootloader": "MCUboot"})]
+            if query == "mode":
+                return [self._answer(header, {"mode": self.mode})]
         return [self._answer(header, {"rc": ENOTSUP})]
 
     def _answer(self, request: codec.Header, body: dict[str, Any], after: float = 0.0) -> Output:
@@ -191,7 +222,15 @@ class SmpDevice:
         when a trial image crashes (``faults.trial_fails``) and the watchdog resets it."""
         primary, secondary = self.slots
         console = BANNER
-        if secondary.pending:
+        to_bootloader, self._to_bootloader = self._to_bootloader, False
+        if self.mode in (MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT, MODE_RAM_LOAD):
+            self._boot_by_version()
+        elif self.mode == MODE_OVERWRITE_ONLY:
+            if secondary.pending and secondary.image() is not None:
+                primary.data[:] = secondary.data
+                primary.length, primary.confirmed = secondary.length, True
+                secondary.clear()
+        elif secondary.pending:
             self._swap()
             self.test_boot = not secondary.permanent
             primary.confirmed = secondary.permanent
@@ -205,12 +244,40 @@ class SmpDevice:
             self._revert()
         for slot in self.slots:
             slot.pending = slot.permanent = slot.active = False
-        primary.active = primary.image() is not None
+        if self.mode not in (MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT, MODE_RAM_LOAD):
+            self.running = 0
+        runs = self.slots[self.running].image() is not None
+        self.slots[self.running].active = runs
+        self.in_bootloader = self.app and (to_bootloader or not runs)
         self._upload_len = self._upload_off = 0
         self._upload_sha = b""
         self.decoder.reset()
         self.boots += 1
         return console
+
+    def _boot_by_version(self) -> None:
+        """Direct-XIP and RAM-load: the valid slot with the highest version runs; with revert, only
+        confirmed slots and one marked for test count, and a test boot not confirmed by the next
+        reset is erased (a trial image that crashes is erased at once, as the watchdog resets it)."""
+        revert = self.mode == MODE_DIRECT_XIP_REVERT
+        if revert and self.trial_slot is not None and not self.slots[self.trial_slot].confirmed:
+            self.slots[self.trial_slot].clear()
+        self.trial_slot = None
+        candidates = [(image.version, -number) for number, slot in enumerate(self.slots)
+                      if (image := slot.image()) is not None and (not revert or slot.confirmed or slot.pending)]
+        if not candidates:
+            return
+        self.running = -max(candidates)[1]
+        chosen = self.slots[self.running]
+        if revert and chosen.pending and not chosen.permanent:
+            self.trial_slot = self.running
+            if self.faults.trial_fails:
+                chosen.clear()
+                self.trial_slot = None
+                self.boots += 1
+                self._boot_by_version()
+        elif revert and chosen.pending:
+            chosen.confirmed = True
 
     def _swap(self) -> None:
         primary, secondary = self.slots
@@ -235,17 +302,32 @@ class SmpDevice:
             return [self._answer(header, {"rc": self.faults.rc[number]})]
         answer, delay = self._write_chunk(body)
         if number in self.faults.corrupt and self._upload_off:
-            self.slots[self.upload_slot].data[self._upload_off - 1] ^= 0x01
+            self.slots[self._target() or 0].data[self._upload_off - 1] ^= 0x01
         if number in self.faults.drop:
             return [Output(delay)]
         output = self._answer(header, answer, delay)
         return [_garbled(output) if number in self.faults.garble else output]
 
+    def _target(self) -> int | None:
+        """The slot an upload writes: the primary in serial recovery; else where the mode puts it."""
+        if not self.app:
+            return self.upload_slot
+        if self.in_bootloader:
+            return 0
+        if self.mode in (MODE_SINGLE_APP, MODE_FIRMWARE_LOADER):
+            return None                 # the application cannot write the slot it runs from
+        if self.mode in (MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT, MODE_RAM_LOAD):
+            return 1 - self.running
+        return 1
+
     def _write_chunk(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         off, data = body.get("off"), body.get("data")
+        target = self._target()
         if not isinstance(off, int) or not isinstance(data, bytes):
             return {"rc": EINVAL}, 0.0
-        slot = self.slots[self.upload_slot]
+        if target is None:
+            return {"rc": ENOTSUP}, 0.0
+        slot = self.slots[target]
         delay = 0.0
         if off == 0:
             length, sha = body.get("len"), body.get("sha", b"")
@@ -254,7 +336,7 @@ class SmpDevice:
             if self.resume and sha and sha == self._upload_sha and length == self._upload_len:
                 return {"rc": 0, "off": self._upload_off}, 0.0
             slot.clear()
-            self.test_boot = self.test_boot and self.upload_slot != 0
+            self.test_boot = self.test_boot and target != 0
             slot.length = length
             self._upload_len, self._upload_off, self._upload_sha = length, 0, sha
             delay += self.erase_delay
@@ -274,25 +356,31 @@ class SmpDevice:
             if image is None:
                 continue
             entry: dict[str, Any] = {"slot": number, "version": image.version_text, "hash": image.hash}
+            if self.in_bootloader:
+                images.append(entry)        # MCUboot's recovery without image-state support: no flags
+                continue
             flags = {"bootable": not image.flags & 0x10, "pending": slot.pending, "confirmed": slot.confirmed,
                      "active": slot.active, "permanent": slot.permanent}
             entry.update({name: True for name, value in flags.items() if value})
             images.append(entry)
-        return {"images": images}
+        return {"images": images, "splitStatus": 0} if self.app and not self.in_bootloader else {"images": images}
 
     def _state_write(self, body: dict[str, Any]) -> dict[str, Any]:
         wanted, confirm = body.get("hash"), body.get("confirm", False) is True
+        if self.app and (self.in_bootloader or self.mode in NO_MARKS):
+            return {"rc": ENOTSUP}
         if wanted is None and confirm:
-            number: int | None = 0
+            number: int | None = self.running
         else:
             number = next((n for n, slot in enumerate(self.slots)
                            if (image := slot.image()) is not None and image.hash == wanted), None)
         if number is None or self.slots[number].image() is None:
             return {"rc": ENOENT, "rsn": "no image with that hash"}
         slot = self.slots[number]
-        if number == 0 and slot.active:
+        if number == self.running and slot.active:
             if confirm:
                 slot.confirmed, self.test_boot = True, False
+                self.trial_slot = None
         else:
             slot.pending, slot.permanent = True, confirm
         return self._state_list()
