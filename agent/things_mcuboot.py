@@ -29,7 +29,13 @@ def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgres
     """Run the flow of the Thing's mode; returns (how it was verified, retries, bytes written)."""
     flasher = session.flasher
     digest = parse(image).hash
-    states, in_bootloader = flasher.listing()
+    try:
+        states, in_bootloader = flasher.listing()
+    except SmpRefusedError as exc:
+        if exc.rc != codec.ENOTSUP:
+            raise
+        raise SmpRefusedError(f"{exc.detail}: the device has no image management (SMP group 1); nothing was sent",
+                              rc=exc.rc) from None
     try:
         choice = choose(None if in_bootloader else flasher.bootloader_mode(), thing.mcuboot_mode, in_bootloader)
     except UnknownModeError as exc:

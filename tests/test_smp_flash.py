@@ -67,7 +67,9 @@ def test_upload_64k_verified_by_the_reported_hash(sim: SmpSimulator, images: dic
     assert progress[-2:] == [("verifying", 0, len(image)), ("verifying", len(image), len(image))]
     assert sim.device.decoder.damaged == 0                                       # every line and frame fitted
     assert info.protocol == "mcuboot-smp"
-    assert info.details == {"buf_size": 1024, "buf_count": 1, "buf_size_from": "device"}
+    assert info.details == {"buf_size": 1024, "buf_count": 1, "buf_size_from": "device",
+                            "answers_from": "serial recovery"}        # uploaded, not booted: no active image
+    assert info.bootloader == "MCUboot"
     assert info.images[0]["hash"] == parse(image).hash.hex()
     assert info.images[0]["version"] == "2.1.0.7"
 

@@ -94,7 +94,7 @@ def test_info_of_an_mcuboot_thing_leaves_out_what_its_bootloader_does_not_say(
         "radio: mcuboot-smp",
         f"  image 0, slot 0, version 1.0.0, hash {parse(image).hash.hex()}, bootable True, pending False, "
         "confirmed True, active True, permanent False",
-        "  buf_size: 1024", "  buf_count: 1", "  buf_size_from: device"]
+        "  buf_size: 1024", "  buf_count: 1", "  buf_size_from: device", "  answers_from: application"]
 
 
 def test_flash_draws_a_progress_bar_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -66,10 +66,23 @@ class SmpFlasher:
     # --- ThingFlasher ---
 
     def info(self) -> ThingInfo:
+        """Buffer sizes, the image list and where it came from, and the MCUboot mode when the
+        application reports it. A device without the image group (SMP group 1) says so."""
         buf_size, buf_count, source = self.params()
-        images = tuple(state.as_dict() for state in self.image_states())
-        return ThingInfo(protocol="mcuboot-smp", device="", bootloader="", images=images,
-                         details={"buf_size": buf_size, "buf_count": buf_count, "buf_size_from": source})
+        details: dict[str, object] = {"buf_size": buf_size, "buf_count": buf_count, "buf_size_from": source}
+        try:
+            states, in_bootloader = self.listing()
+        except SmpRefusedError as exc:
+            details["image_management"] = f"refused: rc {exc.rc} ({codec.MGMT_ERR.get(exc.rc, 'unknown')})"
+            return ThingInfo(protocol="mcuboot-smp", device="", bootloader="", details=details)
+        details["answers_from"] = "serial recovery" if in_bootloader else "application"
+        mode = None if in_bootloader else self.bootloader_mode()
+        if mode is not None:
+            from bootloader_bridge.things.mcuboot_modes import BY_NUMBER
+
+            details["mcuboot_mode"] = BY_NUMBER[mode].value if mode in BY_NUMBER else mode
+        return ThingInfo(protocol="mcuboot-smp", device="", bootloader="MCUboot" if in_bootloader else "",
+                         images=tuple(state.as_dict() for state in states), details=details)
 
     def flash(self, image: bytes, progress: FlashProgress | None = None) -> FlashResult:
         try:

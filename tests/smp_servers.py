@@ -1,0 +1,259 @@
+"""Real MCUboot and Zephyr SMP firmware for tests: the prebuilt ``smp_server`` images that
+smpclient's source distribution carries (``tests/fixtures/smp-server/``, Zephyr 4.4 with
+MCUboot), fetched once into ``.cache/smp-server/`` and run as its ``manifest.json`` says:
+QEMU (``qemu-system-arm``) with the UART on a TCP socket chardev (a pyserial ``socket://``
+URL), or a native_sim executable (32-bit, on a pseudo-terminal).
+
+Nothing of it is committed: the sdist is downloaded with pip at test time, only the fixture
+directory is extracted, and every artifact used is checked against the sdist's SHA256SUMS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "smp-server"
+SDIST = "smpclient==7.3.0"
+PREFIX = "smpclient-7.3.0/tests/fixtures/smp-server/"
+DOWNLOAD_TIMEOUT = 600.0
+START_TIMEOUT = 10.0
+PTY_LINE = re.compile(rb"connected to pseudotty: (\S+)")
+
+
+class Unavailable(Exception):
+    """The firmware or what runs it is not here; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Server:
+    config: str
+    target: str
+    artifact: str
+    qemu_cmd: str | None
+    run: str | None
+    buf_size: int
+    recovery_buf_size: int | None
+    groups: tuple[str, ...]
+
+    @property
+    def signed_image(self) -> Path:
+        """The signed application image that pairs with a QEMU artifact."""
+        return fixtures() / re.sub(r"\.(merged\.)?hex$", ".signed.bin", self.artifact)
+
+
+def fixtures() -> Path:
+    """The fixture directory, downloaded and checked on first use."""
+    target = CACHE / "fixtures"
+    if not (target / "manifest.json").exists():
+        _fetch(target)
+    return target
+
+
+def servers() -> dict[str, Server]:
+    """The manifest's servers by ``<config>@<target>``."""
+    entries = json.loads((fixtures() / "manifest.json").read_text())
+    return {f"{e['config']}@{e['target']}": Server(e["config"], e["target"], e["artifact"], e["qemu_cmd"], e["run"],
+                                                   e["buf_size"], e.get("recovery_buf_size"), tuple(e["groups"]))
+            for e in entries}
+
+
+def server(key: str) -> Server:
+    found = servers().get(key)
+    if found is None or not (fixtures() / found.artifact).exists():
+        raise Unavailable(f"smp_server {key} is not in {SDIST}")
+    check(fixtures() / found.artifact)
+    if found.qemu_cmd is not None:
+        check(found.signed_image)
+    return found
+
+
+def check(path: Path) -> None:
+    """``path`` as the sdist's SHA256SUMS lists it."""
+    sums = dict(reversed(line.split()) for line in (fixtures() / "SHA256SUMS").read_text().splitlines()
+                if line.strip())
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sums.get(path.name):
+        raise AssertionError(f"{path} does not match the SHA256SUMS of {SDIST}")
+
+
+def _fetch(target: Path) -> None:
+    download = CACHE / "sdist"
+    download.mkdir(parents=True, exist_ok=True)
+    archives = list(download.glob("smpclient-7.3.0.tar.gz"))
+    if not archives:
+        pip = _pip()
+        try:
+            subprocess.run([*pip, "download", "--no-binary", ":all:", "--no-deps", SDIST, "-d", str(download)],
+                           check=True, capture_output=True, timeout=DOWNLOAD_TIMEOUT)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            output = getattr(exc, "stderr", b"") or b""
+            raise Unavailable(f"pip download {SDIST} failed: {output.decode(errors='replace')[-300:]}") from None
+        archives = list(download.glob("smpclient-7.3.0.tar.gz"))
+    partial = target.with_name("fixtures.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(archives[0]) as archive:
+        for member in archive.getmembers():
+            name = member.name.removeprefix(PREFIX)
+            if member.name.startswith(PREFIX) and member.isfile() and "/" not in name and name:
+                source = archive.extractfile(member)
+                assert source is not None
+                (partial / name).write_bytes(source.read())
+    if not (partial / "manifest.json").exists():
+        raise Unavailable(f"{archives[0].name} has no {PREFIX}manifest.json")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
+def _pip() -> list[str]:
+    """pip from this interpreter, else uv's (``uvx --from pip pip``)."""
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, timeout=60).returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        raise Unavailable("neither pip nor uvx is installed to download the firmware")
+    return [uvx, "--from", "pip", "pip"]
+
+
+def _die_with_parent() -> None:
+    """In the child: killed when the test process dies, so no emulator outlives a test run."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Running:
+    """A running firmware: its serial URL, its process, and (QEMU) its monitor socket."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    monitor: Path | None = None
+    monitor_used: bool = False
+
+    def kill(self) -> None:
+        """Power cut: the emulator ends at once."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def system_reset(self) -> None:
+        """The machine's reset, as a watchdog or a reset pin does it; memory stays as it is."""
+        assert self.monitor is not None
+        self.monitor_used = True
+        with socket.socket(socket.AF_UNIX) as link:
+            link.settimeout(5.0)
+            link.connect(str(self.monitor))
+            link.sendall(b"system_reset\n")
+            time.sleep(0.2)
+
+
+@contextmanager
+def qemu(entry: Server, workdir: Path, *, move_loader: tuple[int, int] | None = None) -> Iterator[Running]:
+    """The QEMU command line of ``entry``, with a free port and a monitor socket; ``move_loader``
+    (from, to) moves the ``-device loader`` of the signed image to another address."""
+    if entry.qemu_cmd is None:
+        raise Unavailable(f"{entry.config}@{entry.target} is not a QEMU target")
+    argv = shlex.split(entry.qemu_cmd.replace("<PORT>", str(port := _free_port())))
+    if shutil.which(argv[0]) is None:
+        raise Unavailable(f"{argv[0]} is not installed (apt-get install qemu-system-arm)")
+    if move_loader is not None:
+        old, new = (f"addr=0x{address:08x}" for address in move_loader)
+        argv = [arg.replace(old, new) if arg.startswith("loader,") else arg for arg in argv]
+        assert any(new in arg for arg in argv), f"no -device loader at {old} in {entry.qemu_cmd}"
+    monitor = workdir / f"monitor-{port}.sock"
+    argv[argv.index("-monitor") + 1] = f"unix:{monitor},server=on,wait=off"
+    process = subprocess.Popen(argv, cwd=fixtures(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    try:
+        _wait_for_port(port, process)
+        yield Running(f"socket://127.0.0.1:{port}", process, monitor)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def native_sim(entry: Server, workdir: Path) -> Iterator[Running]:
+    """A native_sim server in ``workdir`` (it writes its flash file there); its pty."""
+    if entry.run is None:
+        raise Unavailable(f"{entry.config}@{entry.target} is not a native_sim target")
+    if not (Path("/lib/ld-linux.so.2").exists() or Path("/lib32/ld-linux.so.2").exists()):
+        raise Unavailable("native_sim is a 32-bit executable (apt-get install libc6-i386 lib32gcc-s1)")
+    executable = workdir / entry.artifact
+    shutil.copyfile(fixtures() / entry.artifact, executable)
+    executable.chmod(0o755)
+    process = subprocess.Popen([str(executable)], cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    try:
+        yield Running(_pty_of(process), process)
+    finally:
+        _stop(process)
+
+
+def _pty_of(process: subprocess.Popen[bytes]) -> str:
+    """The pty native_sim names on its first lines, within START_TIMEOUT; its output is then
+    left to a thread that reads it (the executable stalls on a full pipe)."""
+    import select
+    import threading
+
+    assert process.stdout is not None
+    deadline, seen = time.monotonic() + START_TIMEOUT, b""
+    while time.monotonic() < deadline and len(seen) < 64 * 1024:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            if match := PTY_LINE.search(seen):
+                threading.Thread(target=_discard, args=(process.stdout,), daemon=True).start()
+                return match.group(1).decode()
+    raise AssertionError(f"native_sim named no pty within {START_TIMEOUT:g} s: {seen[-300:]!r}")
+
+
+def _discard(stream: Any) -> None:
+    while stream.read1(4096):
+        pass
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"QEMU ended with status {process.returncode} before its serial port opened")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"QEMU's serial port {port} did not open within {START_TIMEOUT:g} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
