@@ -191,6 +191,57 @@ def test_a_power_cut_in_mid_upload(tmp_path: Path) -> None:
     assert result.written == len(image)
 
 
+class CutOff(Exception):
+    """The gateway stops in mid-upload (its power cut, the agent killed)."""
+
+
+def cut_off_at_a_third(phase: str, done: int, total: int) -> None:
+    if phase == "writing" and done > total // 3:
+        raise CutOff(done)
+
+
+@pytest.mark.slow
+def test_the_gateway_cut_off_in_mid_upload_resumes_where_the_application_stopped(tmp_path: Path) -> None:
+    """The Thing keeps its power: its SMP server still holds the upload, and the next flash of
+    the same image goes on from the offset it answers (same sha) instead of starting over."""
+    entry = firmware("serial_recovery_buf2048@mps2_an385")
+    image = resign(entry, "1.2.3", tmp_path)
+    with qemu(entry, tmp_path) as board:
+        old = running(board.url)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
+                            boot_timeout=30)
+        with pytest.raises(CutOff) as cut:
+            flash(thing, image, cut_off_at_a_third)
+        assert running(board.url) == old
+        offsets: list[int] = []
+        flash(thing, image, lambda phase, done, total: offsets.append(done) if phase == "writing" else None)
+        assert running(board.url) == (1, "1.2.3", parse(image).hash, True)
+    stopped = cut.value.args[0]
+    assert offsets[0] == 0 and offsets[1] >= stopped and offsets[-1] == len(image)   # resumed, not sent again
+    print(f"\ncut off at {stopped} of {len(image)} bytes; the next flash went on from {offsets[1]}")
+
+
+@pytest.mark.slow
+def test_a_reset_with_half_an_image_in_the_slot_boots_the_old_image(tmp_path: Path) -> None:
+    """RAM-load picks the highest version: the half-written slot 1 has the new image's header
+    (1.2.3) but not its hash; after a machine reset MCUboot must still boot the old image, and
+    the next flash starts over and succeeds."""
+    entry = firmware("serial_recovery_buf2048@mps2_an385")
+    image = resign(entry, "1.2.3", tmp_path)
+    with qemu(entry, tmp_path) as board:
+        old = running(board.url)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
+                            boot_timeout=30)
+        with pytest.raises(CutOff):
+            flash(thing, image, cut_off_at_a_third)
+        board.system_reset()
+        assert running(board.url) == old
+        offsets: list[int] = []
+        flash(thing, image, lambda phase, done, total: offsets.append(done) if phase == "writing" else None)
+        assert running(board.url) == (1, "1.2.3", parse(image).hash, True)
+    assert offsets[:2] == [0, offsets[1]] and offsets[1] < len(image) // 3     # from the start again
+
+
 # --- native_sim: servers without the image group ----------------------------------------------------
 
 
