@@ -19,7 +19,7 @@ from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
 from bootloader_bridge.things import smp_codec as codec
 from bootloader_bridge.things.base import FlashProgress
 from bootloader_bridge.things.mcuboot_image import parse
-from bootloader_bridge.things.mcuboot_modes import Choice, Step, UnknownModeError, choose
+from bootloader_bridge.things.mcuboot_modes import PRIMARY_WRITTEN, Choice, Step, UnknownModeError, choose
 from bootloader_bridge.things.smp import SmpRefusedError
 
 POLL = 0.2          # seconds between two looks at a Thing that is rebooting
@@ -47,12 +47,16 @@ def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgres
             return f"already running; confirmed ({choice.describe()})", 0, 0
         return f"already running ({choice.describe()})", 0, 0
     run = _Run(thing, session, image, digest, choice, progress)
-    for step in choice.flow.steps:
+    steps, ending = list(choice.flow.steps), _ENDING[choice.flow.name]
+    while steps:
+        step = steps.pop(0)
         if not (step is Step.ENTER and in_bootloader):
             run.do(step)
+        if step is Step.UPLOAD and choice.flow.secondary and run.in_primary():
+            steps, ending = list(PRIMARY_WRITTEN), _ENDING["primary-written"]
     if progress:
         progress("activating", len(image), len(image))
-    return f"{run.verified}; {_ENDING[choice.flow.name]} ({choice.describe()})", run.retries, run.written
+    return f"{run.verified}; {ending} ({choice.describe()})", run.retries, run.written
 
 
 _ENDING = {
@@ -61,6 +65,7 @@ _ENDING = {
     "pick": "booted by version and running",
     "pick-revert": "booted on trial and confirmed",
     "recovery": "written to the primary slot and running",
+    "primary-written": "written to the primary slot by MCUboot's serial recovery and running",
 }
 
 
@@ -92,6 +97,10 @@ class _Run:
         self.verified, self.retries, self.written = result.verified, result.retries, result.written
         if self.progress:
             self.progress("activating", 0, len(self.image))
+
+    def in_primary(self) -> bool:
+        """Whether the upload is listed in the primary slot (where no application writes)."""
+        return any(state.hash == self.digest and state.slot == 0 for state in self.flasher.image_states())
 
     def _mark_for_test(self) -> None:
         _step(self.thing, self.choice, "mark for test", lambda: self.flasher.mark_for_test(self.digest))

@@ -225,3 +225,17 @@ def test_a_power_cut_before_the_confirm_is_finished_by_the_next_flash(images: di
         result = flash(thing, images["1.1.0"])
         assert running(sim) == (1, "1.1.0", True) and sim.device.uploads == uploads
     assert result.verified == "already running; confirmed (MCUboot mode direct-xip-revert, reported by the device)"
+
+
+def test_an_upload_found_in_the_primary_slot_is_reset_into_not_marked(images: dict[str, bytes],
+                                                                     thing_on) -> None:  # type: ignore[no-untyped-def]
+    """A Thing in MCUboot's serial recovery that flags its running image active, as an application
+    does: a swap mode is assumed, but the upload lands in the primary slot, so it is not marked
+    for test (there is no trial): the Thing is reset into it and it is seen running."""
+    with SmpSimulator(baud=0, slot_size=32 * 1024, primary=images["1.0.0"]) as sim:
+        result = flash(thing_on(sim), images["1.1.0"])
+        assert running(sim)[:2] == (0, "1.1.0") and sim.device.boots == 1
+        assert not sim.device.slots[0].pending and not sim.device.test_boot
+    assert result.verified == ("sha256 reported by the device; written to the primary slot by MCUboot's serial "
+                               "recovery and running (MCUboot mode swap, assumed, the device does not report its "
+                               "mode and none is configured)")

@@ -67,13 +67,18 @@ class Flow:
     name: str
     steps: tuple[Step, ...]
     rolls_back: bool                # an image that does not come up is not kept: MCUboot goes back
+    secondary: bool = False         # uploads go to the secondary slot: an upload found in the primary
+                                    # was written there by MCUboot's serial recovery (see PRIMARY_WRITTEN)
 
 
-TRIAL = Flow("trial", (Step.UPLOAD, Step.MARK_TEST, Step.RESET, Step.SEE_RUNNING, Step.CONFIRM), True)
-OVERWRITE = Flow("overwrite", (Step.UPLOAD, Step.MARK_PERMANENT, Step.RESET, Step.SEE_RUNNING), False)
+TRIAL = Flow("trial", (Step.UPLOAD, Step.MARK_TEST, Step.RESET, Step.SEE_RUNNING, Step.CONFIRM), True, True)
+OVERWRITE = Flow("overwrite", (Step.UPLOAD, Step.MARK_PERMANENT, Step.RESET, Step.SEE_RUNNING), False, True)
 PICK = Flow("pick", (Step.UPLOAD, Step.RESET, Step.SEE_RUNNING), False)
 PICK_REVERT = Flow("pick-revert", (Step.UPLOAD, Step.MARK_TEST, Step.RESET, Step.SEE_RUNNING, Step.CONFIRM), True)
 RECOVERY = Flow("recovery", (Step.ENTER, Step.UPLOAD, Step.RESET, Step.SEE_RUNNING), False)
+# What is left of a secondary-slot flow once the upload is found in the primary slot: a Thing in
+# MCUboot's serial recovery that lists its images with flags, as an application would.
+PRIMARY_WRITTEN = (Step.RESET, Step.SEE_RUNNING)
 
 FLOWS: dict[Mode, Flow] = {
     Mode.SWAP: TRIAL, Mode.SWAP_SCRATCH: TRIAL, Mode.SWAP_MOVE: TRIAL, Mode.SWAP_OFFSET: TRIAL,
