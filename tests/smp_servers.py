@@ -199,7 +199,7 @@ def native_sim(entry: Server, workdir: Path) -> Iterator[Running]:
     if entry.run is None:
         raise Unavailable(f"{entry.config}@{entry.target} is not a native_sim target")
     if not (Path("/lib/ld-linux.so.2").exists() or Path("/lib32/ld-linux.so.2").exists()):
-        raise Unavailable("native_sim is a 32-bit executable (apt-get install libc6-i386 lib32gcc-s1)")
+        raise Unavailable("native_sim is a 32-bit executable (apt-get install libc6-i386)")
     executable = workdir / entry.artifact
     shutil.copyfile(fixtures() / entry.artifact, executable)
     executable.chmod(0o755)
