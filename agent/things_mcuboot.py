@@ -47,6 +47,7 @@ def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgres
             return f"already running; confirmed ({choice.describe()})", 0, 0
         return f"already running ({choice.describe()})", 0, 0
     run = _Run(thing, session, image, digest, choice, progress)
+    run.was_running = running.hash if running is not None else None
     steps, ending = list(choice.flow.steps), _ENDING[choice.flow.name]
     while steps:
         step = steps.pop(0)
@@ -76,6 +77,7 @@ class _Run:
         self.flasher = session.flasher
         self.progress = progress
         self.verified, self.retries, self.written = "", 0, 0
+        self.was_running: bytes | None = None
 
     def do(self, step: Step) -> None:
         {Step.ENTER: self._enter, Step.UPLOAD: self._upload, Step.MARK_TEST: self._mark_for_test,
@@ -83,11 +85,14 @@ class _Run:
          Step.CONFIRM: self._confirm}[step]()
 
     def _enter(self) -> None:
-        """Into MCUboot's serial recovery: os reset with boot_mode 1, then the bootloader must answer."""
+        """Into MCUboot's serial recovery or its firmware loader: os reset with boot_mode 1, then
+        the bootloader must answer, or another image than the application (the firmware loader,
+        which answers as an application does)."""
         _step(self.thing, self.choice, "reset into the bootloader",
               lambda: self.flasher.reset(codec.BOOT_MODE_BOOTLOADER))
         states, in_bootloader = self._answer("the reset into the bootloader")
-        if not in_bootloader:
+        now = _active(states)
+        if not in_bootloader and (now is None or now.hash == self.was_running):
             raise ThingError(f"{self.thing.name}: after a reset with boot_mode 1 the application answers again "
                              f"(running {_version(states)}), not MCUboot's serial recovery: the application was "
                              f"not built to reset into it ({self.choice.describe()}); nothing was written")

@@ -88,7 +88,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         missing("imgtool is not installed (uv sync installs the dev group)")
     directory = tmp_path_factory.mktemp("images")
     return {version: sign_image(os.urandom(6 * 1024), directory, version=version)
-            for version in ("1.0.0", "1.1.0", "1.2.0")}
+            for version in ("1.0.0", "1.1.0", "1.2.0", "9.0.0")}
 
 
 @pytest.fixture
@@ -239,3 +239,15 @@ def test_an_upload_found_in_the_primary_slot_is_reset_into_not_marked(images: di
     assert result.verified == ("sha256 reported by the device; written to the primary slot by MCUboot's serial "
                                "recovery and running (MCUboot mode swap, assumed, the device does not report its "
                                "mode and none is configured)")
+
+
+def test_the_firmware_loader_is_entered_and_writes_the_application(images: dict[str, bytes],
+                                                                   thing_on) -> None:  # type: ignore[no-untyped-def]
+    """MCUboot's firmware loader is an application of its own (slot 1 here): after the boot_mode
+    reset another image answers, which takes the upload into the application's slot."""
+    with device(mode=7, primary=images["1.0.0"], loader=images["9.0.0"]) as sim:
+        result = flash(thing_on(sim), images["1.1.0"])
+        assert running(sim)[:2] == (0, "1.1.0")
+        assert sim.device.slots[1].image().version_text == "9.0.0"        # the loader stays
+    assert result.verified.endswith("written to the primary slot and running (MCUboot mode firmware-loader, "
+                                    "reported by the device)")

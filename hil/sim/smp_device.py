@@ -32,7 +32,9 @@ a reset boots: swap modes as above; overwrite-only copies a marked secondary
 over the primary; direct-XIP and RAM-load boot the valid slot with the highest
 version and refuse marks (rc 8); direct-XIP with revert boots a slot marked for
 test once, and an unconfirmed one is erased at the next reset; single-application
-and firmware-loader builds take images through the bootloader only.
+and firmware-loader builds take images through the bootloader only (``loader``:
+the firmware loader's image in slot 1, entered by the boot_mode reset, an
+application that writes slot 0).
 
 ``SmpSimulator`` is the thin adapter: a pty whose slave is raw and stays open
 (clients come and go without EIO), one thread, and the wire's speed modelled
@@ -145,7 +147,7 @@ class SmpDevice:
                  align: int = 4, upload_slot: int = 0, primary: bytes | None = None, resume: bool = False,
                  erase_delay: float = 0.0, write_delay_per_kib: float = 0.0, indefinite: bool = True,
                  line_max: int = 128, key: Any = None, app: bool = False, mode: int | None = None,
-                 reports_mode: bool = True, boot_mode_reset: bool = True) -> None:
+                 reports_mode: bool = True, boot_mode_reset: bool = True, loader: bytes | None = None) -> None:
         self.slot_size, self.buf_size, self.params, self.align = slot_size, buf_size, params, align
         self.upload_slot, self.resume, self.indefinite = upload_slot, resume, indefinite
         self.erase_delay, self.write_delay_per_kib = erase_delay, write_delay_per_kib
@@ -167,6 +169,9 @@ class SmpDevice:
             self.slots[0].data[:len(primary)] = primary
             self.slots[0].length = len(primary)
             self.slots[0].confirmed = self.slots[0].active = True
+        if loader is not None:          # MCUboot's firmware loader: an application of its own in slot 1
+            self.slots[1].data[:len(loader)] = loader
+            self.slots[1].length, self.slots[1].confirmed = len(loader), True
 
     # --- frames in, outputs out ---
 
@@ -246,6 +251,8 @@ class SmpDevice:
             slot.pending = slot.permanent = slot.active = False
         if self.mode not in (MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT, MODE_RAM_LOAD):
             self.running = 0
+        if self.mode == MODE_FIRMWARE_LOADER and to_bootloader and secondary.image() is not None:
+            self.running, to_bootloader = 1, False      # the firmware loader runs, and answers as an application
         runs = self.slots[self.running].image() is not None
         self.slots[self.running].active = runs
         self.in_bootloader = self.app and (to_bootloader or not runs)
@@ -315,7 +322,7 @@ class SmpDevice:
         if self.in_bootloader:
             return 0
         if self.mode in (MODE_SINGLE_APP, MODE_FIRMWARE_LOADER):
-            return None                 # the application cannot write the slot it runs from
+            return 0 if self.running == 1 else None     # only the firmware loader writes the application's slot
         if self.mode in (MODE_DIRECT_XIP, MODE_DIRECT_XIP_REVERT, MODE_RAM_LOAD):
             return 1 - self.running
         return 1
