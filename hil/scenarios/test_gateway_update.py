@@ -21,8 +21,9 @@ def test_an_update_boots_the_new_slot_and_is_reported_once_after_the_reboot(
         gateway: Gateway, ddi: DdiServer, bundle, version, device_id: str) -> None:  # noqa: ANN001
     assert gateway.fresh_boot() == "A"
     action = deploy(ddi, device_id, "good", bundle("good"), version("good"))
-    assert gateway.await_reboot(timeout=UPDATE_TIMEOUT) == "B"
+    assert gateway.await_bootloader(timeout=UPDATE_TIMEOUT) == "B"
     rebooted = time.monotonic()
+    gateway.login()             # systemd up: fwagent is ready once it has committed
     assert follow(gateway, closed(ddi, action), "the result") == []
     assert ddi.actions[action.id].result == "success", details(ddi, action)
     [final] = finals(ddi, action)
