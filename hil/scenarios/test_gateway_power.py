@@ -72,8 +72,9 @@ def test_a_power_cut_at_a_chosen_moment(where: str, gateway: Gateway, ddi: DdiSe
         assert outcome == "success"         # nothing had been switched: the update resumed
 
 
-def test_power_cuts_at_random_times(request: pytest.FixtureRequest, gateway: Gateway, ddi: DdiServer, bundle,  # noqa: ANN001
-                                    version, device_id: str) -> None:
+def test_power_cuts_at_random_times(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str],
+                                    gateway: Gateway, ddi: DdiServer, bundle, version,  # noqa: ANN001
+                                    device_id: str) -> None:
     """``--cuts`` cuts (20 by default) spread over updates, each from the factory disk, 3 to 6 cuts
     an update: between 0 and 30 s after the action is assigned or the power comes back, whatever
     the device does then (its bootloader writing its environment, booting, downloading, writing,
@@ -82,7 +83,8 @@ def test_power_cuts_at_random_times(request: pytest.FixtureRequest, gateway: Gat
     seed = request.config.getoption("--cuts-seed")
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
     rng = random.Random(seed)
-    print(f"random power cuts: seed {seed} (--cuts-seed {seed} repeats them)")
+    with capsys.disabled():                  # shown whatever the outcome: the seed repeats the run
+        print(f"\nrandom power cuts: seed {seed} (--cuts-seed {seed} repeats them)")
     cuts, updates, outcomes = 0, 0, []
     while cuts < wanted:
         assert gateway.fresh_boot() == "A"
@@ -97,5 +99,6 @@ def test_power_cuts_at_random_times(request: pytest.FixtureRequest, gateway: Gat
             gateway.switch_on()
         gateway.power_on()
         outcomes.append(check_the_end(gateway, ddi, action, version("good")))
-    print(f"{cuts} power cuts over {updates} updates: {outcomes.count('success')} committed, "
-          f"{outcomes.count('failure')} rolled back or failed, every one reported once")
+    with capsys.disabled():
+        print(f"{cuts} power cuts over {updates} updates: {outcomes.count('success')} committed, "
+              f"{outcomes.count('failure')} rolled back or failed, every one reported once")
