@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("module", ["agent.install_cli", "agent.things_cli"])
 def test_ctrl_c_while_the_commands_load_is_one_line(module: str) -> None:
     """A real SIGINT, which the process sends itself as build_parser imports ``module``."""
+    # Python's own SIGINT handler, whatever the parent left (a background job starts with SIGINT
+    # ignored, and Python keeps an ignored SIGINT ignored).
     script = ("import os, signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "def hook(event, args):\n"
               f"    if event == 'import' and args[0] == {module!r}:\n"
               "        os.kill(os.getpid(), signal.SIGINT)\n"
