@@ -65,7 +65,8 @@ def resign(entry: Server, version: str, directory: Path) -> bytes:
 def running(url: str) -> tuple[int, str, bytes | None, bool]:
     """(slot, version, hash, confirmed) of the image the Thing runs."""
     with SerialLink(url, name="probe") as link:
-        states, in_bootloader = SmpFlasher(link, name="probe").listing()
+        # Patient: a QEMU board just started on a busy machine may still be checking its image.
+        states, in_bootloader = SmpFlasher(link, name="probe", timeout=5.0, retries=10).listing()
     assert not in_bootloader, "MCUboot's serial recovery answers, not the application"
     [active] = [state for state in states if state.active]
     return active.slot, active.version, active.hash, active.confirmed
