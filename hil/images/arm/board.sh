@@ -42,14 +42,7 @@ board_prepare() {
 
 # board_build: the slot, the update bundles, the disk and the flash.
 board_build() {
-    local tree=$SCRATCH/rootfs
-    rootfs_tree "$tree"
-
-    step rootfs-image "slot A's factory image (1.0.0)"
-    rootfs_image "$tree" "$SCRATCH/rootfs-a.img"
-    log "rootfs-image: ${IMAGE_MIB} MiB, $(du -sm "$tree" | cut -f1) MiB of files"
-
-    bench_updates "$tree"
+    factory_and_updates
     arm_disk "$SCRATCH/rootfs-a.img" "$OUT/disk.img"
     arm_firmware "$OUT"
 }

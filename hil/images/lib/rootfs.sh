@@ -162,3 +162,17 @@ rootfs_image() {
     quiet mkfs.ext4 -q -F -b 4096 -m 0 -N $((inodes + inodes / 4 + 256)) -J size=4 -L rootfs \
         -d "$tree" "$out" "${IMAGE_MIB}M"
 }
+
+# factory_and_updates: the slot's tree, slot A's factory image
+# ($SCRATCH/rootfs-a.img, sets IMAGE_MIB) and the bench's update bundles:
+# what every board builds before its disk.
+factory_and_updates() {
+    local tree=$SCRATCH/rootfs
+    rootfs_tree "$tree"
+
+    step rootfs-image "slot A's factory image (1.0.0)"
+    rootfs_image "$tree" "$SCRATCH/rootfs-a.img"
+    log "rootfs-image: ${IMAGE_MIB} MiB, $(du -sm "$tree" | cut -f1) MiB of files"
+
+    bench_updates "$tree"
+}
