@@ -7,9 +7,10 @@ Run: hil/run's environment, e.g.
 Each round starts from the factory disk (where the board can be given it). Side by side, in
 the same run, each with its baseline:
 
-* boot: power-on -> the boot script's choice -> a root shell (the system alone: the baseline)
-  -> the agent ready (the server has its first poll). The ratio is what waiting for the agent
-  adds to a boot.
+* boot: power-on -> the boot script's choice -> a root shell with systemd's start-up done
+  (the baseline) -> the agent ready (the server has its first poll). fwagent.service is
+  Type=notify, ready once its start-up work is done, so the shell already includes that work;
+  the ratio is what the first poll adds.
 * update: an action assigned -> the result (closed, success) at the server, through download,
   write, reboot into the new slot, health check and commit. Baseline: the same bytes fetched
   by the device with busybox wget into the inactive slot, then a reboot back to a shell: the
