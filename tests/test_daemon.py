@@ -35,9 +35,9 @@ DEVICE = "gw-test"
 class Running:
     """A daemon in a thread, its log captured."""
 
-    def __init__(self, gateway: Gateway, server: DdiServer, log_path: Path) -> None:
+    def __init__(self, gateway: Gateway, server: DdiServer | None, log_path: Path, notifier=None) -> None:  # noqa: ANN001
         self.stream = open(log_path, "w+", encoding="utf-8")
-        self.daemon: Daemon = build_daemon(gateway.config(), Log(self.stream))
+        self.daemon: Daemon = build_daemon(gateway.config(), Log(self.stream), notifier)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
         self.server = server
         self.thread.start()

@@ -21,16 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import test_daemon
 from daemon_process import ROOT, DaemonProcess
 from install_bench import Gateway, make_gateway
 
 from agent.daemon import status
-from agent.daemon.compose import build_daemon
 from agent.daemon.notify import (START_EXTEND_BY, Notifier, message, run_starting, socket_address, status_text,
                                  watchdog_interval)
-from agent.daemon.orchestrator import Daemon
 from agent.journal import Journal
-from agent.log import Log
 from hil.server.ddi import DdiServer
 
 DEVICE = "gw-test"
@@ -249,21 +247,12 @@ def test_the_start_up_work_in_a_thread_extends_the_start_timeout_and_hands_back_
 # --- the daemon's loop ---------------------------------------------------------------------------
 
 
-class Running:
+class Running(test_daemon.Running):
     """A daemon in a thread, its notifications to ``listener``."""
 
     def __init__(self, gateway: Gateway, listener: NotifySocket, log_path: Path, watchdog: float | None = None) -> None:
-        self.stream = open(log_path, "w+", encoding="utf-8")
         self.notifier = Notifier(listener.address(), watchdog=watchdog, status_interval=0)
-        self.daemon: Daemon = build_daemon(gateway.config(), Log(self.stream), self.notifier)
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the daemon did not stop"
-        self.stream.close()
+        super().__init__(gateway, None, log_path, self.notifier)
 
 
 def pings(messages: list[str]) -> int:
