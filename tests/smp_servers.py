@@ -1,18 +1,11 @@
-"""Real MCUboot and Zephyr SMP firmware for tests: the prebuilt ``smp_server`` images that
-smpclient's source distribution carries (``tests/fixtures/smp-server/``, Zephyr 4.4 with
-MCUboot), fetched once into ``.cache/smp-server/`` and run as its ``manifest.json`` says:
-QEMU (``qemu-system-arm``) with the UART on a TCP socket chardev (a pyserial ``socket://``
-URL), or a native_sim executable (32-bit, on a pseudo-terminal).
-
-Nothing of it is committed: the sdist is downloaded with pip at test time, only the fixture
-directory is extracted, and every artifact used is checked against the sdist's SHA256SUMS.
+"""Real MCUboot and Zephyr SMP firmware for tests (hil/mcu/firmware.py fetches and checks it), run
+as its ``manifest.json`` says: QEMU (``qemu-system-arm``) with the UART on a TCP socket chardev
+(a pyserial ``socket://`` URL), or a native_sim executable (32-bit, on a pseudo-terminal).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
 import re
 import shlex
@@ -20,8 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,107 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".cache" / "smp-server"
-SDIST = "smpclient==7.3.0"
-PREFIX = "smpclient-7.3.0/tests/fixtures/smp-server/"
-DOWNLOAD_TIMEOUT = 600.0
+from hil.mcu.firmware import Server, Unavailable, fixtures
+
 START_TIMEOUT = 10.0
 PTY_LINE = re.compile(rb"connected to pseudotty: (\S+)")
-
-
-class Unavailable(Exception):
-    """The firmware or what runs it is not here; the message says what is missing."""
-
-
-@dataclass(frozen=True)
-class Server:
-    config: str
-    target: str
-    artifact: str
-    qemu_cmd: str | None
-    run: str | None
-    buf_size: int
-    recovery_buf_size: int | None
-    groups: tuple[str, ...]
-
-    @property
-    def signed_image(self) -> Path:
-        """The signed application image that pairs with a QEMU artifact."""
-        return fixtures() / re.sub(r"\.(merged\.)?hex$", ".signed.bin", self.artifact)
-
-
-def fixtures() -> Path:
-    """The fixture directory, downloaded and checked on first use."""
-    target = CACHE / "fixtures"
-    if not (target / "manifest.json").exists():
-        _fetch(target)
-    return target
-
-
-def servers() -> dict[str, Server]:
-    """The manifest's servers by ``<config>@<target>``."""
-    entries = json.loads((fixtures() / "manifest.json").read_text())
-    return {f"{e['config']}@{e['target']}": Server(e["config"], e["target"], e["artifact"], e["qemu_cmd"], e["run"],
-                                                   e["buf_size"], e.get("recovery_buf_size"), tuple(e["groups"]))
-            for e in entries}
-
-
-def server(key: str) -> Server:
-    found = servers().get(key)
-    if found is None or not (fixtures() / found.artifact).exists():
-        raise Unavailable(f"smp_server {key} is not in {SDIST}")
-    check(fixtures() / found.artifact)
-    if found.qemu_cmd is not None:
-        check(found.signed_image)
-    return found
-
-
-def check(path: Path) -> None:
-    """``path`` as the sdist's SHA256SUMS lists it."""
-    sums = dict(reversed(line.split()) for line in (fixtures() / "SHA256SUMS").read_text().splitlines()
-                if line.strip())
-    if hashlib.sha256(path.read_bytes()).hexdigest() != sums.get(path.name):
-        raise AssertionError(f"{path} does not match the SHA256SUMS of {SDIST}")
-
-
-def _fetch(target: Path) -> None:
-    download = CACHE / "sdist"
-    download.mkdir(parents=True, exist_ok=True)
-    archives = list(download.glob("smpclient-7.3.0.tar.gz"))
-    if not archives:
-        pip = _pip()
-        try:
-            subprocess.run([*pip, "download", "--no-binary", ":all:", "--no-deps", SDIST, "-d", str(download)],
-                           check=True, capture_output=True, timeout=DOWNLOAD_TIMEOUT)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            output = getattr(exc, "stderr", b"") or b""
-            raise Unavailable(f"pip download {SDIST} failed: {output.decode(errors='replace')[-300:]}") from None
-        archives = list(download.glob("smpclient-7.3.0.tar.gz"))
-    partial = target.with_name("fixtures.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    with tarfile.open(archives[0]) as archive:
-        for member in archive.getmembers():
-            name = member.name.removeprefix(PREFIX)
-            if member.name.startswith(PREFIX) and member.isfile() and "/" not in name and name:
-                source = archive.extractfile(member)
-                assert source is not None
-                (partial / name).write_bytes(source.read())
-    if not (partial / "manifest.json").exists():
-        raise Unavailable(f"{archives[0].name} has no {PREFIX}manifest.json")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-
-
-def _pip() -> list[str]:
-    """pip from this interpreter, else uv's (``uvx --from pip pip``)."""
-    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, timeout=60).returncode == 0:
-        return [sys.executable, "-m", "pip"]
-    uvx = shutil.which("uvx")
-    if uvx is None:
-        raise Unavailable("neither pip nor uvx is installed to download the firmware")
-    return [uvx, "--from", "pip", "pip"]
 
 
 def _die_with_parent() -> None:

@@ -27,12 +27,13 @@ from bootloader_bridge.things.link import SerialLink
 from bootloader_bridge.things.mcuboot_image import parse
 from bootloader_bridge.things.smp import SmpFlasher, SmpRefusedError
 from conftest import missing
+from hil.mcu.firmware import Server, Unavailable, server
+from hil.mcu.firmware import resign as firmware_resign
 from hil.sim.smp_device import imgtool_path, sign_image
 from install_bench import make_gateway
-from smp_servers import Server, Unavailable, native_sim, qemu, server
+from smp_servers import native_sim, qemu
 
 SLOT0, SLOT1 = 0x20050000, 0x200D0000      # mps2 RAM-load fixtures: the slots in the simulated flash
-FLAG_RAM_LOAD = 0x20
 LINE = 115200 / 10                          # bytes/s of a 115200-baud 8N1 line, for comparison
 
 
@@ -45,20 +46,11 @@ def firmware(key: str) -> Server:
 
 
 def resign(entry: Server, version: str, directory: Path) -> bytes:
-    """The fixture's application signed again with imgtool as it was (header size, load address,
-    flags; hash only), with another version."""
+    """The fixture's application signed again as it was (hil/mcu/firmware.py), hash only."""
     if imgtool_path() is None:
         missing("imgtool is not installed (uv sync installs the dev group)")
-    original = entry.signed_image.read_bytes()
-    old = parse(original)
-    payload = original[old.header_size:old.header_size + old.image_size]
-    extra = ("--load-addr", hex(old.load_address)) if old.flags & FLAG_RAM_LOAD else ()
-    image = sign_image(payload, directory, version=version, slot_size=0x80000, header_size=old.header_size,
-                       extra=extra)
-    new = parse(image)
-    assert (new.header_size, new.load_address, new.flags, new.image_size) == (
-        old.header_size, old.load_address, old.flags, old.image_size)
-    assert new.version_text == version and new.signature is None and old.signature is None
+    image = firmware_resign(entry, version, directory)
+    assert parse(image).signature is None and parse(entry.signed_image.read_bytes()).signature is None
     return image
 
 

@@ -1,0 +1,1 @@
+"""Microcontrollers on the bench: real MCUboot and Zephyr firmware, and the QEMU MCU board."""
