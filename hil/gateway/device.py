@@ -64,6 +64,10 @@ class Gateway:
         """``fwagent status --json``: booted and primary slot, slots, update in flight, bootloader."""
         return json.loads("\n".join(self.run("fwagent status --json")))
 
+    def thing_info(self, name: str) -> dict[str, Any]:
+        """``fwagent things info NAME --json``: what the Thing's bootloader or application reports."""
+        return json.loads("\n".join(self.run(f"fwagent things info {name} --json", timeout=180)))
+
     def journal(self) -> str:
         return "\n".join(self.run("journalctl -b -u fwagent --no-pager -o cat", timeout=120))
 

@@ -23,7 +23,9 @@ sys.path.insert(0, str(REPO))
 
 import hil.gateway.qemu  # noqa: E402,F401 - registers GatewayQEMUDriver with labgrid
 import hil.gateway.strategy  # noqa: E402,F401 - registers GatewayStrategy
+import hil.mcu.qemu  # noqa: E402,F401 - registers McuQEMUDriver
 from hil.gateway.device import Gateway  # noqa: E402
+from hil.mcu.board import Mcu  # noqa: E402
 from hil.gateway.reach import ServerDoor, TcpRelay  # noqa: E402
 from hil.server.ddi import DdiServer  # noqa: E402
 
@@ -69,6 +71,15 @@ def gateway(strategy: Any) -> Gateway:
 
 
 @pytest.fixture
+def mcu(env: Any) -> Mcu:
+    """The MCU attached to the gateway (the YAML's ``mcu`` target); a board without one skips."""
+    target = env.get_target("mcu")
+    if target is None:
+        pytest.skip("the board has no MCU attached (no target 'mcu' in its YAML)")
+    return Mcu(target)
+
+
+@pytest.fixture
 def ddi(env: Any, door: ServerDoor, request: pytest.FixtureRequest) -> Iterator[DdiServer]:
     """The reference DDI server, reached by the board at the YAML's ``server_url``."""
     with DdiServer(sleep=SERVER_SLEEP, public_url=env.config.get_option("server_url"), record=True) as server:
@@ -94,6 +105,12 @@ def bundle(env: Any) -> Callable[[str], bytes]:
 def version(env: Any) -> Callable[[str], str]:
     """The version a bundle of the YAML installs."""
     return lambda name: env.config.get_option("versions")[name]
+
+
+@pytest.fixture
+def thing_versions(env: Any) -> Callable[[str], dict[str, str]]:
+    """The versions a bundle of the YAML brings its Things, by Thing."""
+    return lambda name: env.config.get_option("thing_versions", {}).get(name, {})
 
 
 # --- what a failing scenario leaves ------------------------------------------------------------

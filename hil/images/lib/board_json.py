@@ -1,7 +1,7 @@
 """Writes a board's board.json: its static template plus what this build made.
 
 usage: board_json.py TEMPLATE DIR --kernel PKG VERSION KVER --image-mib N --stamp S
-                     --wheelhouse-hash H --key KEY PUB --update NAME VERSION SEQUENCE FLAVOUR ...
+                     --wheelhouse-hash H --key KEY PUB --update NAME VERSION SEQUENCE FLAVOUR THING|- ...
 
 The template (hil/images/<board>/board.json.in) holds what does not change
 from build to build: the QEMU command line pieces, the console markers, the
@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--stamp", required=True)
     parser.add_argument("--wheelhouse-hash", required=True)
     parser.add_argument("--key", nargs=2, metavar=("PRIVATE", "PUBLIC"), required=True)
-    parser.add_argument("--update", nargs=4, action="append", default=[],
-                        metavar=("NAME", "VERSION", "SEQUENCE", "FLAVOUR"))
+    parser.add_argument("--update", nargs=5, action="append", default=[],
+                        metavar=("NAME", "VERSION", "SEQUENCE", "FLAVOUR", "THING"))
     args = parser.parse_args()
 
     out = args.dir.resolve()
@@ -88,8 +88,9 @@ def main() -> None:
     board["updates"] = {
         name: {"path": str(out / "updates" / f"{name}.fwb"), "version": version, "sequence": int(sequence),
                "flavour": kind, "behaviour": BEHAVIOUR[kind].format(bootloader=build["bootloader"]), "size": (out / "updates" / f"{name}.fwb").stat().st_size,
-               "payload": "rootfs.img", "component": ["rootfs"]}
-        for name, version, sequence, kind in args.update}
+               "payloads": {"rootfs.img": ["rootfs"],
+                            **({f"{thing}.bin": ["thing", thing]} if thing != "-" else {})}}
+        for name, version, sequence, kind, thing in args.update}
     board["keys"] = {"private": args.key[0], "public": args.key[1], "algorithm": "es256",
                      "in_image": "/etc/fwagent/keys/release.pub.pem"}
     board["wheelhouse"] = {"path": str(out / "wheelhouse"), "hash": args.wheelhouse_hash}

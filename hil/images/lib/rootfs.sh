@@ -174,5 +174,6 @@ factory_and_updates() {
     rootfs_image "$tree" "$SCRATCH/rootfs-a.img"
     log "rootfs-image: ${IMAGE_MIB} MiB, $(du -sm "$tree" | cut -f1) MiB of files"
 
+    bench_mcu
     bench_updates "$tree"
 }

@@ -2,8 +2,9 @@
 # each signed with the cache's release key and put in an fwagent bundle, in
 # $OUT/updates/. Sourced by hil/images/build.
 #
-# name, version, sequence number, flavour. The factory image (slot A) is
-# 1.0.0 with no installed manifest, so any sequence number from 1 on is new.
+# name, version, sequence number, flavour, and the Things it updates too
+# (a board's, see BOARD_MCU; none when left out). The factory image (slot A)
+# is 1.0.0 with no installed manifest, so any sequence number from 1 on is new.
 BENCH_UPDATES=(
     "good      2.0.0 2 normal"      # boots, healthy: fwagent commits it
     "panic     2.0.1 2 no-init"     # no /sbin/init: the initramfs cannot switch, the kernel panics
@@ -41,15 +42,27 @@ flavour() {
     esac
 }
 
+# bench_mcu: the board's MCU (BOARD_MCU: its firmware's key in the fixtures'
+# manifest, the version of its update), when it has one: $OUT/mcu/firmware.hex,
+# what the MCU is flashed with at the factory, and $OUT/mcu/update.bin, its
+# application signed again with the update's version (hil/mcu/firmware.py).
+bench_mcu() {
+    rm -rf "$OUT/mcu"
+    [ -n "${BOARD_MCU[*]:-}" ] || return 0
+    step mcu "the MCU's firmware (${BOARD_MCU[0]}) and its update ${BOARD_MCU[1]}"
+    quiet uv run --quiet --frozen --project "$REPO" python -m hil.mcu.firmware export \
+        "${BOARD_MCU[0]}" "${BOARD_MCU[1]}" "$OUT/mcu"
+}
+
 # bench_updates TREE: every BENCH_UPDATES bundle, from the factory TREE
 # (which is left as it was), each image IMAGE_MIB MiB like the factory's.
 bench_updates() {
-    local tree=$1 line name version sequence kind work
+    local tree=$1 line name version sequence kind things work payloads
     rm -rf "$OUT/updates"
     mkdir -p "$OUT/updates"
     for line in "${BENCH_UPDATES[@]}"; do
-        read -r name version sequence kind <<<"$line"
-        step "update-$name" "$kind rootfs $version, sequence $sequence -> updates/$name.fwb"
+        read -r name version sequence kind things <<<"$line"
+        step "update-$name" "$kind rootfs $version${things:+ and $things ${BOARD_MCU[1]}}, sequence $sequence -> updates/$name.fwb"
         work=$SCRATCH/updates/$name
         rm -rf "$work"
         mkdir -p "$work"
@@ -70,10 +83,27 @@ file = "rootfs.img"
 uri = "#rootfs.img"
 version = "$version"
 SPEC
+        payloads=("$work/rootfs.img")
+        case "${things:-}" in
+            "") ;;
+            mcu)
+                cp "$OUT/mcu/update.bin" "$work/mcu.bin"
+                payloads+=("$work/mcu.bin")
+                cat >>"$work/SPEC.toml" <<SPEC
+
+[[component]]
+id = ["thing", "mcu"]
+file = "mcu.bin"
+uri = "#mcu.bin"
+version = "${BOARD_MCU[1]}"
+SPEC
+                ;;
+            *) die "update $name: the board has no Thing $things" ;;
+        esac
         quiet fwagent manifest create "$work/SPEC.toml" --out "$work/manifest.suit"
         quiet fwagent manifest sign "$work/manifest.suit" --key "$RELEASE_KEY" --out "$work/signed.suit"
         quiet fwagent bundle create --manifest "$work/signed.suit" --version "$version" \
-            --description "fwagent bench gateway $version ($name)" "$work/rootfs.img" --out "$OUT/updates/$name.fwb"
+            --description "fwagent bench gateway $version ($name)" "${payloads[@]}" --out "$OUT/updates/$name.fwb"
         rm -rf "$work"
     done
 }

@@ -19,9 +19,16 @@ BOOTLOADER_PACKAGES=(grub-common)
 VENDOR_DOMAIN=example.com
 CLASS_NAME=fwagent-bench-gateway
 
-BOARD_HOST_PACKAGES=(qemu-system-x86 seabios grub-pc-bin grub-common busybox-static socat)
+BOARD_HOST_PACKAGES=(qemu-system-x86 qemu-system-arm seabios grub-pc-bin grub-common busybox-static socat)
 # Host files that end up in the board (part of its stamp): GRUB's MBR code.
 BOARD_FIRMWARE=(/usr/lib/grub/i386-pc/boot.img)
+
+# The MCU on the gateway's second serial port (hil/mcu/qemu.py): QEMU's
+# micro:bit running MCUboot (a swap mode) and a Zephyr SMP server, the real
+# firmware of hil/mcu/firmware.py; and an update of the gateway that carries
+# a new application for it.
+BOARD_MCU=(serial@qemu_cortex_m0 1.2.3)
+BENCH_UPDATES+=("things    2.1.0 2 normal mcu")
 
 source "$IMAGES/x86/disk.sh"
 
