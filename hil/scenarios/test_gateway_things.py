@@ -31,7 +31,7 @@ def running(gateway: Gateway) -> dict:
 
 def test_a_gateway_and_things_update_commits_the_gateway_then_flashes_the_mcu(
         gateway: Gateway, mcu: Mcu, ddi: DdiServer, bundle, version, thing_versions,  # noqa: ANN001
-        device_id: str) -> None:
+        device_id: str, capsys) -> None:  # noqa: ANN001
     mcu.fresh()
     assert gateway.fresh_boot() == "A"
     factory = running(gateway)
@@ -53,6 +53,11 @@ def test_a_gateway_and_things_update_commits_the_gateway_then_flashes_the_mcu(
     now = running(gateway)
     assert (factory["version"], now["version"]) == ("0.0.0", thing_versions("things")["mcu"])
     assert now["confirmed"] and now["slot"] == 0
+    flashing, writing, activating = (_reported(ddi, text) for text in (
+        "flashing the Things", "Installing thing.mcu (writing): 0%", "Installing thing.mcu (activating)"))
+    with capsys.disabled():
+        print(f"\nthe MCU flashed in {activating - flashing:.1f} s, as the server saw it (from its first "
+              f"upload report to the image seen running: {activating - writing:.1f} s)")
 
 
 def test_a_power_cut_while_the_mcu_is_flashed_resumes_and_ends_with_both_updated(
@@ -96,3 +101,8 @@ def _mid_upload(gateway: Gateway, ddi: DdiServer, action, timeout: float = UPDAT
             raise AssertionError(f"the MCU's upload got too far before the cut: {sent}")
         gateway.listen(0.2)
     raise AssertionError("the agent reported no upload to the MCU")
+
+
+def _reported(ddi: DdiServer, text: str) -> float:
+    """When the server got the first feedback whose details contain ``text``."""
+    return next(e.at for e in ddi.exchanges if e.method == "POST" and text.encode() in e.request_body)
