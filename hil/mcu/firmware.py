@@ -16,6 +16,7 @@ application signed again, as the fixture is, with version 1.2.3).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import re
@@ -62,10 +63,15 @@ class Server:
 
 
 def fixtures() -> Path:
-    """The fixture directory, downloaded and checked on first use."""
+    """The fixture directory, downloaded and checked on first use (by one process at a time: the
+    test suite and the bench's image build may both want it at once)."""
     target = CACHE / "fixtures"
     if not (target / "manifest.json").exists():
-        _fetch(target)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with open(CACHE / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "manifest.json").exists():
+                _fetch(target)
     return target
 
 
