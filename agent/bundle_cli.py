@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from agent.bundle.reader import bundle_info, verify_bundle
-from agent.bundle.writer import create_bundle
+from agent.bundle.writer import bundle_version, create_bundle
 from agent.cli import EXIT_OK, emit_json
 from agent.errors import UsageError
 from agent.files import read_input
@@ -17,9 +17,10 @@ from agent.manifest_cli import device_from_args, rollback_from_args, trust_from_
 
 def create(args: argparse.Namespace) -> int:
     manifest = read_input(args.manifest, "manifest", DEFAULT_MAX_SIZE)
-    info = create_bundle(args.out, manifest, [_payload(p) for p in args.payloads], args.version,
+    version = bundle_version(manifest, args.version)
+    info = create_bundle(args.out, manifest, [_payload(p) for p in args.payloads], version,
                          [_hardware(h) for h in args.hardware], args.description)
-    print(f"{args.out}: {info.size} bytes, {len(info.members)} members ({info.format} cpio)")
+    print(f"{args.out}: {info.size} bytes, {len(info.members)} members ({info.format} cpio), version {version}")
     for ref in info.remote:
         print(f"not carried, fetched by the device: {ref.uri}")
     return EXIT_OK

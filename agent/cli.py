@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bundle.add_subparsers(title="bundle commands", metavar="COMMAND", required=True)
     bcreate = bsub.add_parser("create", help="pack a signed manifest and its payloads into one file")
     bcreate.add_argument("--manifest", type=Path, required=True, metavar="S.suit")
-    bcreate.add_argument("--version", required=True, help="software version shown by servers")
+    bcreate.add_argument("--version", help="software version shown by servers: the manifest's (the default), "
+                                           "which the device reports once it runs the update")
     bcreate.add_argument("--hardware", action="append", default=[], metavar="BOARD:REV",
                          help="compatible board and revision (repeatable)")
     bcreate.add_argument("--description", default="")

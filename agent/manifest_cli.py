@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agent.cli import EXIT_OK, emit_json
@@ -11,7 +12,8 @@ from agent.errors import ConfigError, UsageError
 from agent.manifest import cose
 from agent.manifest.cbor import DEFAULT_MAX_SIZE
 from agent.manifest.check import CheckResult, check
-from agent.manifest.describe import check_view, manifest_view, render_actions, render_manifest
+from agent.manifest.describe import (check_view, manifest_view, render_actions, render_manifest,
+                                     unversioned_slot_components)
 from agent.manifest.ids import parse_uuid
 from agent.manifest.processor import DeviceIdentity
 from agent.manifest.sign import add_signature
@@ -35,6 +37,9 @@ def create(args: argparse.Namespace) -> int:
     write_output(args.out, envelope)
     print(f"{args.out}: unsigned manifest, sequence {spec.sequence}, {len(spec.components)} component(s), "
           f"{len(envelope)} bytes")
+    for component in unversioned_slot_components(inspect_envelope(envelope)):
+        print(f"warning: component {component} goes to a slot and has no version: after the update the device "
+              "reports none, and a bundle of it cannot be labelled with the device's version", file=sys.stderr)
     return EXIT_OK
 
 

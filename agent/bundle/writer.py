@@ -26,6 +26,8 @@ from agent.bundle.digest import MemberDigest
 from agent.bundle.swdescription import render
 from agent.errors import BundleError, InputFileError
 from agent.manifest.check import PayloadRef, payload_references
+from agent.manifest.describe import manifest_version
+from agent.manifest.verify import inspect_envelope
 
 CHUNK = 1 << 20
 
@@ -69,6 +71,22 @@ def create_bundle(out: Path, manifest: bytes, payloads: list[tuple[str, Path]], 
     members = _write(out, fmt, text.encode(), manifest, checked)
     return BundleInfo(out, fmt, out.stat().st_size, members, text,
                       [r for r in refs if r.integrated_name is None])
+
+
+def bundle_version(manifest: bytes, requested: str | None = None) -> str:
+    """The version a bundle is labelled with, which servers show: the signed manifest's, which the
+    device reports (``sw_version``) once it runs the update. A ``requested`` version must be that
+    one: were they to differ, a server would show one and the device report the other (goosebit
+    then sets the device's version to what the device says)."""
+    version = manifest_version(inspect_envelope(manifest))
+    if version is None:
+        raise BundleError("the manifest gives no component a version: after the update the device would report "
+                          "none, while servers show the bundle's; give the image's component a version in the "
+                          "manifest's spec (fwagent manifest create)", code="bundle-version")
+    if requested is not None and requested != version:
+        raise BundleError(f"--version {requested} is not the manifest's version {version}: servers would show "
+                          "one and the device report the other", code="bundle-version")
+    return version
 
 
 def _match(carried: list[PayloadRef], payloads: list[tuple[str, Path]]) -> dict[str, Path]:

@@ -43,7 +43,7 @@ from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
 from agent.errors import FwagentError
 from agent.files import private_dir
-from agent.install.installer import Installer, Outcome, manifest_version
+from agent.install.installer import Installer, Outcome
 from agent.install.slots import read_chunks
 from agent.log import Log, Throttle
 
@@ -428,6 +428,7 @@ class Daemon:
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
             _, checked = self.installer.check_source(str(directory / names[plan.main.filename]))
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
+            from agent.manifest.describe import manifest_version     # with the manifest machinery
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
         except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
             self.events.put(("download-failed", (action, err)))

@@ -317,6 +317,7 @@ class Installer:
         return manifest_bytes, result
 
     def _verify(self, update: dict[str, Any]) -> Event:
+        from agent.manifest.describe import manifest_version
         from agent.manifest.targets import target_of
 
         manifest_bytes, result = self.check_source(update["source"])
@@ -600,11 +601,3 @@ class Installer:
             if device_identity(slot.device) in booted:
                 raise InstallError(f"{slot.label} ({slot.device}) is a device of the booted slot; it is "
                                    "never written", code="slot-booted")
-
-
-def manifest_version(manifest: VerifiedManifest) -> str | None:
-    from agent.manifest.describe import manifest_view
-    for component in manifest_view(manifest)["components"]:
-        if component.get("component-version"):
-            return component["component-version"]
-    return None

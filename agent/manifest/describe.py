@@ -32,6 +32,22 @@ def manifest_view(manifest: VerifiedManifest) -> dict[str, Any]:
     }
 
 
+def manifest_version(manifest: VerifiedManifest) -> str | None:
+    """The update's version: the first component version the manifest's text gives. The device
+    reports it (``sw_version``) once the update is installed; a bundle is labelled with it."""
+    for component in manifest_view(manifest)["components"]:
+        if component.get("component-version"):
+            return component["component-version"]
+    return None
+
+
+def unversioned_slot_components(manifest: VerifiedManifest) -> list[str]:
+    """The components written to a gateway slot whose text gives no version."""
+    texts = _text_view(manifest.text).get("components", {})
+    return [component_label(c) for c in manifest.components
+            if target_of(c).kind == "slot" and not texts.get(component_label(c), {}).get("component-version")]
+
+
 def check_view(result: CheckResult) -> dict[str, Any]:
     return {"accepted": True, **manifest_view(result.manifest), "actions": result.actions,
             "notes": result.notes}
