@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole update loop (server, broker, device) on generated data")
     demo.add_argument("--dir", type=Path, help="keep the files here (default: a temporary directory)")
     demo.add_argument("--no-mqtt", action="store_true", help="no broker even if mosquitto is installed")
-    demo.set_defaults(run=_lazy("agent.demo", "run"))
+    demo.set_defaults(run=_lazy("agent.demo.run", "run"))
 
     manifest = commands.add_parser("manifest", help="make, sign, show and verify SUIT manifests")
     msub = manifest.add_subparsers(title="manifest commands", metavar="COMMAND", required=True)

@@ -1,7 +1,7 @@
 """Fleet polling load: does jitter keep 500 agents from stampeding the server?
 
 Not a timed test. Target: 500 agents polling the reference DDI server
-(hil/server/ddi.py) for 5 minutes give a peak-to-mean request rate per second
+(agent/demo/ddi_server.py) for 5 minutes give a peak-to-mean request rate per second
 of at most 2, thanks to jitter. In one run, side by side, the same fleet for
 the same time:
 
@@ -104,7 +104,7 @@ def worker(indices: list[int], url: str, policy: PollPolicy, seed: int, duration
 
 
 def run_fleet(variant: Variant, args: argparse.Namespace) -> dict[str, float]:
-    from hil.server.ddi import DdiServer
+    from agent.demo.ddi_server import DdiServer
 
     interval = args.interval
     sleep = f"{interval // 3600:02d}:{interval // 60 % 60:02d}:{interval % 60:02d}"

@@ -45,7 +45,7 @@ import hil.gateway.qemu  # noqa: E402,F401 - registers GatewayQEMUDriver
 from hil.gateway.device import Gateway  # noqa: E402
 from hil.gateway.reach import ServerDoor  # noqa: E402
 from hil.gateway.strategy import Status  # noqa: E402
-from hil.server.ddi import DdiServer  # noqa: E402
+from agent.demo.ddi_server import DdiServer  # noqa: E402
 from updates import UPDATE_TIMEOUT, deploy, follow  # noqa: E402
 
 

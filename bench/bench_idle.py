@@ -3,7 +3,7 @@
 Not a timed test. Target: over 10 minutes (``--duration``), CPU <= 0.1 % and
 RSS <= 30 MiB.
 
-Set-up: the reference DDI server (hil/server/ddi.py, sleep 00:05:00, no
+Set-up: the reference DDI server (agent/demo/ddi_server.py, sleep 00:05:00, no
 deployment), a mosquitto broker on loopback, and ``fwagent run`` as a real
 child process (the interpreter itself, ``-m agent``, no wrapper) on a simulated
 gateway with ``[server]`` (the defaults: the first poll, with configData, at a
@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_install import byte_compile  # noqa: E402
 from bench_wakeup import DEVICE, Watcher, connect_gateway, daemon_process, require_mosquitto  # noqa: E402
-from hil.server.ddi import DdiServer  # noqa: E402
-from hil.server.mosquitto import run_mosquitto  # noqa: E402
+from agent.demo.ddi_server import DdiServer  # noqa: E402
+from agent.demo.broker import run_mosquitto  # noqa: E402
 from install_bench import make_gateway  # noqa: E402
 
 CPU_TARGET = 0.1          # percent

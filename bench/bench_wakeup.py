@@ -4,7 +4,7 @@ Not a timed test. Target: with the server's sleep at 00:05:00 (polling alone
 would take minutes), the time from publishing the wake-up to the server sending
 the first byte of the artifact is at most 1 s (median of 20).
 
-Set-up: the reference DDI server (hil/server/ddi.py, sleep 00:05:00), a
+Set-up: the reference DDI server (agent/demo/ddi_server.py, sleep 00:05:00), a
 mosquitto broker on loopback, and ``fwagent run`` as a real child process (the
 same interpreter, ``-m agent``) on a simulated gateway (file-backed A/B slots,
 file bootloader with a simulated reboot, health ``true``) with ``[server]`` and
@@ -59,9 +59,9 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from hil.local import stop_process  # noqa: E402
-from hil.server.ddi import DdiServer  # noqa: E402
-from hil.server.mosquitto import find_mosquitto, run_mosquitto  # noqa: E402
+from agent.demo.local import stop_process  # noqa: E402
+from agent.demo.ddi_server import DdiServer  # noqa: E402
+from agent.demo.broker import find_mosquitto, run_mosquitto  # noqa: E402
 from install_bench import Gateway, make_gateway  # noqa: E402
 
 DEVICE = "gw-test"        # the device id of install_bench's gateway

@@ -59,7 +59,7 @@ def require_tool(name: str, package: str | None = None) -> str:
 @contextmanager
 def mosquitto(directory: Path, settings: str = "allow_anonymous true\n") -> Iterator[str]:
     """A mosquitto on a free loopback port with extra ``settings``; yields its mqtt:// URL."""
-    from hil.server.mosquitto import BrokerError, run_mosquitto
+    from agent.demo.broker import BrokerError, run_mosquitto
     binary = require_tool("mosquitto")
     try:
         with run_mosquitto(directory, settings, binary=binary) as url:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hil.local import stop_process
+from agent.demo.local import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

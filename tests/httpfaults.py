@@ -32,7 +32,7 @@ from typing import NamedTuple, Self
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from hil.local import free_port, stop_process
+from agent.demo.local import free_port, stop_process
 
 MiB = 1 << 20
 

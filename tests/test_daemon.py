@@ -27,7 +27,7 @@ from agent.manifest.sign import add_signature
 from agent.net.http import Tls
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from ddi_openapi import check_exchanges
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 DEVICE = "gw-test"
 

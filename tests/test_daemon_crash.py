@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 from install_bench import make_gateway
 from test_daemon import DEVICE, connect, executions, slot_holds
 

@@ -8,7 +8,7 @@ import pytest
 
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll
 from agent.ddi.codec import config_data, feedback
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 IMAGE = b"\x42" * 100_000
 

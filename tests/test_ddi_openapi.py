@@ -14,7 +14,7 @@ from agent.ddi.codec import Artifact, config_data, feedback
 from agent.download.downloader import Downloader, Resume
 from agent.download.sinks import FileSink
 from ddi_openapi import DOCUMENT, check_exchanges, check_request, check_response
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 BASE = "/DEFAULT/controller/v1/gw-1"
 FILES = {"rootfs.img": bytes(range(256)) * 2048, "app.tar": b"app" * 5000, "mcu.bin": b"\x7f" * 4097}

@@ -10,7 +10,7 @@ import pytest
 from agent.ddi.client import DdiClient
 from agent.ddi.outbox import deliver
 from agent.journal import Journal
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 from install_bench import Gateway, make_gateway
 
 

@@ -11,7 +11,7 @@ import requests
 
 from agent.ddi.codec import feedback, parse_cancel, parse_deployment, parse_root
 from ddi_openapi import check_response
-from hil.server.ddi import ARTIFACT_PREFIX, DdiServer
+from agent.demo.ddi_server import ARTIFACT_PREFIX, DdiServer
 
 IMAGE = bytes(range(256)) * 4096          # 1 MiB
 NOT_FOUND = {"exceptionClass": "org.eclipse.hawkbit.repository.exception.EntityNotFoundException",

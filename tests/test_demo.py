@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from conftest import missing, require_tool
 
 from agent.cli import main
 
@@ -82,7 +83,7 @@ def test_the_demo_runs_server_broker_and_device_and_cleans_up() -> None:
 
 def test_without_mosquitto_the_daemon_is_woken_directly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hil.server.mosquitto.find_mosquitto", lambda: None)
+    monkeypatch.setattr("agent.demo.broker.find_mosquitto", lambda: None)
     assert main(["demo", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mosquitto is not installed: running without MQTT" in out and "MQTT broker" not in out
@@ -115,3 +116,30 @@ def test_ctrl_c_stops_everything_and_removes_the_files() -> None:
     assert process.returncode == 130 and out.endswith("error: interrupted\n"), out
     work = re.match(r"fwagent demo: .*; files in (\S+)\n", out)[1]
     assert not Path(work).exists() and not processes_mentioning(work)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_the_wheel_in_a_fresh_environment(tmp_path: Path) -> None:
+    """``pip install fwagent`` then ``fwagent demo``: everything the demo needs is in the wheel.
+    Run outside the checkout, so nothing of the source tree can be imported by accident."""
+    uv = shutil.which("uv")
+    if uv is None:
+        missing("uv is not installed (README.md: python3 -m pip install --user uv)")
+    subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "dist").glob("fwagent-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True, capture_output=True, timeout=120)
+    subprocess.run([uv, "pip", "install", "--python", str(venv / "bin" / "python"), str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    run = subprocess.run([str(venv / "bin" / "fwagent"), "demo", "--no-mqtt"], cwd=outside, capture_output=True,
+                         text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "action 1 (demo-gateway 2.0.0, demo-2.0.0.fwb): closed, result success" in run.stdout
+    assert "device: booted slot B, version 2.0.0" in run.stdout
+    installed = subprocess.run([str(venv / "bin" / "python"), "-c", "import agent.demo.ddi_server as m; print(m.__file__)"],
+                               cwd=outside, capture_output=True, text=True, timeout=60, env=env)  # noqa: E501
+    assert str(venv) in installed.stdout, installed.stdout + installed.stderr

@@ -22,7 +22,7 @@ from daemon_process import DaemonProcess
 from install_bench import Gateway, make_gateway
 from pki import Authority, Issued
 
-from hil.server.ddi import Action
+from agent.demo.ddi_server import Action
 from hil.server.hostile import ForeignHost, HostileDdiServer, answer, drip, huge, nested, redirect
 
 DEVICE = "gw-test"

@@ -227,7 +227,7 @@ def test_a_thing_that_cannot_roll_back_goes_after_those_that_can(gateway: Gatewa
 
 
 def test_a_server_campaign_reports_each_thing(gateway: Gateway, tmp_path: Path, stm32: Stm32Simulator) -> None:
-    from hil.server.ddi import DdiServer
+    from agent.demo.ddi_server import DdiServer
     from test_daemon import DEVICE, Running, connect, wait_for
 
     with_things(gateway, {"mcu1": stm32.port})

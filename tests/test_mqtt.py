@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from hil.local import free_port
+from agent.demo.local import free_port
 
 from agent.mqtt import MqttConfig, MqttLink
 

@@ -29,7 +29,7 @@ from agent.daemon import status
 from agent.daemon.notify import (START_EXTEND_BY, Notifier, message, run_starting, socket_address, status_text,
                                  watchdog_interval)
 from agent.journal import Journal
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 DEVICE = "gw-test"
 

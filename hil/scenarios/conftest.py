@@ -27,7 +27,7 @@ import hil.mcu.qemu  # noqa: E402,F401 - registers McuQEMUDriver
 from hil.gateway.device import Gateway  # noqa: E402
 from hil.mcu.board import Mcu  # noqa: E402
 from hil.gateway.reach import ServerDoor, TcpRelay  # noqa: E402
-from hil.server.ddi import DdiServer  # noqa: E402
+from agent.demo.ddi_server import DdiServer  # noqa: E402
 
 OUT = REPO / "hil" / "out"
 DEFAULT_IMAGES = Path.home() / ".cache" / "fwagent" / "hil"

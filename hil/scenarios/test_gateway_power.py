@@ -13,7 +13,7 @@ import pytest
 from updates import UPDATE_TIMEOUT, deploy, details, finals, follow, settle
 
 from hil.gateway.device import Gateway
-from hil.server.ddi import Action, DdiServer
+from agent.demo.ddi_server import Action, DdiServer
 
 
 def reported(ddi: DdiServer, action: Action, text: str) -> Callable[[], bool]:

@@ -10,7 +10,7 @@ import time
 from updates import UPDATE_TIMEOUT, deploy, finals, follow
 
 from hil.gateway.device import Gateway
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 
 def show(gateway: Gateway, *properties: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from updates import UPDATE_TIMEOUT, deploy, details, finals, follow
 
 from hil.gateway.device import Gateway
 from hil.mcu.board import Mcu
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 THING_WRITING = re.compile(r"Installing thing\.mcu \(writing\): (\d+)%")     # its image sent to the MCU
 

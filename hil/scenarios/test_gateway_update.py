@@ -10,7 +10,7 @@ import pytest
 from updates import UPDATE_TIMEOUT, deploy, details, finals, follow, settle
 
 from hil.gateway.device import Gateway
-from hil.server.ddi import DdiServer
+from agent.demo.ddi_server import DdiServer
 
 
 def closed(ddi: DdiServer, action) -> Callable[[], bool]:  # noqa: ANN001

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pexpect
 
 from hil.gateway.device import Gateway
-from hil.server.ddi import Action, DdiServer
+from agent.demo.ddi_server import Action, DdiServer
 
 UPDATE_TIMEOUT = 900.0     # seconds for a whole update under TCG on a busy two-core machine
 

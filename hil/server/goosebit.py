@@ -49,7 +49,7 @@ from typing import IO, Any, Self
 
 import requests
 
-from hil.local import free_port, stop_process
+from agent.demo.local import free_port, stop_process
 
 ENV_VAR = "FWAGENT_GOOSEBIT"
 REPO = Path(__file__).resolve().parents[2]

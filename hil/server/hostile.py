@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hil.server.ddi import DdiServer, _Handler
+from agent.demo.ddi_server import DdiServer, _Handler
 
 ROUTES = ("root", "deployment", "cancel", "feedback", "config", "artifact")
 _ROUTE = re.compile(r"^/[^/]+/controller/v1/[^/]+(?P<rest>/.*)?$")

@@ -3,7 +3,7 @@
 1. the device maker makes a signing key and a root file system image, writes a
    SPEC.toml, builds and signs the manifest and packs the bundle (2.0.0), and a
    later one (2.0.1) that gets tampered with on its way;
-2. the reference DDI server (``hil/server/ddi.py``) starts on loopback, and a
+2. the reference DDI server (``agent/demo/ddi_server.py``) starts on loopback, and a
    mosquitto broker when one is installed;
 3. the agent's daemon starts against a simulated gateway: file-backed A/B
    slots, the file bootloader playing the reboot; its structured log goes to
@@ -39,7 +39,6 @@ from typing import Any
 from agent.bundle.writer import create_bundle
 from agent.cli import EXIT_FAILED, EXIT_OK
 from agent.config import Config, load_config
-from agent.errors import FwagentError
 from agent.files import write_output
 from agent.install.compose import build_installer
 from agent.log import Log
@@ -129,11 +128,8 @@ def _step(text: str) -> None:
 
 
 def _demo(work: Path, use_mqtt: bool) -> int:
-    try:
-        from hil.server.ddi import DdiServer  # the reference server: in the source tree, not in the wheel
-    except ImportError:
-        raise FwagentError("the demo needs the reference DDI server (hil/server/ddi.py): run it from a "
-                           "checkout of fwagent, with uv run fwagent demo", code="demo") from None
+    from agent.demo.ddi_server import DdiServer
+
     started = time.monotonic()
     print(f"fwagent demo: server, broker and device on this machine; files in {work}")
 
@@ -278,7 +274,7 @@ class _Device:
 
 def _start_broker(work: Path, stack: contextlib.ExitStack) -> str | None:
     """mosquitto on a free loopback port, stopped by ``stack``; None (and why) when there is none."""
-    from hil.server.mosquitto import BrokerError, find_mosquitto, run_mosquitto
+    from agent.demo.broker import BrokerError, find_mosquitto, run_mosquitto
 
     binary = find_mosquitto()
     if binary is None:

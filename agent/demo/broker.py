@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hil.local import free_port, listening, stop_process
+from agent.demo.local import free_port, listening, stop_process
 
 SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
