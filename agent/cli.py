@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-mqtt", action="store_true", help="no broker even if mosquitto is installed")
     demo.set_defaults(run=_lazy("agent.demo.run", "run"))
 
+    check = commands.add_parser("check", help="show the configuration as fwagent reads it and check what an "
+                                "update needs: keys, slots, bootloader, server, broker, Things")
+    check.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or /etc/fwagent/agent.toml)")
+    check.add_argument("--bundle", type=Path, metavar="U.fwb", help="also check that this bundle's images fit")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(run=_lazy("agent.check_cli", "check"))
+
     manifest = commands.add_parser("manifest", help="make, sign, show and verify SUIT manifests")
     msub = manifest.add_subparsers(title="manifest commands", metavar="COMMAND", required=True)
 

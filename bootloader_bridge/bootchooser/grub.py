@@ -22,6 +22,7 @@ from agent.errors import BootEnvCorruptError, BootloaderError
 
 from bootloader_bridge.bootchooser import command
 from bootloader_bridge.bootchooser.base import DEFAULT_TIMEOUT, check_slot, order_with_first, parse_order
+from bootloader_bridge.envcodec import grubenv
 from bootloader_bridge.envcodec.listing import parse_listing
 
 _CORRUPT = ("invalid environment block",)
@@ -57,6 +58,20 @@ class GrubBootloader:
     def variables(self) -> dict[str, str]:
         self._require_file()
         return parse_listing(self._run("list"))
+
+    def check_environment(self) -> str:
+        """The block as GRUB and grub-editenv make it (1024 bytes, the signature, variable lines),
+        read from the file itself: ``fwagent check`` says so before an update relies on it."""
+        self._require_file()
+        try:
+            block = self.env_file.read_bytes()
+        except OSError as exc:
+            raise BootloaderError(f"cannot read {self.env_file}: {exc.strerror}") from None
+        try:
+            grubenv.decode(block)
+        except BootEnvCorruptError as exc:
+            raise BootEnvCorruptError(f"{self.env_file}: {exc.detail}") from None
+        return f"{self.env_file}: a {grubenv.BLOCK_SIZE}-byte GRUB environment block"
 
     def _order(self, env: dict[str, str]) -> list[str]:
         if "ORDER" not in env:
