@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_options(bverify)
     bverify.add_argument("--json", action="store_true")
     bverify.set_defaults(run=_lazy("agent.bundle_cli", "verify"), rejects=True)
+
+    from agent.cli_examples import add_examples
+    add_examples(parser)
     return parser
 
 
