@@ -38,6 +38,7 @@ class DeviceConfig:
     vendor_id: uuid.UUID
     class_id: uuid.UUID
     state_dir: Path
+    runtime_dir: Path = Path("/run/fwagent")   # what only matters while the service runs (a tmpfs)
     hardware_board: str | None = None          # reported as hw_boardname
     hardware_revision: str | None = None       # reported as hw_revision
     attributes: dict[str, str] = field(default_factory=dict)   # more attributes for the server
@@ -247,6 +248,7 @@ def _device(table: _Table) -> DeviceConfig:
     vendor = _identity(table, "vendor_id", "vendor_domain", None)
     klass = _identity(table, "class_id", "class_name", vendor)
     state_dir = table.path("state_dir", Path("/var/lib/fwagent"))
+    runtime_dir = table.path("runtime_dir", Path("/run/fwagent"))
     board, revision = table.get("hardware_board", str), table.get("hardware_revision", str)
     attributes = table.get("attributes", dict, {})
     for key, value in attributes.items():
@@ -254,7 +256,8 @@ def _device(table: _Table) -> DeviceConfig:
             raise ConfigError(f"[device.attributes].{key} must be a string; names and values up to 128 characters")
     table.done()
     return DeviceConfig(id=device_id, vendor_id=vendor, class_id=klass, state_dir=state_dir,
-                        hardware_board=board, hardware_revision=revision, attributes=dict(attributes))
+                        runtime_dir=runtime_dir, hardware_board=board, hardware_revision=revision,
+                        attributes=dict(attributes))
 
 
 def _identity(table: _Table, id_key: str, name_key: str, vendor: uuid.UUID | None) -> uuid.UUID:

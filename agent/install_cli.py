@@ -154,8 +154,9 @@ def rollback(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    _, installer = _installer(args)
-    view = installer.status()
+    from agent.daemon.link_view import link_lines, link_view
+    config, installer = _installer(args)
+    view = {**installer.status(), "link": link_view(config)}
     if args.json:
         emit_json(view)
         return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
@@ -174,6 +175,7 @@ def status(args: argparse.Namespace) -> int:
                   f"{view['installed'].get('version')}")
         print(f"unsent reports: {view['outbox']}")
     print("bootloader:   " + " ".join(f"{k}={v}" for k, v in view["variables"].items()))
+    print("\n".join(link_lines(view["link"], config)))
     return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
 
 

@@ -26,6 +26,7 @@ CONFIG = """\
 id = "gw-test"
 vendor_domain = "example.com"
 class_name = "gw-test"
+runtime_dir = "run"
 state_dir = "state"
 
 [trust]

@@ -109,13 +109,17 @@ def is_writable(path: PurePosixPath) -> bool:
         return True                             # device nodes: DeviceAllow= decides (block devices, ttys)
     if path.is_relative_to("/tmp"):
         return "yes" in settings("PrivateTmp")
+    runtime = [PurePosixPath("/run") / name for value in settings("RuntimeDirectory") for name in value.split()]
+    if any(path == root or path.is_relative_to(root) for root in runtime):
+        return True
     return any(path == root or path.is_relative_to(root) for root in writable())
 
 
 def written(config: dict, fw_env: str | None) -> dict[str, PurePosixPath]:
     """What the agent writes with this configuration (agent.toml as parsed TOML), by role."""
     device, bootloader = config.get("device", {}), config.get("bootloader", {})
-    paths = {"state directory": PurePosixPath(device.get("state_dir", "/var/lib/fwagent"))}
+    paths = {"state directory": PurePosixPath(device.get("state_dir", "/var/lib/fwagent")),
+             "runtime directory": PurePosixPath(device.get("runtime_dir", "/run/fwagent"))}
     kind = bootloader.get("type", "grub")
     if kind == "grub":      # grub-editenv writes grubenv.new beside grubenv, then renames it
         paths["grubenv's directory"] = PurePosixPath(bootloader.get("grubenv", str(BootloaderConfig.grubenv))).parent

@@ -32,6 +32,7 @@ from agent.config import Config
 from agent.daemon import status
 from agent.daemon.actions import RESUME, Event, Phase, step
 from agent.daemon.jobs import JobWorker
+from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
 from agent.daemon.notify import Notifier
 from agent.daemon.plan import ActionPlan, PlanError, check_payloads, download_dir, plan_action, strongest_hash
 from agent.daemon.reports import Report, ReportQueue
@@ -102,6 +103,11 @@ class Daemon:
         self.last_progress: dict[str, float] = {}
         self.progress_interval = server.progress_interval if server else 5.0
         self.reboot_reported = threading.Event()
+        self.link = LinkStatusFile(config.device.runtime_dir / "link.json")
+        self.link_status = LinkStatus(server=server.url if server else None,
+                                      controller_id=server.controller_id if server else None, pid=os.getpid())
+        self.interval_said: str | None = None       # the last word on the polling interval the log has
+        self.link_unwritable = False
         installer.on_step = self._install_step
         installer.progress = self._install_progress
         installer.log = lambda message: log.info("install", msg=message, **self.install_ids)
@@ -200,10 +206,16 @@ class Daemon:
             self.config_due = True             # with the first poll: spread like the polls themselves
             in_hand = self.phase in (Phase.DOWNLOAD, Phase.WAIT, Phase.CANCEL)
             # With an action in hand, ask at once: it may have been cancelled while the device was off.
-            self.next_poll_at = self.clock() + (0.0 if in_hand else first_poll(self.policy, self.rng))
+            delay = 0.0 if in_hand else first_poll(self.policy, self.rng)
+            self.next_poll_at = self.clock() + delay
+            note = first_poll_note(delay, self.policy.startup_spread, in_hand)
+            if note:
+                self.log.info("first-poll", wait=duration(delay), msg=note)
+        self._write_link()
 
     def _shutdown(self) -> None:
         self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
+        self.link.path.unlink(missing_ok=True)          # no service: nothing to show of its link
         self.notifier.stopping("stopping: leaving the update where it is, sending what is queued")
         self.download_cancel.set()
         self.installer.stop()
@@ -262,6 +274,7 @@ class Daemon:
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
         if self.wake_pending:
             self.wake_pending, self.next_poll_at = False, self._wakeup_poll_at()
+        self._link_polled("a cancel" if root.cancel else "an action" if root.deployment else "no action", root.sleep)
         if root.config_data or self.config_due:
             self.config_due = False
             self.jobs.submit("config", self._send_config_job)
@@ -292,8 +305,49 @@ class Daemon:
                                  self.rng)
         self.next_poll_at = self.clock() + delay
         self.log.warning("poll-failed", code=error.code, msg=error.detail, retry_in=f"{delay:.0f}s")
+        self._link_failed(error.code, error.detail)
         if self.phase is Phase.IDLE and not self.install_running:
             self._show(f"idle; the last poll failed ({error.code}), the next in {delay:.0f} s")
+
+    # --- the link's status: said once per change in the log, all of it in link.json -----------
+
+    def _link_polled(self, result: str, suggested: float | None) -> None:
+        change = link_change(self.link_status.state, True, None, None)
+        if change:
+            self.log.info("link", state=change, server=self.link_status.server)
+        note = interval_note(suggested, self.policy.minimum, self.policy.maximum, self.policy.default)
+        if note != self.interval_said:
+            self.interval_said = note
+            if note:
+                self.log.info("poll-interval", msg=note)
+        link = self.link_status
+        link.state, link.last_poll, link.last_result = "connected", time.time(), result
+        self._write_link()
+
+    def _link_failed(self, code: str, detail: str) -> None:
+        last = self.link_status.last_error
+        change = link_change(self.link_status.state, False, code, last["code"] if last else None)
+        if change:
+            self.log.warning("link", state=change, code=code, server=self.link_status.server)
+        now, link = time.time(), self.link_status
+        link.state, link.last_poll, link.last_result = "failing", now, code
+        link.last_error = {"code": code, "detail": detail, "at": now}
+        self._write_link()
+
+    def _write_link(self) -> None:
+        """link.json for ``fwagent status``; a runtime directory that cannot be written is said once."""
+        status = self.link_status
+        status.phase, status.action = self.phase.value, self.record.get("action")
+        status.next_poll = time.time() + (self.next_poll_at - self.clock()) if self.next_poll_at != float("inf") \
+            else None
+        status.mqtt = None if self.mqtt is None else ("connected" if self.mqtt.connected.is_set() else "disconnected")
+        status.reports_waiting = len(self.reports)
+        try:
+            self.link.save(status)
+        except OSError as err:
+            if not self.link_unwritable:
+                self.link_unwritable = True
+                self.log.warning("link-status-unwritable", path=str(self.link.path), msg=err.strerror or str(err))
 
     def _on_job_failed(self, data: tuple[str, BaseException]) -> None:
         """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
@@ -615,6 +669,7 @@ class Daemon:
         self.record = {**self.record, **fields, "phase": self.phase.value}
         self.store.save(self.record)
         self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
+        self._write_link()
         self._publish_state()
         idle = self.phase is Phase.IDLE
         self._show(status.phase_text(self.phase.value, self.record.get("window")),

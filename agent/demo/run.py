@@ -73,6 +73,7 @@ id = "{DEVICE_ID}"
 vendor_domain = "example.com"
 class_name = "demo-gateway-rev1"
 state_dir = "device/state"
+runtime_dir = "device/run"
 hardware_board = "demo-gateway"
 hardware_revision = "rev1"
 
