@@ -135,6 +135,26 @@ def test_a_grub_environment_of_the_wrong_size_fails(gateway: Gateway, capsys: py
     assert "grubenv" in checks["bootloader"]["detail"]
 
 
+def test_a_u_boot_environment_that_fw_printenv_cannot_read_fails(gateway: Gateway,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """fw_env.config reachable, the environment's CRC good and its variables there: ok; a
+    variable missing, or fw_env.config gone: the check fails."""
+    from test_bootchooser import RAUC_UBOOT, file_backed_uboot
+
+    config, _ = file_backed_uboot(gateway.root, RAUC_UBOOT)
+    text = gateway.config_path.read_text().replace('type = "file"\nenv_file = "bootenv.json"',
+                                                   f'type = "uboot"\nfw_env_config = "{config}"')
+    gateway.config_path.write_text(text.replace('reboot = "simulate"\n', ""))
+    code, checks = check(gateway, capsys)
+    assert code == 0 and checks["bootloader"]["detail"].startswith("uboot: primary A"), checks["bootloader"]
+    file_backed_uboot(gateway.root, {"BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"})        # no BOOT_ORDER
+    code, checks = check(gateway, capsys)
+    assert code == 1 and "BOOT_ORDER" in checks["bootloader"]["detail"], checks["bootloader"]
+    config.unlink()
+    code, checks = check(gateway, capsys)
+    assert code == 1 and "fw_env.config" in checks["bootloader"]["detail"], checks["bootloader"]
+
+
 def test_a_server_and_a_broker_that_do_not_answer_fail(gateway: Gateway,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     add(gateway, f'[server]\nurl = "http://127.0.0.1:{closed_port()}"\ntimeout = 2\n\n'
