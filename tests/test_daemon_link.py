@@ -86,17 +86,18 @@ def test_a_first_poll_far_away_is_said_at_once(gateway: Gateway, tmp_path: Path,
 
 
 def test_polls_failing_and_back_are_said_once_each_and_status_shows_the_link(
-        gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        gateway: Gateway, broker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with DdiServer(sleep="00:00:01") as server, FaultProxy(int(server.url.rsplit(":", 1)[1]),
                                                           [Pass(), Pass(), Status(503), Status(503),
                                                            Status(503)]) as proxy:
-        serve(gateway, proxy.url, "startup_spread = 0\npoll_min = 2\npoll_default = 2\n")
+        serve(gateway, proxy.url, f'startup_spread = 0\npoll_min = 2\npoll_default = 2\n\n[mqtt]\nurl = "{broker}"\n')
         with DaemonProcess(gateway.config_path, tmp_path / "daemon.log") as daemon:
             daemon.wait_for(lambda: "event=link state=connected" in daemon.log(), "the first answer")
             link = status(gateway, capsys)["link"]
             assert (link["state"], link["last_result"], link["phase"], link["action"]) == (
                 "connected", "no action", "idle", None)
             assert link["next_poll"] > link["last_poll"] and link["last_error"] is None
+            daemon.wait_for(lambda: status(gateway, capsys)["link"]["mqtt"] == "connected", "MQTT in the status")
             daemon.wait_for(lambda: "event=link state=back" in daemon.log(), "the server back", timeout=60)
             assert main(["status", "--config", str(gateway.config_path)]) == 0
             text = capsys.readouterr().out
@@ -109,4 +110,4 @@ def test_polls_failing_and_back_are_said_once_each_and_status_shows_the_link(
     assert "the server asks 1s, polling every 2s ([server].poll_min)" in log
     assert failed["code"] == "ddi-http-503"
     assert f"server link:  connected: {proxy.url} as 'gw-test'" in text
-    assert "  last error: ddi-http-503:" in text and "  action:     idle" in text
+    assert "  last error: ddi-http-503:" in text and "  action:     idle" in text and "  MQTT:       connected" in text
