@@ -117,7 +117,8 @@ def test_status_shows_what_it_can_and_the_way_out(gateway: Gateway, capsys) -> N
     assert out[:2] == ["booted slot:  B", "primary slot: A"]
     assert f"journal:      damaged: {journal_path(gateway)}: update.digest: a SHA-256 in hex, got 'xyz'; run " \
            "'fwagent rollback' to recover" in out
-    assert out[-1].startswith("bootloader:   ") and not [line for line in out if line.startswith("update:")]
+    assert [line for line in out if line.startswith("bootloader:   ")] and not [l for l in out if l.startswith("update:")]
+    assert out[-1].startswith("server link:  unknown: the service is not running")
     assert main(["status", "--json", *config(gateway)]) == 1
     view = json.loads(capsys.readouterr().out)
     assert view["journal_damaged"].startswith(f"{journal_path(gateway)}: update.digest: ")
