@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.bundle.cpio import ByteSum
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 PARALLEL_MIN = 64 * 1024   # below this, a hand-off to the worker costs more than it saves
 
 
 @functools.cache
 def _worker() -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor    # only "crc" archives need it
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-checksum")
 
 
 class MemberDigest:
-    """Feed it the start of one reused buffer at a time; ``crc`` also sums the bytes."""
+    """Feed it the start of a buffer at a time, from a few reused ones; ``crc`` also sums the bytes."""
 
     def __init__(self, crc: bool) -> None:
         self._sha = hashlib.sha256()
         self._crc = crc
-        self._summer: ByteSum | None = None
+        self._summers: dict[int, ByteSum] = {}    # by id of the buffer (which each one keeps alive)
         self._check = 0
 
     def update(self, buffer: Any, count: int) -> None:
@@ -38,13 +41,16 @@ class MemberDigest:
         if not self._crc:
             self._sha.update(view)
             return
-        if self._summer is None or self._summer.buffer is not buffer:
-            self._summer = ByteSum(buffer)
+        summer = self._summers.get(id(buffer))
+        if summer is None or summer.buffer is not buffer:
+            if len(self._summers) >= 4:
+                self._summers.clear()
+            summer = self._summers[id(buffer)] = ByteSum(buffer)
         if count < PARALLEL_MIN:
             self._sha.update(view)
-            self._check += self._summer.sum(count)
+            self._check += summer.sum(count)
             return
-        pending = _worker().submit(self._summer.sum, count)
+        pending = _worker().submit(summer.sum, count)
         self._sha.update(view)
         self._check += pending.result()
 

@@ -88,7 +88,7 @@ class Installer:
     """Runs updates on the slots and bootloader that ``config`` describes."""
 
     def __init__(self, config: Config, bootloader: Any, boot: BootInfo, *,
-                 reboot: Callable[[], None], open_source: Callable[[str], Any],
+                 reboot: Callable[[], None], open_source: Callable[..., Any],
                  progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None,
                  downloader: Downloader | None = None,
                  on_step: Callable[[str, dict[str, Any]], None] | None = None) -> None:
@@ -107,6 +107,7 @@ class Installer:
         self._point_of_no_return = threading.Lock()
         self._switched = False
         self._record: dict[str, Any] = {}
+        self._held: dict[str, Any] = {}   # sources opened by this run: a bundle URL is read with one GET
 
     @functools.cached_property
     def trust(self) -> Trust:
@@ -126,7 +127,7 @@ class Installer:
                 links: dict[str, str] | None = None) -> Outcome:
         """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from."""
         with self.journal.locked():
-            self.open_source(source).close()  # an unreadable source is refused before anything starts
+            self._open(source).close()        # an unreadable source is refused before anything starts
             _ = self.trust                    # and so are unreadable trust keys
             record = self.journal.load()
             self.refuse_if_busy(record)
@@ -248,6 +249,14 @@ class Installer:
     # --- the loop --------------------------------------------------------------------
 
     def _run(self, record: dict[str, Any], state: State) -> Outcome:
+        try:
+            return self._steps(record, state)
+        finally:
+            for opened in self._held.values():
+                opened.close()
+            self._held.clear()
+
+    def _steps(self, record: dict[str, Any], state: State) -> Outcome:
         self._record = record          # the record that download checkpoints save
         update = record["update"]
         while state not in FINAL:
@@ -300,13 +309,16 @@ class Installer:
     def check_source(self, source: str) -> tuple[bytes, CheckResult]:
         """The checks of ``verify``, with no update started: signature, anti-rollback, device,
         target slots (a server action's files are checked so as soon as they arrive)."""
-        from agent.manifest.check import check
-        from agent.manifest.verify import RollbackState
-        opened = self.open_source(source)
+        opened = self._open(source)
         try:
             manifest_bytes = opened.read_manifest()
         finally:
             opened.close()
+        return manifest_bytes, self._check(manifest_bytes)
+
+    def _check(self, manifest_bytes: bytes) -> CheckResult:
+        from agent.manifest.check import check
+        from agent.manifest.verify import RollbackState
         installed = self.journal.load()["installed"]
         rollback = (RollbackState(installed["sequence"], bytes.fromhex(installed["digest"]))
                     if installed else None)
@@ -314,12 +326,24 @@ class Installer:
         result = check(manifest_bytes, self.trust, rollback=rollback, device=self.device,
                        slot=SLOT_INDEX[target])
         self._check_targets(result, target)
-        return manifest_bytes, result
+        return result
+
+    def _open(self, source: str) -> Any:
+        from agent.download.remote import RemoteFile
+        return self.open_source(source, lambda url: RemoteFile(self.downloader, url, cancel=self.cancel))
+
+    def _source(self, source: str) -> Any:
+        """The source, kept open for the rest of this run: a bundle URL's manifest is verified
+        from the stream whose payloads are then written."""
+        if source not in self._held:
+            self._held[source] = self._open(source)
+        return self._held[source]
 
     def _verify(self, update: dict[str, Any]) -> Event:
         from agent.manifest.targets import target_of
 
-        manifest_bytes, result = self.check_source(update["source"])
+        manifest_bytes = self._source(update["source"]).read_manifest()
+        result = self._check(manifest_bytes)
         booted = self._booted()
         update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
@@ -360,7 +384,7 @@ class Installer:
                 os.ftruncate(stash, thing["size"])
             finally:
                 os.close(stash)
-        source = self.open_source(update["source"])
+        source = self._source(update["source"])
         try:
             from agent.manifest.processor import Processor
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
@@ -369,11 +393,29 @@ class Installer:
                                     download=lambda uri, slot, size, digest: self._download(
                                         update, uri, slot, size, digest), links=update.get("links") or {},
                                     things=things)
+            if getattr(source, "streamed", False):
+                self._resume_stream(update, source, executor)
             Processor(manifest, self.device, executor).run("update")
             payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
         return Event.OK
+
+    def _resume_stream(self, update: dict[str, Any], source: Any, executor: SlotExecutor) -> None:
+        """A bundle read from a URL: what an earlier process wrote of it (synced, recorded) is not
+        fetched again, if the server still has the same bundle (same ETag or Last-Modified);
+        each new durable position is recorded as the payloads are written."""
+        from agent.install.bundle_source import StreamProgress
+        progress = StreamProgress.from_dict(update.get("stream"))
+        if progress.validator is None or progress.validator != source.validator:
+            progress = StreamProgress(source.validator)        # another bundle, or none to tell: from zero
+        executor.resume = dict(progress.written)
+
+        def checkpoint(label: str, durable: int) -> None:
+            progress.written[label] = durable
+            update["stream"] = progress.as_dict()
+            self.journal.save(self._record)
+        executor.checkpoint = checkpoint
 
     _stash = _write     # Things only: the same processing; no slot component is written
 

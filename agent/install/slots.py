@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
+import threading
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from agent.errors import FwagentError
 
 CHUNK = 1 << 20
+MAX_BUFFER = 4 << 20
 OTHER = {"A": "B", "B": "A"}
 SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
 
@@ -123,6 +126,91 @@ class SlotWriter(SlotSink):
         self.sync()
         self.close()
         return (self.sha.digest() if self.sha is not None else None), self.position
+
+
+class WriteBehind:
+    """Writes filled buffers into a slot on a worker thread while the caller fills the next.
+
+    The caller reads (and hashes: hashlib releases the GIL) into one buffer while
+    the worker's ``os.write`` (which releases it too) empties another: reading,
+    hashing and writing use two cores. A few buffers go round, of ``size`` bytes
+    each (``buffer_size``), so memory stays flat. A write error is raised in the
+    caller at its next ``buffer``, ``put``, ``drain`` or ``close``.
+    """
+
+    BUFFERS = 3
+    WAIT = 1.0           # seconds per wait on the worker, between checks that it still runs
+
+    def __init__(self, sink: SlotSink, size: int) -> None:
+        self.sink = sink
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(self.BUFFERS):
+            self.free.put(bytearray(size))
+        self.filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
+        self.thread.start()
+
+    def buffer(self) -> bytearray:
+        """A buffer to fill, once the worker has written what it held."""
+        while True:
+            self._raise()
+            try:
+                return self.free.get(timeout=self.WAIT)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise SlotError(f"{self.sink.slot.label}: the slot writer stopped") from None
+
+    def put(self, buffer: bytearray, count: int) -> None:
+        """Write ``buffer[:count]`` behind; the buffer comes back through ``buffer()``."""
+        self._raise()
+        self.filled.put((buffer, count))
+
+    def give_back(self, buffer: bytearray) -> None:
+        self.free.put(buffer)
+
+    def drain(self) -> None:
+        """Return once every buffer put so far is written (not yet synced)."""
+        taken = []
+        for _ in range(self.BUFFERS):     # all of them back: nothing is being written
+            taken.append(self.buffer())
+        for buffer in taken:
+            self.free.put(buffer)
+        self._raise()
+
+    def close(self) -> None:
+        self.filled.put(None)
+        while self.thread.is_alive():
+            self.thread.join(self.WAIT)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while (item := self.filled.get()) is not None:
+            buffer, count = item
+            try:
+                if self.error is None:
+                    self.sink.write(memoryview(buffer)[:count])
+            except BaseException as exc:   # handed to the caller
+                self.error = exc
+            finally:
+                self.free.put(buffer)
+
+
+def buffer_size(device: Path) -> int:
+    """Bytes per write into ``device``: 1 MiB, or a multiple of its preferred I/O size when that
+    is larger (up to 4 MiB)."""
+    try:
+        preferred = os.stat(device).st_blksize
+    except OSError:
+        return CHUNK
+    if preferred <= CHUNK:
+        return CHUNK
+    return min(MAX_BUFFER, preferred * (CHUNK // preferred + (CHUNK % preferred > 0)))
 
 
 def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
