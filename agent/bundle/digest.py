@@ -9,10 +9,10 @@ checking both takes about as long as SHA-256 alone.
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from agent.bundle.cpio import ByteSum
+from agent.sha256 import sha256
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +30,7 @@ class MemberDigest:
     """Feed it the start of a buffer at a time, from a few reused ones; ``crc`` also sums the bytes."""
 
     def __init__(self, crc: bool) -> None:
-        self._sha = hashlib.sha256()
+        self._sha = sha256()
         self._crc = crc
         self._summers: dict[int, ByteSum] = {}    # by id of the buffer (which each one keeps alive)
         self._check = 0

@@ -33,6 +33,7 @@ CHUNK = 1 << 20
 MAX_SW_DESCRIPTION = 64 * 1024
 MAX_MANIFEST = 64 * 1024
 MAX_TAIL = 1 << 20      # zeros after the trailer (GNU cpio pads to blocks); a stream must end
+TAIL_READ = 64 * 1024
 
 
 class BundleReader:
@@ -42,7 +43,7 @@ class BundleReader:
         self._file = fileobj
         self._offset = 0
         self._started = False
-        self._buffer = bytearray(CHUNK)
+        self._scratch: bytearray | None = None
         self.format = ""
         self.members: list[Member] = []
         self.sw_description = self._small(SW_DESCRIPTION, MAX_SW_DESCRIPTION, "first",
@@ -162,7 +163,7 @@ class BundleReader:
         """After the trailer only zeros may follow (GNU cpio pads to 512-byte blocks), and at most
         ``MAX_TAIL`` of them: a bundle read from the network ends where the archive does."""
         end = self._offset + MAX_TAIL
-        while chunk := self._file.read(min(CHUNK, end + 1 - self._offset)):
+        while chunk := self._file.read(min(TAIL_READ, end + 1 - self._offset)):
             if chunk.strip(b"\0"):
                 raise BundleError(f"non-zero bytes follow the trailer (after offset {self._offset})",
                                   code="bundle-trailing-data")
@@ -172,6 +173,13 @@ class BundleReader:
                                   code="bundle-trailing-data")
 
     # --- bytes -------------------------------------------------------------------
+
+    @property
+    def _buffer(self) -> bytearray:
+        """For reads that bring no buffer of their own (``read``, ``drain``): made on first use."""
+        if self._scratch is None:
+            self._scratch = bytearray(CHUNK)
+        return self._scratch
 
     def _read(self, size: int, what: str) -> bytes:
         data = bytearray(size)
@@ -236,6 +244,8 @@ class PayloadStream:
 
     def drain(self) -> None:
         """Read (and check) whatever is left of the payload."""
+        if self._done and self._error is None:
+            return
         while self._take(self._reader._buffer, CHUNK):
             pass
 

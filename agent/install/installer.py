@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -26,21 +25,22 @@ from agent.errors import FwagentError, ThingOfflineError, UsageError
 from agent.files import private_dir
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
-from agent.install.health import run_health
-from agent.download.downloader import Downloader, Resume
-from agent.download.downloader import Progress as DownloadProgress
 from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity, size_text
 from agent.journal import Journal, JournalDamagedError
 from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
 
 if TYPE_CHECKING:
+    from agent.download.downloader import Downloader
+    from agent.download.downloader import Progress as DownloadProgress
+    from agent.download.downloader import Resume
     from agent.manifest.check import CheckResult
     from agent.manifest.processor import DeviceIdentity
     from agent.manifest.verify import Trust, VerifiedManifest
 
 # The manifest machinery (SUIT, COSE, cryptography: about 10 MiB) is imported when an update
-# needs it, not by a service that waits between updates.
+# needs it, not by a service that waits between updates; the HTTP machinery (requests, TLS:
+# about 10 MiB more) when an update downloads, not by an install from a file.
 
 
 # The states a cancel may still stop: nothing the bootloader boots has changed yet.
@@ -100,7 +100,7 @@ class Installer:
         self.progress = progress
         self.log = log
         self.journal = Journal(config.device.state_dir)
-        self.downloader = downloader or Downloader(config.download)
+        self._downloader = downloader
         self.on_step = on_step          # told each state once it is persisted, before it acts
         self.cancel = threading.Event()   # stops downloads; set by request_cancel or stop
         self.stopping = threading.Event()
@@ -115,6 +115,13 @@ class Installer:
         from agent.manifest.verify import Trust
         return Trust(tuple(cose.load_trust_anchor(p) for p in self.config.trust.keys),
                      tuple(cose.load_mac_key(p) for p in self.config.trust.hmac_keys))
+
+    @property
+    def downloader(self) -> Downloader:
+        if self._downloader is None:
+            from agent.download.downloader import Downloader
+            self._downloader = Downloader(self.config.download)
+        return self._downloader
 
     @functools.cached_property
     def device(self) -> DeviceIdentity:
@@ -329,8 +336,11 @@ class Installer:
         return result
 
     def _open(self, source: str) -> Any:
+        return self.open_source(source, self._remote)
+
+    def _remote(self, url: str) -> Any:
         from agent.download.remote import RemoteFile
-        return self.open_source(source, lambda url: RemoteFile(self.downloader, url, cancel=self.cancel))
+        return RemoteFile(self.downloader, url, cancel=self.cancel)
 
     def _source(self, source: str) -> Any:
         """The source, kept open for the rest of this run: a bundle URL's manifest is verified
@@ -422,6 +432,7 @@ class Installer:
     def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
                   digest: bytes | None) -> tuple[bytes, int]:
         """Fetch into the slot, resuming where an earlier process left off (the journal says)."""
+        from agent.download.downloader import Resume
         downloads = update.setdefault("downloads", {})
 
         def checkpoint(resume: Resume) -> None:
@@ -465,6 +476,7 @@ class Installer:
         return Event.OK
 
     def _health(self, update: dict[str, Any]) -> Event:
+        from agent.install.health import run_health
         healthy, reason = run_health(self.config.health)
         if not healthy:
             update["reason"], update["code"] = reason, "unhealthy"
@@ -551,7 +563,9 @@ class Installer:
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
-        shutil.rmtree(self._things_dir, ignore_errors=True)       # the kept Thing images
+        if self._things_dir.exists():
+            import shutil
+            shutil.rmtree(self._things_dir, ignore_errors=True)   # the kept Thing images
         with self._point_of_no_return:                 # ready for the next update of this process
             self._switched = False
             if not self.stopping.is_set():

@@ -8,7 +8,6 @@ line (``fwagent.slot=A``), never guessed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import stat
@@ -18,8 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import FwagentError
+from agent.sha256 import sha256
 
 CHUNK = 1 << 20
+# Per write behind a bundle's reading: large enough that the calls cost nothing next to the copying
+# and hashing, small enough that the two buffers in flight keep an install's memory near 30 MiB.
+WRITE_SIZE = 512 << 10
 MAX_BUFFER = 4 << 20
 OTHER = {"A": "B", "B": "A"}
 SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
@@ -111,7 +114,7 @@ class SlotWriter(SlotSink):
 
     def __init__(self, slot: Slot, size: int | None, *, hashing: bool = True) -> None:
         super().__init__(slot, size)
-        self.sha = hashlib.sha256() if hashing else None
+        self.sha = sha256() if hashing else None
 
     def write(self, data: bytes | memoryview) -> None:
         super().write(data)
@@ -138,7 +141,7 @@ class WriteBehind:
     caller at its next ``buffer``, ``put``, ``drain`` or ``close``.
     """
 
-    BUFFERS = 3
+    BUFFERS = 2          # one filled by the caller while the worker writes the other
     WAIT = 1.0           # seconds per wait on the worker, between checks that it still runs
 
     def __init__(self, sink: SlotSink, size: int) -> None:
@@ -202,15 +205,15 @@ class WriteBehind:
 
 
 def buffer_size(device: Path) -> int:
-    """Bytes per write into ``device``: 1 MiB, or a multiple of its preferred I/O size when that
-    is larger (up to 4 MiB)."""
+    """Bytes per write into ``device``: ``WRITE_SIZE``, or a multiple of its preferred I/O size
+    when that is larger (up to ``MAX_BUFFER``)."""
     try:
         preferred = os.stat(device).st_blksize
     except OSError:
-        return CHUNK
-    if preferred <= CHUNK:
-        return CHUNK
-    return min(MAX_BUFFER, preferred * (CHUNK // preferred + (CHUNK % preferred > 0)))
+        return WRITE_SIZE
+    if preferred <= WRITE_SIZE:
+        return WRITE_SIZE
+    return min(MAX_BUFFER, preferred * (WRITE_SIZE // preferred + (WRITE_SIZE % preferred > 0)))
 
 
 def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
@@ -226,7 +229,7 @@ def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
 
 def read_digest(device: Path, size: int) -> bytes:
     """SHA-256 of the first ``size`` bytes of a slot, read back from the device."""
-    sha = hashlib.sha256()
+    sha = sha256()
     fd = os.open(device, os.O_RDONLY)
     try:
         for block in read_chunks(fd, size, str(device)):
