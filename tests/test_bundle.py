@@ -220,6 +220,7 @@ def test_member_digest_matches_hashlib_and_sum(crc: bool):
     digest = MemberDigest(crc)
     for start in range(0, len(data), len(buffer)):
         chunk = data[start:start + len(buffer)]
+        digest.before_fill(buffer)            # a "newc" chunk is hashed behind: done before reuse
         buffer[:len(chunk)] = chunk
         digest.update(buffer, len(chunk))
     assert digest.sha256() == hashlib.sha256(data).digest()

@@ -287,6 +287,7 @@ class PayloadStream:
         count = min(limit, self._remaining)
         try:
             if count:
+                self._digest.before_fill(buffer)
                 self._reader._fill(view[:count], f"payload {self.name}")
                 self._digest.update(buffer, count)
                 self._remaining -= count

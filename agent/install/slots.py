@@ -24,6 +24,7 @@ CHUNK = 1 << 20
 # and hashing, small enough that the two buffers in flight keep an install's memory near 30 MiB.
 WRITE_SIZE = 512 << 10
 MAX_BUFFER = 4 << 20
+FLUSH_BYTES = 8 << 20      # written behind: handed to the device this far apart (flush_behind)
 OTHER = {"A": "B", "B": "A"}
 SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
 
@@ -95,6 +96,12 @@ class SlotSink:
 
     def sync(self) -> None:
         os.fsync(self.fd)
+
+    def flush_behind(self, offset: int, length: int) -> None:
+        """Start writing these bytes to the device now, without waiting, and let the page cache
+        drop them once written: the fsync at the end has little left to wait for, and an image
+        the size of the device's memory does not push out everything else."""
+        os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
 
     def restart(self, offset: int) -> None:
         self.position = os.lseek(self.fd, offset, os.SEEK_SET)
@@ -193,11 +200,15 @@ class WriteBehind:
             raise error
 
     def _run(self) -> None:
+        flushed = self.sink.position
         while (item := self.filled.get()) is not None:
             buffer, count = item
             try:
                 if self.error is None:
                     self.sink.write(memoryview(buffer)[:count])
+                    if self.sink.position - flushed >= FLUSH_BYTES:
+                        self.sink.flush_behind(flushed, self.sink.position - flushed)
+                        flushed = self.sink.position
             except BaseException as exc:   # handed to the caller
                 self.error = exc
             finally:
