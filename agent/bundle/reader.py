@@ -43,7 +43,7 @@ class BundleReader:
         self._file = fileobj
         self._offset = 0
         self._started = False
-        self._scratch: bytearray | None = None
+        self._scratch: tuple[bytearray, bytearray] | None = None
         self.format = ""
         self.members: list[Member] = []
         self.sw_description = self._small(SW_DESCRIPTION, MAX_SW_DESCRIPTION, "first",
@@ -175,10 +175,11 @@ class BundleReader:
     # --- bytes -------------------------------------------------------------------
 
     @property
-    def _buffer(self) -> bytearray:
-        """For reads that bring no buffer of their own (``read``, ``drain``): made on first use."""
+    def _buffers(self) -> tuple[bytearray, bytearray]:
+        """For reads that bring no buffer of their own (``read``, ``drain``), made on first use:
+        two, so that ``drain`` reads into one while the other's chunk is hashed."""
         if self._scratch is None:
-            self._scratch = bytearray(CHUNK)
+            self._scratch = (bytearray(CHUNK), bytearray(CHUNK))
         return self._scratch
 
     def _read(self, size: int, what: str) -> bytes:
@@ -227,11 +228,12 @@ class PayloadStream:
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is left if negative); b"" at the end."""
         want = self._remaining if size < 0 else min(size, self._remaining)
-        view = memoryview(self._reader._buffer)
+        buffer = self._reader._buffers[0]
+        view = memoryview(buffer)
         parts = []
         got = 0
         while True:
-            count = self._take(self._reader._buffer, min(want - got, CHUNK))
+            count = self._take(buffer, min(want - got, CHUNK))
             parts.append(bytes(view[:count]))
             got += count
             if got >= want:
@@ -246,8 +248,9 @@ class PayloadStream:
         """Read (and check) whatever is left of the payload."""
         if self._done and self._error is None:
             return
-        while self._take(self._reader._buffer, CHUNK):
-            pass
+        buffers, turn = self._reader._buffers, 0
+        while self._take(buffers[turn], CHUNK):
+            turn ^= 1
 
     def skip_written(self, blocks: Iterable[bytes | memoryview]) -> int:
         """Take ``blocks``, the first bytes of this payload as an earlier process wrote them into
