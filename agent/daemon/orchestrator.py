@@ -345,7 +345,9 @@ class Daemon:
             return
         self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
                    window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
+        first = plan.fetch_first(deployment.may_install)
+        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                       f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
                        progress=(0, 100))
         self._start_download()
 
@@ -399,8 +401,10 @@ class Daemon:
         if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
             return
         self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
-        self._feedback("downloaded", f"downloaded and verified, version {self.record['version']}",
-                       progress=(100, 100))
+        streams = ActionPlan.from_dict(self.record["plan"]).main.filename not in self.record["fetched"]
+        self._feedback("downloaded", f"the signed manifest verified, version {self.record['version']}; the "
+                       "bundle streams into the slots" if streams else
+                       f"downloaded and verified, version {self.record['version']}", progress=(100, 100))
         if self.record["may_install"]:
             self._install()
         elif self.record.get("window") == "unavailable":
@@ -426,7 +430,9 @@ class Daemon:
                 path = directory / names[artifact.filename]
                 self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
-            _, checked = self.installer.check_source(str(directory / names[plan.main.filename]))
+            # A bundle that streams at the install: its manifest is checked from the stream's head.
+            main = directory / names[plan.main.filename]
+            _, checked = self.installer.check_source(str(main) if main.exists() else plan.main.url)
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
         except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
@@ -458,7 +464,7 @@ class Daemon:
     def _install(self) -> None:
         self._move(Event.WINDOW_OPEN)
         plan = ActionPlan.from_dict(self.record["plan"])
-        source = self.record["fetched"][plan.main.filename]
+        source = self.record["fetched"].get(plan.main.filename) or plan.main.url    # a bundle URL streams
         links = plan.links(self.record["fetched"])
         origin = {"ddi_action": self.record["action"]}
         self.install_running = True

@@ -60,6 +60,7 @@ class RemoteFile:
         self._last_read = 0.0
         self._window_start = 0.0
         self._window_bytes = 0
+        self._paced: tuple[float, int] | None = None     # when reading began, and where: for rate_limit
 
     # --- file interface (what the bundle reader uses) ---------------------------------------
 
@@ -200,7 +201,21 @@ class RemoteFile:
                 raise DownloadError(f"{self.shown}: stalled ({self._window_bytes} bytes in "
                                     f"{now - self._window_start:.0f} s)", transient=True)
             self._window_start, self._window_bytes = now, 0
+        self._limit_rate(now)
         return count
+
+    def _limit_rate(self, now: float) -> None:
+        """``rate_limit`` bytes per second over the whole read, as the downloader keeps it."""
+        limit = self.config.rate_limit
+        if not limit:
+            return
+        if self._paced is None:
+            self._paced = (now, self.position)
+        started, first = self._paced
+        ahead = (self.position - first) / limit - (now - started)
+        if ahead > 0:
+            self._wait(ahead)
+            self._last_read = self.owner.clock()        # a wait of our own is no stall
 
     def _drop(self) -> None:
         if self._watch is not None:
