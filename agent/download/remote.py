@@ -32,6 +32,7 @@ from agent.net.http import AnswerTimeout
 from agent.net.policy import LinkError
 
 READ_SIZE = 256 << 10     # per socket read: what has arrived, up to this
+QUICK_RETRY_BYTES = 1 << 20   # a connection that delivered this much before it broke is resumed at once
 
 
 class RemoteChangedError(DownloadError):
@@ -61,6 +62,7 @@ class RemoteFile:
         self._window_start = 0.0
         self._window_bytes = 0
         self._paced: tuple[float, int] | None = None     # when reading began, and where: for rate_limit
+        self._delivered = 0                               # by the current connection
 
     # --- file interface (what the bundle reader uses) ---------------------------------------
 
@@ -83,9 +85,14 @@ class RemoteFile:
                 raise DownloadError(f"{self.shown}: the answer ended at byte {self.position} of {self.size}",
                                     transient=True)
             except DownloadError as err:
+                delivered = self._delivered
                 self._drop()
                 if not err.transient:
                     raise
+                if delivered >= QUICK_RETRY_BYTES and attempt == 0 and err.wait is None \
+                        and self.owner.policy.max_attempts > 1:
+                    attempt = 1               # a link that was delivering broke: at once, then backoff
+                    continue
                 wait = next_wait(attempt, self.owner.policy, self.owner.rng, server_wait=err.wait,
                                  elapsed=self.owner.clock() - started)
                 if wait is None:
@@ -147,7 +154,7 @@ class RemoteFile:
             self._drop()
             raise
         self._last_read = self._window_start = self.owner.clock()
-        self._window_bytes = 0
+        self._window_bytes = self._delivered = 0
         self._watch = CancelWatch(self.cancel, response, self._idle).__enter__()
 
     def _check_status(self, response: Any) -> None:
@@ -196,6 +203,7 @@ class RemoteFile:
         self.position += count
         now = self._last_read = self.owner.clock()
         self._window_bytes += count
+        self._delivered += count
         if now - self._window_start >= self.config.stall_timeout:
             if self._window_bytes < self.config.stall_bytes:
                 raise DownloadError(f"{self.shown}: stalled ({self._window_bytes} bytes in "
@@ -218,6 +226,7 @@ class RemoteFile:
             self._last_read = self.owner.clock()        # a wait of our own is no stall
 
     def _drop(self) -> None:
+        self._delivered = 0
         if self._watch is not None:
             self._watch.__exit__(None, None, None)
             self._watch = None

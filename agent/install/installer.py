@@ -228,9 +228,13 @@ class Installer:
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
         update = record["update"] if record else None
+        shown = None
+        if update:
+            from agent.log import redact      # a bundle URL's password, if it has one, is not shown
+            shown = {k: update.get(k) for k in ("id", "state", "source", "target", "version", "restarts", "reason")}
+            shown["source"] = redact(str(update.get("source")))
         return {"booted": booted, "primary": self.bootloader.get_primary(), "slots": slots,
-                "update": ({k: update.get(k) for k in ("id", "state", "source", "target", "version",
-                                                       "restarts", "reason")} if update else None),
+                "update": shown,
                 "installed": record["installed"] if record else None,
                 "outbox": len(record["outbox"]) if record else None,
                 "variables": self.bootloader.variables(), "journal_damaged": damaged}
