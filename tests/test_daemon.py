@@ -137,7 +137,7 @@ def test_a_bundle_deployment_is_installed_committed_and_reported(gateway: Gatewa
     assert "downloaded" in steps and steps.index("downloaded") < len(steps) - 1
     details = " ".join(d for s in statuses for d in s.get("details", []))
     for text in ("checking the signed manifest of u2.fwb", "the bundle streams into the slots",
-                 "verifying the signed manifest", "installing into slot B",
+                 "verifying the signed manifest", "installing into slot B", "Downloaded 100% of u2.fwb into rootfs.B",
                  "rebooting into slot B", "running the health checks", "version 2.0.0"):
         assert text in details, (text, details)
     assert all("progress" in s.get("result", {}) for s in statuses if s["execution"] == "proceeding")

@@ -511,11 +511,21 @@ class Daemon:
         slot, done, total = data
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
-            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle="install")
+            streamed = self._streamed_bundle()   # its download is the install: said in SWUpdate's words
+            text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
+            self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
                                        total=total)
+
+    def _streamed_bundle(self) -> str | None:
+        """The file name of the action's bundle when it streams into the slots (not fetched first)."""
+        if not self.record.get("plan"):
+            return None
+        plan = ActionPlan.from_dict(self.record["plan"])
+        fetched = self.record.get("fetched") or {}
+        return plan.main.filename if plan.kind == "bundle" and plan.main.filename not in fetched else None
 
     def _on_installed(self, outcome: Outcome | None = None) -> None:
         self.install_running = False
