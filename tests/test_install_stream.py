@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from httpfaults import Cut, FaultProxy, nginx_etag, nginx_server, require_nginx, swap_file
+from httpfaults import Cut, FaultProxy, Status, nginx_etag, nginx_server, require_nginx, swap_file
 from install_bench import Gateway, make_gateway
 
 RUNNER = Path(__file__).with_name("crash_runner.py")
@@ -136,3 +136,14 @@ def test_a_bundle_urls_password_is_not_shown(site, capsys) -> None:  # type: ign
     assert main(["status", "--json", "--config", str(gateway.config_path)]) == 0
     shown = capsys.readouterr().out
     assert "operator:***@" in shown and "s3cret" not in shown
+
+
+def test_a_bundle_that_changes_in_mid_stream_is_refused_not_spliced(site) -> None:  # type: ignore[no-untyped-def]
+    """After a cut, the server answers the ranged GET with a whole (other) file: 200, not 206."""
+    gateway, www, server = site
+    size = (www / "u2.fwb").stat().st_size
+    with FaultProxy(server.port, [Cut(size // 2), Status(200, {"Content-Length": "4"}, b"new!")]) as proxy:
+        outcome = gateway.installer().install(f"{proxy.url}/u2.fwb")
+    assert (outcome.result, outcome.state, outcome.code) == ("failure", "failed", "remote-changed")
+    assert proxy.requests[1].headers["Range"] == f"bytes={size // 2}-"
+    assert gateway.bootloader().get_primary() == "A" and not gateway.bootloader().get_state("B")

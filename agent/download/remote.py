@@ -172,7 +172,7 @@ class RemoteFile:
         if status == 200:
             if self.position:
                 raise RemoteChangedError(f"{self.shown}: asked for bytes from {self.position}, the server sent "
-                                         "the whole file: it changed (or ignores ranges)")
+                                         "the whole file: it changed (or ignores ranges)", code="remote-changed")
             self.validator = validator
             length = response.headers.get("Content-Length")
             self.size = int(length) if length is not None and length.isdigit() else None
