@@ -42,8 +42,8 @@ class RemoteChangedError(DownloadError):
 
 
 class RemoteFile:
-    """``url`` read from ``offset`` on; ``validator``: the ETag or Last-Modified the bytes
-    must come from (None: whatever the first answer says)."""
+    """``url`` read from its start; ``validator`` is the first answer's ETag or Last-Modified,
+    which every later (ranged) answer must have."""
 
     def __init__(self, downloader: Downloader, url: str, *, cancel: threading.Event | None = None) -> None:
         downloader.link.policy.admit(url)        # a link refused for good is not tried at all
@@ -55,7 +55,6 @@ class RemoteFile:
         self.position = 0
         self.validator: str | None = None
         self.size: int | None = None              # the whole file's, once an answer said it
-        self.requests = 0
         self._response: Any = None
         self._watch: CancelWatch | None = None
         self._last_read = 0.0
@@ -118,9 +117,6 @@ class RemoteFile:
             self.position = target
         return self.position
 
-    def tell(self) -> int:
-        return self.position
-
     def close(self) -> None:
         self._drop()
 
@@ -134,7 +130,6 @@ class RemoteFile:
             headers["Range"] = f"bytes={self.position}-"
             if self.validator:
                 headers["If-Range"] = self.validator
-        self.requests += 1
         try:
             response = self.owner.link.open("GET", self.url, headers=headers,
                                             timeout=(self.config.connect_timeout, self.config.stall_timeout),
