@@ -157,7 +157,7 @@ class SlotExecutor:
             _, written = writer.finish()
         finally:
             writer.close()
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and written > synced:
             self.checkpoint(slot.label, written)
         digest = payload.checked_digest
         if digest is None:
