@@ -399,7 +399,9 @@ class Daemon:
             return
         self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
                    window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
+        first = plan.fetch_first(deployment.may_install)
+        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                       f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
                        progress=(0, 100))
         self._start_download()
 
@@ -453,8 +455,10 @@ class Daemon:
         if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
             return
         self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
-        self._feedback("downloaded", f"downloaded and verified, version {self.record['version']}",
-                       progress=(100, 100))
+        streams = ActionPlan.from_dict(self.record["plan"]).main.filename not in self.record["fetched"]
+        self._feedback("downloaded", f"the signed manifest verified, version {self.record['version']}; the "
+                       "bundle streams into the slots" if streams else
+                       f"downloaded and verified, version {self.record['version']}", progress=(100, 100))
         if self.record["may_install"]:
             self._install()
         elif self.record.get("window") == "unavailable":
@@ -480,7 +484,9 @@ class Daemon:
                 path = directory / names[artifact.filename]
                 self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
-            _, checked = self.installer.check_source(str(directory / names[plan.main.filename]))
+            # A bundle that streams at the install: its manifest is checked from the stream's head.
+            main = directory / names[plan.main.filename]
+            _, checked = self.installer.check_source(str(main) if main.exists() else plan.main.url)
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
             from agent.manifest.describe import manifest_version     # with the manifest machinery
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
@@ -513,7 +519,7 @@ class Daemon:
     def _install(self) -> None:
         self._move(Event.WINDOW_OPEN)
         plan = ActionPlan.from_dict(self.record["plan"])
-        source = self.record["fetched"][plan.main.filename]
+        source = self.record["fetched"].get(plan.main.filename) or plan.main.url    # a bundle URL streams
         links = plan.links(self.record["fetched"])
         origin = {"ddi_action": self.record["action"]}
         self.install_running = True
@@ -560,11 +566,21 @@ class Daemon:
         slot, done, total = data
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
-            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle="install")
+            streamed = self._streamed_bundle()   # its download is the install: said in SWUpdate's words
+            text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
+            self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
                                        total=total)
+
+    def _streamed_bundle(self) -> str | None:
+        """The file name of the action's bundle when it streams into the slots (not fetched first)."""
+        if not self.record.get("plan"):
+            return None
+        plan = ActionPlan.from_dict(self.record["plan"])
+        fetched = self.record.get("fetched") or {}
+        return plan.main.filename if plan.kind == "bundle" and plan.main.filename not in fetched else None
 
     def _on_installed(self, outcome: Outcome | None = None) -> None:
         self.install_running = False

@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 from agent.config import Config
-from agent.download.downloader import Downloader
 from agent.install.boot import KernelBoot, SimulatedBoot
 from agent.install.executor import Progress
 from agent.install.installer import Installer
 from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.command import run
+
+if TYPE_CHECKING:
+    from agent.download.downloader import Downloader
 
 REBOOT_TIMEOUT = 60.0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +104,7 @@ def kernel_cmdline(slot: str) -> str:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` so that a power cut leaves the old or the new content, never a mix."""
+    import tempfile
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
