@@ -21,13 +21,13 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
+from bootloader_bridge.bootchooser.base import SLOTS
 
 DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
 MAX_CONFIG = 1 << 20           # bytes of agent.toml
 # Bounds of the durations (seconds): each number of the configuration is finite and within its own.
 SHORTEST, HOUR, DAY = 0.001, 3600.0, 86400.0
 BOOTLOADERS = ("grub", "uboot", "custom", "file")
-SLOT_NAMES = ("A", "B")
 HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                   r"(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
@@ -318,8 +318,8 @@ def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]]
     for slot_class, section in data.items():
         if not isinstance(section, dict):
             raise ConfigError(f"[slots.{slot_class}] must be a table with A and B")
-        names = sorted(key for key, value in section.items() if key in SLOT_NAMES or isinstance(value, dict))
-        if names != list(SLOT_NAMES):
+        names = sorted(key for key, value in section.items() if key in SLOTS or isinstance(value, dict))
+        if names != list(SLOTS):
             raise ConfigError(f"[slots.{slot_class}] must have exactly the slots A and B, has "
                               f"{', '.join(names) or 'none'}")
         pair = _Table({k: v for k, v in section.items() if k not in names}, f"slots.{slot_class}", base)
@@ -328,7 +328,7 @@ def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]]
             raise ConfigError(f"[slots.{slot_class}].min_size must be a positive number of bytes")
         pair.done()
         slots[slot_class] = {}
-        for name in SLOT_NAMES:
+        for name in SLOTS:
             table = _Table(section[name], f"slots.{slot_class}.{name}", base)
             slots[slot_class][name] = table.path("device", required=True)
             table.done()

@@ -33,6 +33,7 @@ from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, d
 from agent.journal import Journal, JournalDamagedError
 from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
+from bootloader_bridge.bootchooser.base import SLOTS
 
 if TYPE_CHECKING:
     from agent.manifest.check import CheckResult
@@ -215,7 +216,7 @@ class Installer:
         installed = (record or {}).get("installed") or {}
         booted = self.boot.booted_slot()
         slots = {}
-        for name in OTHER:
+        for name in SLOTS:
             version = installed.get("version") if installed.get("slot") == name else None
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import FwagentError
+from bootloader_bridge.bootchooser.base import SLOTS
 
 CHUNK = 1 << 20
-OTHER = {"A": "B", "B": "A"}
-SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
+OTHER = dict(zip(SLOTS, reversed(SLOTS)))
+SLOT_INDEX = {name: index for index, name in enumerate(SLOTS)}     # SUIT component-slot numbers
 
 
 class SlotError(FwagentError, OSError):
