@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
 from bootloader_bridge.bootchooser.base import SLOTS
+from bootloader_bridge.options import Option, declared
 
 DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
 MAX_CONFIG = 1 << 20           # bytes of agent.toml
 # Bounds of the durations (seconds): each number of the configuration is finite and within its own.
 SHORTEST, HOUR, DAY = 0.001, 3600.0, 86400.0
-BOOTLOADERS = ("grub", "uboot", "custom", "file")
 HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                   r"(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
@@ -51,14 +52,13 @@ class TrustConfig:
 
 @dataclass(frozen=True)
 class BootloaderConfig:
+    """The backend (built in, or from the ``fwagent.bootloaders`` entry point group) and its options,
+    as the keyword arguments it declares (bootloader_bridge/options.py)."""
+
     type: str
-    grubenv: Path = Path("/boot/grub/grubenv")
-    fw_env_config: Path = Path("/etc/fw_env.config")
-    script: Path = Path("/usr/lib/fwagent/bootloader-hook")
-    env_file: Path = Path("/var/lib/fwagent/bootenv")
-    cmdline: Path = Path("/proc/cmdline")
+    cmdline: Path = Path("/proc/cmdline")      # every backend's: where the booted slot is read
     reboot: tuple[str, ...] | None = ("systemctl", "reboot")   # None: "simulate"
-    attempts: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def simulate_reboot(self) -> bool:
@@ -215,6 +215,26 @@ class _Table:
             raise ConfigError(f"[{self.name}].{key} must not be empty")
         return self.base / value
 
+    def option(self, option: Option, owner: str) -> Any:
+        """The value of an option a plug-in declares: of its kind, within its bounds, one of its
+        choices, passing its check; its default when absent."""
+        if option.key not in self.data:
+            self.taken.add(option.key)
+            return Path(option.default) if option.kind == "path" and option.default is not None else option.default
+        if option.kind == "path":
+            return self.path(option.key)
+        if option.kind == "number":
+            return self.number(option.key, 0.0, option.low, option.high)
+        value = self.get(option.key, {"str": str, "int": int, "bool": bool, "command": list}[option.kind])
+        if option.kind == "command":
+            if not value or not all(isinstance(a, str) for a in value):
+                raise ConfigError(f"[{self.name}].{option.key} must be a command (a list of strings)")
+            return tuple(value)
+        problem = option.problem(value, owner)
+        if problem:
+            raise ConfigError(f"[{self.name}].{option.key} {problem}")
+        return value
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.taken)
         if unknown:
@@ -284,29 +304,53 @@ def _paths(table: _Table, key: str, required: bool) -> tuple[Path, ...]:
 
 
 def _bootloader(table: _Table) -> BootloaderConfig:
+    """The general keys (type, cmdline, reboot), then the options the backend declares; a key
+    the backend declares as well as the general ones (the file backend's cmdline) is read once."""
+    from bootloader_bridge.bootchooser import registry
+
     kind = table.get("type", str, required=True)
-    if kind not in BOOTLOADERS:
-        raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(BOOTLOADERS)}")
+    if kind not in registry.BUILTIN and kind not in registry.names():
+        raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(registry.names())}")
+    backend = registry.backend_class(kind)
     defaults = BootloaderConfig(type=kind)
     reboot_value = table.get("reboot", (list, str), list(defaults.reboot or ()))
     if reboot_value == "simulate":
-        if kind != "file":
-            raise ConfigError('[bootloader].reboot = "simulate" needs type = "file"')
+        if not callable(getattr(backend, "boot", None)):
+            raise ConfigError('[bootloader].reboot = "simulate" needs type = "file" (a backend that plays '
+                              f"the power-on, boot()), not {kind!r}")
         reboot: tuple[str, ...] | None = None
     elif isinstance(reboot_value, list) and reboot_value and all(isinstance(a, str) for a in reboot_value):
         reboot = tuple(reboot_value)
     else:
         raise ConfigError('[bootloader].reboot must be a command (list of strings) or "simulate"')
-    attempts = table.get("attempts", int, defaults.attempts)
-    if not 1 <= attempts <= 255:
-        raise ConfigError("[bootloader].attempts must be between 1 and 255")
-    config = BootloaderConfig(
-        type=kind, grubenv=table.path("grubenv", defaults.grubenv),
-        fw_env_config=table.path("fw_env_config", defaults.fw_env_config),
-        script=table.path("script", defaults.script), env_file=table.path("env_file", defaults.env_file),
-        cmdline=table.path("cmdline", defaults.cmdline), reboot=reboot, attempts=attempts)
+    values = {"cmdline": table.path("cmdline", defaults.cmdline)}
+    options = _options(table, declared(backend), f"type {kind}", values)
+    _foreign(table, kind, lambda: {name: declared(registry.backend_class(name)) for name in registry.BUILTIN},
+             "type")
     table.done()
-    return config
+    return BootloaderConfig(type=kind, cmdline=values["cmdline"], reboot=reboot, options=options)
+
+
+def _options(table: _Table, options: tuple[Option, ...], owner: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A plug-in's declared options as its keyword arguments; ``values`` holds the keys read
+    already, by key, and gains the others."""
+    for option in options:
+        if option.key not in values:
+            values[option.key] = table.option(option, owner)
+    return {option.keyword: values[option.key] for option in options}
+
+
+def _foreign(table: _Table, chosen: str, others: Callable[[], dict[str, tuple[Option, ...]]], what: str) -> None:
+    """A key the chosen backend or protocol does not have, but a built-in other does, is named with
+    that one (the others are imported only then)."""
+    unknown = sorted(set(table.data) - table.taken)
+    declarations = others() if unknown else {}
+    for key in unknown:
+        owners = [name for name, options in declarations.items()
+                  if name != chosen and key in {o.key for o in options}]
+        if owners:
+            raise ConfigError(f"[{table.name}].{key} {table.data[key]!r}: for {what} {' or '.join(owners)}, "
+                              f"not {chosen}")
 
 
 def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]], dict[str, int]]:

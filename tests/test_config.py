@@ -49,7 +49,7 @@ def test_documented_keys_load(tmp_path: Path) -> None:
     assert (config.device.vendor_id, config.device.class_id) == (vendor, uuid.uuid5(vendor, "gw-board-rev1"))
     assert config.device.state_dir == tmp_path / "state"
     assert config.trust.keys == (tmp_path / "keys/release.pub.pem",)
-    assert config.bootloader.simulate_reboot and config.bootloader.env_file == tmp_path / "bootenv.json"
+    assert config.bootloader.simulate_reboot and config.bootloader.options["path"] == tmp_path / "bootenv.json"
     assert config.slots == {"rootfs": {"A": tmp_path / "slots/rootfs-a.img", "B": tmp_path / "slots/rootfs-b.img"}}
     assert config.min_image_sizes == {"rootfs": 1}          # an empty image is never installed
     assert config.health.commands[1] == ("systemctl", "is-active", "myapp.service")

@@ -1,0 +1,134 @@
+"""[bootloader] read from the options each backend declares, a third-party backend included:
+one installed for the test as a distribution (a dist-info directory on sys.path), found through
+the fwagent.bootloaders entry point group."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+from agent.install.compose import make_bootloader
+from bootloader_bridge.bootchooser import registry
+
+BASE = """
+[device]
+id = "gw-0001"
+vendor_domain = "example.com"
+class_name = "gw-board-rev1"
+state_dir = "state"
+
+[trust]
+keys = ["keys/release.pub.pem"]
+
+[slots.rootfs.A]
+device = "slots/rootfs-a.img"
+[slots.rootfs.B]
+device = "slots/rootfs-b.img"
+
+[bootloader]
+"""
+
+PLUGIN = '''
+from bootloader_bridge.options import Option
+
+
+class DevBoard:
+    """A board whose boot ROM keeps the slot in a register file."""
+
+    OPTIONS = (Option("register_file", "path", "/sys/devboard/slot", argument="registers"),
+               Option("retries", "int", 1, low=0, high=5),
+               Option("flavour", "str", "plain", choices=("plain", "secure")))
+
+    def __init__(self, registers, *, retries=1, flavour="plain"):
+        self.registers, self.retries, self.flavour = registers, retries, flavour
+
+    def get_primary(self):
+        return "A"
+
+    def set_primary(self, slot):
+        pass
+
+    def get_state(self, slot):
+        return True
+
+    def set_state(self, slot, good):
+        pass
+
+    def variables(self):
+        return {}
+'''
+
+
+@pytest.fixture
+def devboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The distribution fwagent-devboard, installed on sys.path for this test only."""
+    site = tmp_path / "site"
+    info = site / "fwagent_devboard-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fwagent-devboard\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\ndevboard = fwagent_devboard:DevBoard\n")
+    (site / "fwagent_devboard.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(__import__("sys").modules, "fwagent_devboard", raising=False)
+    return tmp_path
+
+
+def load(tmp_path: Path, bootloader: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "agent.toml"
+    path.write_text(BASE + textwrap.dedent(bootloader))
+    return load_config(path)
+
+
+def test_a_plugin_backend_is_chosen_from_agent_toml_with_its_options(devboard: Path) -> None:
+    config = load(devboard, 'type = "devboard"\nregister_file = "regs"\nretries = 3\n')
+    assert config.bootloader.options == {"registers": devboard / "regs", "retries": 3, "flavour": "plain"}
+    backend = make_bootloader(config)
+    assert type(backend).__name__ == "DevBoard"
+    assert (backend.registers, backend.retries, backend.flavour) == (devboard / "regs", 3, "plain")
+    assert "devboard" in registry.names()
+
+
+@pytest.mark.parametrize("keys, message", [
+    ("retries = 6", r"^\[bootloader\].retries must be from 0 to 5, got 6$"),
+    ('retries = "3"', r"^\[bootloader\].retries must be int, got str$"),
+    ('flavour = "fancy"', r"^\[bootloader\].flavour 'fancy': for type devboard, one of plain, secure$"),
+    ('register_file = ""', r"^\[bootloader\].register_file must not be empty$"),
+    ("colour = 1", r"^\[bootloader\].colour is not a known key$"),
+    ('grubenv = "/boot/grubenv"', r"^\[bootloader\].grubenv '/boot/grubenv': for type grub, not devboard$"),
+    ("attempts = 3", r"^\[bootloader\].attempts 3: for type uboot or file, not devboard$"),
+    ('reboot = "simulate"', r'needs type = "file" .*not .devboard.$'),
+])
+def test_a_plugin_backends_options_are_validated(devboard: Path, keys: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(devboard, f'type = "devboard"\n{keys}\n')
+
+
+def test_an_unknown_type_names_the_installed_ones(devboard: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^\[bootloader\].type 'lilo' is not one of grub, uboot, custom, file, "
+                                          r"devboard$"):
+        load(devboard, 'type = "lilo"\n')
+
+
+@pytest.mark.parametrize("bootloader, options", [
+    ('type = "grub"', {"env_file": Path("/boot/grub/grubenv")}),
+    ('type = "uboot"\nattempts = 9', {"config": Path("/etc/fw_env.config"), "attempts": 9}),
+    ('type = "custom"\nscript = "hook"', {"script": "HERE/hook"}),
+    ('type = "file"', {"path": Path("/var/lib/fwagent/bootenv"), "cmdline": Path("/proc/cmdline"), "attempts": 3}),
+])
+def test_builtin_backends_declare_their_options(tmp_path: Path, bootloader: str, options: dict) -> None:
+    expected = {k: tmp_path / v.removeprefix("HERE/") if isinstance(v, str) else v for k, v in options.items()}
+    assert load(tmp_path, bootloader).bootloader.options == expected
+
+
+@pytest.mark.parametrize("bootloader, message", [
+    ('type = "uboot"\nattempts = 10', r"^\[bootloader\].attempts must be from 1 to 9, got 10$"),
+    ('type = "grub"\nfw_env_config = "x"', r"^\[bootloader\].fw_env_config 'x': for type uboot, not grub$"),
+    ('type = "file"\nscript = "x"', r"^\[bootloader\].script 'x': for type custom, not file$"),
+])
+def test_builtin_backends_refuse_what_is_not_theirs(tmp_path: Path, bootloader: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, bootloader)
