@@ -107,38 +107,34 @@ class ServerConfig:
     max_answer: int = 1 << 20                  # bytes of one JSON answer; a longer one is refused
 
 
-THING_PROTOCOLS = ("stm32", "mcuboot-smp")
 THING_PARITY = ("none", "even", "odd")
 
 
 @dataclass(frozen=True)
 class ThingConfig:
-    """A microcontroller on a serial line: how to reach its bootloader and read its version."""
+    """A microcontroller on a serial line: how to reach its bootloader and read its version.
+    What is particular to its protocol (bootloader_bridge/things/registry.py) is in ``options``,
+    as the protocol declares it."""
 
     name: str
     port: str                                  # a pyserial URL: /dev/ttyUSB0, socket://..., rfc2217://...
     protocol: str                              # stm32 | mcuboot-smp
     baud: int = 115200
-    parity: str = "none"                       # default: even for stm32 (8E1), none for mcuboot-smp
+    parity: str = "none"                       # read from agent.toml: the protocol's default (stm32: even)
     reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>[,<boot>] | a command
-    address: int = 0x08000000                  # stm32: where the image goes
     version_command: tuple[str, ...] | None = None   # prints the running version (stm32 has no other way)
-    flash_size: int | None = None              # stm32: for parts fwagent does not know by their id
-    page_size: int | None = None
-    boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
     rollback: bool | None = None               # boots a new image on trial, can go back; None: by protocol
-    mcuboot_mode: str | None = None            # mcuboot-smp: when the device does not report its mode
+    options: dict[str, Any] = field(default_factory=dict)   # the protocol's own: address, mcuboot_mode, ...
 
     @property
     def rolls_back(self) -> bool:
         """Whether it can go back to its old image: flashed before the Things that cannot."""
         if self.rollback is not None:
             return self.rollback
-        if self.protocol != "mcuboot-smp":
-            return False
-        from bootloader_bridge.things.mcuboot_modes import rolls_back
+        from bootloader_bridge.things.registry import protocol
 
-        return rolls_back(self.mcuboot_mode)
+        declared = protocol(self.protocol)
+        return declared.rolls_back(declared.settings(self.options))
 
 
 @dataclass(frozen=True)
@@ -472,18 +468,24 @@ def _mqtt(table: _Table, device_id: str) -> MqttConfig:
 
 
 def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
+    """Each Thing: the keys every protocol has, then its protocol's own (bootloader_bridge/things/)."""
+    if not data:
+        return {}
+    from bootloader_bridge.things import registry as thing_protocols   # only here: most devices have no Things
+
     things = {}
     for name, section in data.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
             raise ConfigError(f"[things.{name}]: a Thing's name is letters, digits, '.', '_' or '-'")
         table = _Table(section, f"things.{name}", base)
-        protocol = table.get("protocol", str, required=True)
-        if protocol not in THING_PROTOCOLS:
-            raise ConfigError(f"[things.{name}].protocol {protocol!r} is not one of {', '.join(THING_PROTOCOLS)}")
+        kind = table.get("protocol", str, required=True)
+        if kind not in thing_protocols.BUILTIN:
+            raise ConfigError(f"[things.{name}].protocol {kind!r} is not one of {', '.join(thing_protocols.BUILTIN)}")
+        protocol = thing_protocols.protocol(kind)
         port = table.get("port", str, required=True)
         if not port:
             raise ConfigError(f"[things.{name}].port must not be empty")
-        parity = table.get("parity", str, "even" if protocol == "stm32" else "none")
+        parity = table.get("parity", str, protocol.parity)
         if parity not in THING_PARITY:
             raise ConfigError(f"[things.{name}].parity {parity!r} is not one of {', '.join(THING_PARITY)}")
         baud = table.get("baud", int, 115200)
@@ -505,29 +507,17 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         elif reset not in ("none", "dtr-rts"):
             raise ConfigError(f"[things.{name}].reset {reset!r}: none, dtr-rts, gpio:<chip>:<reset>[,<boot>] "
                               "or a command (a list of strings)")
-        address = table.get("address", int, 0x08000000)
-        if not 0 <= address < 1 << 32:
-            raise ConfigError(f"[things.{name}].address must be a 32-bit address")
         version = table.get("version_command", list)
         if version is not None and (not version or not all(isinstance(a, str) for a in version)):
             raise ConfigError(f"[things.{name}].version_command must be a command (a list of strings)")
-        sizes = {key: table.get(key, int) for key in ("flash_size", "page_size")}
-        if any(size is not None and size <= 0 for size in sizes.values()):
-            raise ConfigError(f"[things.{name}].flash_size and page_size must be positive")
-        boot_timeout = table.number("boot_timeout", 60, SHORTEST, HOUR)
         rollback = table.get("rollback", bool)
-        if rollback and protocol == "stm32":
-            raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
-                              "earlier image")
-        mode = table.get("mcuboot_mode", str)
-        if mode is not None:
-            from bootloader_bridge.things.mcuboot_modes import NAMES
-
-            if protocol != "mcuboot-smp" or mode not in NAMES:
-                raise ConfigError(f"[things.{name}].mcuboot_mode {mode!r}: for protocol mcuboot-smp, one of "
-                                  f"{', '.join(NAMES)}")
-        things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
-                                   address=address, version_command=tuple(version) if version else None,
-                                   **sizes, boot_timeout=boot_timeout, rollback=rollback, mcuboot_mode=mode)
+        if rollback and protocol.no_rollback:
+            raise ConfigError(f"[things.{name}].rollback: {protocol.no_rollback}")
+        options = _options(table, protocol.options, f"protocol {kind}", {})
+        _foreign(table, kind, lambda: {other: thing_protocols.protocol(other).options
+                                       for other in thing_protocols.BUILTIN}, "protocol")
+        things[name] = ThingConfig(name=name, port=port, protocol=kind, baud=baud, parity=parity, reset=reset,
+                                   version_command=tuple(version) if version else None, rollback=rollback,
+                                   options=options)
         table.done()
     return things

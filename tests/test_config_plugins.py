@@ -1,18 +1,24 @@
 """[bootloader] read from the options each backend declares, a third-party backend included:
 one installed for the test as a distribution (a dist-info directory on sys.path), found through
-the fwagent.bootloaders entry point group."""
+the fwagent.bootloaders entry point group. [things.<name>] read from what its protocol declares,
+and flashed by the protocol's flow."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from agent import things
 from agent.config import load_config
 from agent.errors import ConfigError
 from agent.install.compose import make_bootloader
 from bootloader_bridge.bootchooser import registry
+from bootloader_bridge.options import Option
+from bootloader_bridge.things import registry as thing_registry
+from bootloader_bridge.things.base import FlashResult, ThingProtocol
 
 BASE = """
 [device]
@@ -73,7 +79,7 @@ def devboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\ndevboard = fwagent_devboard:DevBoard\n")
     (site / "fwagent_devboard.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delitem(__import__("sys").modules, "fwagent_devboard", raising=False)
+    monkeypatch.delitem(sys.modules, "fwagent_devboard", raising=False)
     return tmp_path
 
 
@@ -132,3 +138,64 @@ def test_builtin_backends_declare_their_options(tmp_path: Path, bootloader: str,
 def test_builtin_backends_refuse_what_is_not_theirs(tmp_path: Path, bootloader: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, bootloader)
+
+
+# --- Thing protocols: [things.<name>] read from what the protocol declares, flashed by its flow -----
+
+
+class LoopFlasher:
+    """A flasher that flashes nothing, on pyserial's loop:// port."""
+
+    def __init__(self, link, *, name: str, speed: int, go: bool) -> None:  # type: ignore[no-untyped-def]
+        self.link, self.name, self.speed, self.go = link, name, speed, go
+
+
+def loop_flow(session, image, progress, name, settings):  # type: ignore[no-untyped-def]
+    flasher = session.flasher
+    return FlashResult(len(image), f"{name} at {flasher.speed}, go {flasher.go}, {settings['colour']}")
+
+
+LOOP = ThingProtocol(
+    name="loop", parity="odd",
+    options=(Option("speed", "int", 9, low=1, high=10), Option("colour", "str", "red", choices=("red", "blue"))),
+    flasher=LoopFlasher, arguments=lambda settings, reset_lines: {"speed": settings["speed"], "go": not reset_lines},
+    flow=loop_flow, rolls_back=lambda settings: settings["colour"] == "blue", no_rollback="")
+
+
+@pytest.fixture
+def loop_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fwagent_loop_protocol", type(sys)("fwagent_loop_protocol"))
+    monkeypatch.setattr(sys.modules["fwagent_loop_protocol"], "PROTOCOL", LOOP, raising=False)
+    monkeypatch.setitem(thing_registry.BUILTIN, "loop", "fwagent_loop_protocol:PROTOCOL")
+
+
+def test_a_thing_protocol_declares_its_keys_defaults_and_flow(tmp_path: Path, loop_protocol: None) -> None:
+    config = load(tmp_path, 'type = "file"\n[things.m]\nport = "loop://"\nprotocol = "loop"\nspeed = 3\n')
+    thing = config.things["m"]
+    assert (thing.parity, thing.options, thing.rolls_back) == ("odd", {"speed": 3, "colour": "red"}, False)
+    result = things.flash(thing, b"\x01" * 10)
+    assert (result.written, result.verified) == (10, "m at 3, go True, red")
+    blue = load(tmp_path, 'type = "file"\n[things.m]\nport = "loop://"\nprotocol = "loop"\ncolour = "blue"\n')
+    assert blue.things["m"].rolls_back
+
+
+@pytest.mark.parametrize("keys, message", [
+    ("speed = 11", r"^\[things.m\].speed must be from 1 to 10, got 11$"),
+    ('colour = "green"', r"^\[things.m\].colour 'green': for protocol loop, one of red, blue$"),
+    ("address = 4096", r"^\[things.m\].address 4096: for protocol stm32, not loop$"),
+    ("boot_timeout = 5", r"^\[things.m\].boot_timeout 5: for protocol mcuboot-smp, not loop$"),
+    ('protocol = "esp"', r"^\[things.m\].protocol 'esp' is not one of stm32, mcuboot-smp, loop$"),
+])
+def test_a_thing_protocols_keys_are_checked(tmp_path: Path, loop_protocol: None, keys: str, message: str) -> None:
+    section = f'[things.m]\nport = "loop://"\n{keys}\n' + ('protocol = "loop"\n' if "protocol" not in keys else "")
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, 'type = "file"\n' + section)
+
+
+def test_the_builtin_protocols_declare_their_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, 'type = "file"\n[things.a]\nport = "x"\nprotocol = "stm32"\n'
+                            '[things.b]\nport = "y"\nprotocol = "mcuboot-smp"\n')
+    stm32, smp = config.things["a"], config.things["b"]
+    assert (stm32.parity, stm32.options) == ("even", {"address": 0x08000000, "flash_size": None, "page_size": None})
+    assert (smp.parity, smp.options) == ("none", {"boot_timeout": 60.0, "mcuboot_mode": None})
+    assert (stm32.rolls_back, smp.rolls_back) == (False, True)
