@@ -4,7 +4,10 @@ Default path /etc/fwagent/agent.toml; ``--config PATH`` or ``FWAGENT_CONFIG``
 override it. Unknown keys, wrong types and numbers out of their range (nan
 and infinities too) are errors that name the key (``[bootloader].reboot``);
 so is a file that is not UTF-8 text. Relative paths are taken relative to the
-configuration file. docs/install.md and docs/download.md list every key.
+configuration file. docs/install.md, docs/download.md and docs/things.md list every key. A
+bootloader backend's keys, and a Thing protocol's own, are the options it declares
+(bootloader_bridge/options.py): this module reads them from the declaration and names no
+backend or protocol.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
+from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.base import SLOTS
 from bootloader_bridge.options import Option, declared
 
@@ -302,8 +306,6 @@ def _paths(table: _Table, key: str, required: bool) -> tuple[Path, ...]:
 def _bootloader(table: _Table) -> BootloaderConfig:
     """The general keys (type, cmdline, reboot), then the options the backend declares; a key
     the backend declares as well as the general ones (the file backend's cmdline) is read once."""
-    from bootloader_bridge.bootchooser import registry
-
     kind = table.get("type", str, required=True)
     if kind not in registry.BUILTIN and kind not in registry.names():
         raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(registry.names())}")

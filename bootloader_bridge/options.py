@@ -32,6 +32,8 @@ class Option:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"option {self.key}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind == "number" and (self.low is None or self.high is None):
+            raise ValueError(f"option {self.key}: a number needs both bounds (a configuration has no nan or inf)")
 
     @property
     def keyword(self) -> str:
