@@ -222,14 +222,15 @@ class _Table:
             self.taken.add(option.key)
             return Path(option.default) if option.kind == "path" and option.default is not None else option.default
         if option.kind == "path":
-            return self.path(option.key)
-        if option.kind == "number":
-            return self.number(option.key, 0.0, option.low, option.high)
-        value = self.get(option.key, {"str": str, "int": int, "bool": bool, "command": list}[option.kind])
+            value: Any = self.path(option.key)
+        elif option.kind == "number":
+            value = self.number(option.key, 0.0, option.low, option.high)
+        else:
+            value = self.get(option.key, {"str": str, "int": int, "bool": bool, "command": list}[option.kind])
         if option.kind == "command":
             if not value or not all(isinstance(a, str) for a in value):
                 raise ConfigError(f"[{self.name}].{option.key} must be a command (a list of strings)")
-            return tuple(value)
+            value = tuple(value)
         problem = option.problem(value, owner)
         if problem:
             raise ConfigError(f"[{self.name}].{option.key} {problem}")

@@ -47,10 +47,14 @@ class DevBoard:
 
     OPTIONS = (Option("register_file", "path", "/sys/devboard/slot", argument="registers"),
                Option("retries", "int", 1, low=0, high=5),
-               Option("flavour", "str", "plain", choices=("plain", "secure")))
+               Option("flavour", "str", "plain", choices=("plain", "secure")),
+               Option("probe", "command"),
+               Option("settle", "number", 0.5, low=0, high=10),
+               Option("verbose", "bool", False))
 
-    def __init__(self, registers, *, retries=1, flavour="plain"):
+    def __init__(self, registers, *, retries=1, flavour="plain", probe=None, settle=0.5, verbose=False):
         self.registers, self.retries, self.flavour = registers, retries, flavour
+        self.probe, self.settle, self.verbose = probe, settle, verbose
 
     def get_primary(self):
         return "A"
@@ -90,11 +94,17 @@ def load(tmp_path: Path, bootloader: str):  # type: ignore[no-untyped-def]
 
 
 def test_a_plugin_backend_is_chosen_from_agent_toml_with_its_options(devboard: Path) -> None:
-    config = load(devboard, 'type = "devboard"\nregister_file = "regs"\nretries = 3\n')
-    assert config.bootloader.options == {"registers": devboard / "regs", "retries": 3, "flavour": "plain"}
+    config = load(devboard, 'type = "devboard"\nregister_file = "regs"\nretries = 3\nprobe = ["devboard-probe", "-q"]\n'
+                            "settle = 2\nverbose = true\n")
+    assert config.bootloader.options == {"registers": devboard / "regs", "retries": 3, "flavour": "plain",
+                                         "probe": ("devboard-probe", "-q"), "settle": 2.0, "verbose": True}
     backend = make_bootloader(config)
     assert type(backend).__name__ == "DevBoard"
     assert (backend.registers, backend.retries, backend.flavour) == (devboard / "regs", 3, "plain")
+    assert (backend.probe, backend.settle, backend.verbose) == (("devboard-probe", "-q"), 2.0, True)
+    assert load(devboard, 'type = "devboard"\n').bootloader.options == {
+        "registers": Path("/sys/devboard/slot"), "retries": 1, "flavour": "plain", "probe": None, "settle": 0.5,
+        "verbose": False}
     assert "devboard" in registry.names()
 
 
@@ -104,6 +114,9 @@ def test_a_plugin_backend_is_chosen_from_agent_toml_with_its_options(devboard: P
     ('flavour = "fancy"', r"^\[bootloader\].flavour 'fancy': for type devboard, one of plain, secure$"),
     ('register_file = ""', r"^\[bootloader\].register_file must not be empty$"),
     ("colour = 1", r"^\[bootloader\].colour is not a known key$"),
+    ("probe = []", r"^\[bootloader\].probe must be a command \(a list of strings\)$"),
+    ("settle = nan", r"^\[bootloader\].settle must be a number from 0 to 10, got nan$"),
+    ('verbose = "yes"', r"^\[bootloader\].verbose must be bool, got str$"),
     ('grubenv = "/boot/grubenv"', r"^\[bootloader\].grubenv '/boot/grubenv': for type grub, not devboard$"),
     ("attempts = 3", r"^\[bootloader\].attempts 3: for type uboot or file, not devboard$"),
     ('reboot = "simulate"', r'needs type = "file" .*not .devboard.$'),
