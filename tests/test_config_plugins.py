@@ -169,7 +169,7 @@ def loop_flow(session, image, progress, name, settings):  # type: ignore[no-unty
 
 
 LOOP = ThingProtocol(
-    name="loop", parity="odd",
+    parity="odd",
     options=(Option("speed", "int", 9, low=1, high=10), Option("colour", "str", "red", choices=("red", "blue"))),
     flasher=LoopFlasher, arguments=lambda settings, reset_lines: {"speed": settings["speed"], "go": not reset_lines},
     flow=loop_flow, rolls_back=lambda settings: settings["colour"] == "blue", no_rollback="")

@@ -57,7 +57,6 @@ class ThingProtocol:
     says whether the gateway drives the Thing's reset (and boot) lines, or the Thing has none.
     """
 
-    name: str                                   # as [things.<name>].protocol names it
     parity: str                                 # its serial line's, when the configuration names none
     options: tuple[Option, ...]                 # its own keys in [things.<name>]
     flasher: type                               # the ThingFlasher, made on an open link

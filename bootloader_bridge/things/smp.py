@@ -281,7 +281,7 @@ def _flow(session: Any, image: bytes, progress: FlashProgress | None, name: str,
 
 
 PROTOCOL = ThingProtocol(
-    name="mcuboot-smp", parity="none",
+    parity="none",
     options=(Option("boot_timeout", "number", 60.0, low=0.001, high=3600.0),   # seconds for a trial image to come up
              # MCUboot's mode, when the device does not report it
              Option("mcuboot_mode", "str", choices=mcuboot_modes.NAMES)),

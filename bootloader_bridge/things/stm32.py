@@ -468,7 +468,7 @@ def _positive(value: int) -> bool:
 
 
 PROTOCOL = ThingProtocol(
-    name="stm32", parity="even",               # the system bootloader's line is 8E1
+    parity="even",                              # the system bootloader's line is 8E1
     options=(Option("address", "int", FLASH_BASE, check=lambda value: 0 <= value < 1 << 32,
                     must="a 32-bit address"),     # where the image goes
              # for parts fwagent does not know by their id
