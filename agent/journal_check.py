@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.update.flow import State
+from bootloader_bridge.bootchooser.base import SLOTS
 
 SCHEMA = 1
-SLOTS = ("A", "B")
 THING_RESULTS = ("pending", "success", "failure", "offline", "skipped")
 OUTCOME_RESULTS = ("success", "failure")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -42,7 +42,7 @@ from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, action
 from agent.ddi.outbox import GONE, deliver, enqueue
 from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
-from agent.errors import FwagentError
+from agent.errors import code_and_detail
 from agent.files import private_dir
 from agent.install.installer import Installer, Outcome
 from agent.install.slots import read_chunks
@@ -169,11 +169,9 @@ class Daemon:
         handler = getattr(self, "_on_" + kind.replace("-", "_"))
         try:
             handler(data) if data is not None else handler()
-        except (FwagentError, OSError) as err:
-            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
-            self.log.error("event-failed", event=kind, code=getattr(err, "code", None) or "io", msg=detail)
         except Exception as err:   # noqa: BLE001 - a defect must not end the service
-            self.log.error("event-failed", event=kind, code="internal", msg=f"{type(err).__name__}: {err}"[:500])
+            code, detail = code_and_detail(err)
+            self.log.error("event-failed", event=kind, code=code, msg=detail[:500])
 
     def _start(self) -> None:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
@@ -353,7 +351,7 @@ class Daemon:
         """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
         poll (the back-off grows)."""
         key, exc = data
-        code, detail = _code(exc), _detail(exc)
+        code, detail = code_and_detail(exc)
         if key == "poll":
             self._on_poll_failed(DdiError(detail, code=code, transient=True))
         else:
@@ -610,11 +608,12 @@ class Daemon:
         or broke off with an error of its own; the journal has what it reached."""
         self.install_running = False
         ids, self.install_ids = self.install_ids, {}
-        self.log.error("install-refused", code=_code(error), msg=_detail(error), **ids)
+        code, detail = code_and_detail(error)
+        self.log.error("install-refused", code=code, msg=detail, **ids)
         if self.phase is Phase.INSTALL:
             self._fail_action(error)
         elif self.starting:
-            self._show(f"started, but the update in flight could not be finished: {_code(error)}", **ids)
+            self._show(f"started, but the update in flight could not be finished: {code}", **ids)
         self._started()
 
     def _started(self) -> None:
@@ -707,7 +706,7 @@ class Daemon:
 
     def _fail_action(self, error: BaseException) -> None:
         """The action failed before the install: its result joins the outbox, as an install's would."""
-        code, detail = _code(error), _detail(error)
+        code, detail = code_and_detail(error)
         self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
         enqueue(self.installer.journal, {
             "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
@@ -822,10 +821,3 @@ class Daemon:
         self.workers = [w for w in self.workers if w.is_alive()] + [thread]
         thread.start()
 
-
-def _code(error: BaseException) -> str:
-    return getattr(error, "code", None) or ("io" if isinstance(error, OSError) else "internal")
-
-
-def _detail(error: BaseException) -> str:
-    return error.detail if isinstance(error, FwagentError) else f"{type(error).__name__}: {error}"

@@ -41,6 +41,7 @@ from agent.cli import EXIT_FAILED, EXIT_OK
 from agent.config import Config, load_config
 from agent.files import write_output
 from agent.install.compose import build_installer
+from agent.install.slots import OTHER
 from agent.log import Log
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
@@ -204,7 +205,7 @@ def _demo(work: Path, use_mqtt: bool) -> int:
         print("configData: " + _attributes(server.attributes[DEVICE_ID]))
         status = build_installer(config).status()
         booted = status["booted"]
-        other = "A" if booted == "B" else "B"
+        other = OTHER[booted]
         print(f"device: booted slot {booted}, version {status['slots'][booted]['version']}; "
               f"slot {other} {'bootable' if status['slots'][other]['good'] else 'marked bad'}")
         ok = ([server.actions[a].result for a, _, _ in results] == ["success", "failure"]

@@ -21,14 +21,8 @@ REBOOT_TIMEOUT = 60.0
 
 
 def make_bootloader(config: Config):  # type: ignore[no-untyped-def]
-    boot = config.bootloader
-    options = {
-        "grub": {"env_file": boot.grubenv},
-        "uboot": {"config": boot.fw_env_config, "attempts": boot.attempts},
-        "custom": {"script": boot.script},
-        "file": {"path": boot.env_file, "cmdline": boot.cmdline, "attempts": boot.attempts},
-    }[boot.type]
-    return registry.create(boot.type, **options)
+    """The configured backend, given the options it declares (read by agent/config.py)."""
+    return registry.create(config.bootloader.type, **config.bootloader.options)
 
 
 def build_installer(config: Config, *, progress: Progress | None = None,

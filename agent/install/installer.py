@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
-from agent.errors import FwagentError, ThingOfflineError, UsageError
+from agent.errors import FwagentError, ThingOfflineError, UsageError, code_and_detail
 from agent.files import private_dir
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
@@ -29,6 +29,7 @@ from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, d
 from agent.journal import Journal, JournalDamagedError
 from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
+from bootloader_bridge.bootchooser.base import SLOTS
 
 if TYPE_CHECKING:
     from agent.download.downloader import Downloader
@@ -223,7 +224,7 @@ class Installer:
         installed = (record or {}).get("installed") or {}
         booted = self.boot.booted_slot()
         slots = {}
-        for name in OTHER:
+        for name in SLOTS:
             version = installed.get("version") if installed.get("slot") == name else None
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
@@ -310,9 +311,8 @@ class Installer:
             if self.cancel.is_set() and state.value in BEFORE_SWITCH:
                 update["reason"], update["code"] = "cancelled by the server", "cancelled"
                 return Event.FAILED
-            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
-            update["reason"], update["code"] = detail, getattr(err, "code", None) or "io"
-            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {detail}")
+            update["code"], update["reason"] = code_and_detail(err)
+            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {update['reason']}")
             return Event.FAILED
 
     # --- one method per state: the side effect, and the event it ends with ------------
@@ -520,8 +520,7 @@ class Installer:
                     result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
                 except (FwagentError, OSError, ValueError, LookupError) as err:
-                    detail = err.detail if isinstance(err, FwagentError) else str(err)
-                    code = getattr(err, "code", None) or "io"
+                    code, detail = code_and_detail(err)
                     if isinstance(err, ThingOfflineError) and not tried_before:
                         thing.update(result="offline", code=code, reason=detail)
                     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.errors import FwagentError
 from agent.sha256 import sha256
+from bootloader_bridge.bootchooser.base import SLOTS
 
 CHUNK = 1 << 20
 # Per write behind a bundle's reading: large enough that the calls cost nothing next to the copying
@@ -25,8 +26,8 @@ CHUNK = 1 << 20
 WRITE_SIZE = 512 << 10
 MAX_BUFFER = 4 << 20
 FLUSH_BYTES = 8 << 20      # written behind: handed to the device this far apart (flush_behind)
-OTHER = {"A": "B", "B": "A"}
-SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
+OTHER = dict(zip(SLOTS, reversed(SLOTS)))
+SLOT_INDEX = {name: index for index, name in enumerate(SLOTS)}     # SUIT component-slot numbers
 
 
 class SlotError(FwagentError, OSError):
