@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent import __version__
-from agent.errors import FwagentError, ManifestError, UsageError
+from agent.errors import FwagentError, ManifestError, UsageError, code_and_detail
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -48,8 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as err:  # what no module turned into an FwagentError: still one line
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: io: {err.strerror or err}{where}", file=sys.stderr)
+        print("error: {}: {}".format(*code_and_detail(err)), file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -4,7 +4,10 @@ Default path /etc/fwagent/agent.toml; ``--config PATH`` or ``FWAGENT_CONFIG``
 override it. Unknown keys, wrong types and numbers out of their range (nan
 and infinities too) are errors that name the key (``[bootloader].reboot``);
 so is a file that is not UTF-8 text. Relative paths are taken relative to the
-configuration file. docs/install.md and docs/download.md list every key.
+configuration file. docs/install.md, docs/download.md and docs/things.md list every key. A
+bootloader backend's keys, and a Thing protocol's own, are the options it declares
+(bootloader_bridge/options.py): this module reads them from the declaration and names no
+backend or protocol.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import re
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +25,14 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
+from bootloader_bridge.bootchooser import registry
+from bootloader_bridge.bootchooser.base import SLOTS
+from bootloader_bridge.options import Option, declared
 
 DEFAULT_PATH = Path("/etc/fwagent/agent.toml")
 MAX_CONFIG = 1 << 20           # bytes of agent.toml
 # Bounds of the durations (seconds): each number of the configuration is finite and within its own.
 SHORTEST, HOUR, DAY = 0.001, 3600.0, 86400.0
-BOOTLOADERS = ("grub", "uboot", "custom", "file")
-SLOT_NAMES = ("A", "B")
 HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                   r"(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
@@ -52,14 +57,13 @@ class TrustConfig:
 
 @dataclass(frozen=True)
 class BootloaderConfig:
+    """The backend (built in, or from the ``fwagent.bootloaders`` entry point group) and its options,
+    as the keyword arguments it declares (bootloader_bridge/options.py)."""
+
     type: str
-    grubenv: Path = Path("/boot/grub/grubenv")
-    fw_env_config: Path = Path("/etc/fw_env.config")
-    script: Path = Path("/usr/lib/fwagent/bootloader-hook")
-    env_file: Path = Path("/var/lib/fwagent/bootenv")
-    cmdline: Path = Path("/proc/cmdline")
+    cmdline: Path = Path("/proc/cmdline")      # every backend's: where the booted slot is read
     reboot: tuple[str, ...] | None = ("systemctl", "reboot")   # None: "simulate"
-    attempts: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def simulate_reboot(self) -> bool:
@@ -108,38 +112,34 @@ class ServerConfig:
     max_answer: int = 1 << 20                  # bytes of one JSON answer; a longer one is refused
 
 
-THING_PROTOCOLS = ("stm32", "mcuboot-smp")
 THING_PARITY = ("none", "even", "odd")
 
 
 @dataclass(frozen=True)
 class ThingConfig:
-    """A microcontroller on a serial line: how to reach its bootloader and read its version."""
+    """A microcontroller on a serial line: how to reach its bootloader and read its version.
+    What is particular to its protocol (bootloader_bridge/things/registry.py) is in ``options``,
+    as the protocol declares it."""
 
     name: str
     port: str                                  # a pyserial URL: /dev/ttyUSB0, socket://..., rfc2217://...
     protocol: str                              # stm32 | mcuboot-smp
     baud: int = 115200
-    parity: str = "none"                       # default: even for stm32 (8E1), none for mcuboot-smp
+    parity: str = "none"                       # read from agent.toml: the protocol's default (stm32: even)
     reset: str | tuple[str, ...] = "none"      # none | dtr-rts | gpio:<chip>:<reset>[,<boot>] | a command
-    address: int = 0x08000000                  # stm32: where the image goes
     version_command: tuple[str, ...] | None = None   # prints the running version (stm32 has no other way)
-    flash_size: int | None = None              # stm32: for parts fwagent does not know by their id
-    page_size: int | None = None
-    boot_timeout: float = 60.0                 # mcuboot-smp: seconds for a trial image to come up
     rollback: bool | None = None               # boots a new image on trial, can go back; None: by protocol
-    mcuboot_mode: str | None = None            # mcuboot-smp: when the device does not report its mode
+    options: dict[str, Any] = field(default_factory=dict)   # the protocol's own: address, mcuboot_mode, ...
 
     @property
     def rolls_back(self) -> bool:
         """Whether it can go back to its old image: flashed before the Things that cannot."""
         if self.rollback is not None:
             return self.rollback
-        if self.protocol != "mcuboot-smp":
-            return False
-        from bootloader_bridge.things.mcuboot_modes import rolls_back
+        from bootloader_bridge.things.registry import protocol
 
-        return rolls_back(self.mcuboot_mode)
+        declared = protocol(self.protocol)
+        return declared.rolls_back(declared.settings(self.options))
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,27 @@ class _Table:
             raise ConfigError(f"[{self.name}].{key} must not be empty")
         return self.base / value
 
+    def option(self, option: Option, owner: str) -> Any:
+        """The value of an option a plug-in declares: of its kind, within its bounds, one of its
+        choices, passing its check; its default when absent."""
+        if option.key not in self.data:
+            self.taken.add(option.key)
+            return Path(option.default) if option.kind == "path" and option.default is not None else option.default
+        if option.kind == "path":
+            value: Any = self.path(option.key)
+        elif option.kind == "number":
+            value = self.number(option.key, 0.0, option.low, option.high)
+        else:
+            value = self.get(option.key, {"str": str, "int": int, "bool": bool, "command": list}[option.kind])
+        if option.kind == "command":
+            if not value or not all(isinstance(a, str) for a in value):
+                raise ConfigError(f"[{self.name}].{option.key} must be a command (a list of strings)")
+            value = tuple(value)
+        problem = option.problem(value, owner)
+        if problem:
+            raise ConfigError(f"[{self.name}].{option.key} {problem}")
+        return value
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.taken)
         if unknown:
@@ -287,29 +308,51 @@ def _paths(table: _Table, key: str, required: bool) -> tuple[Path, ...]:
 
 
 def _bootloader(table: _Table) -> BootloaderConfig:
+    """The general keys (type, cmdline, reboot), then the options the backend declares; a key
+    the backend declares as well as the general ones (the file backend's cmdline) is read once."""
     kind = table.get("type", str, required=True)
-    if kind not in BOOTLOADERS:
-        raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(BOOTLOADERS)}")
+    if kind not in registry.BUILTIN and kind not in registry.names():
+        raise ConfigError(f"[bootloader].type {kind!r} is not one of {', '.join(registry.names())}")
+    backend = registry.backend_class(kind)
     defaults = BootloaderConfig(type=kind)
     reboot_value = table.get("reboot", (list, str), list(defaults.reboot or ()))
     if reboot_value == "simulate":
-        if kind != "file":
-            raise ConfigError('[bootloader].reboot = "simulate" needs type = "file"')
+        if not callable(getattr(backend, "boot", None)):
+            raise ConfigError('[bootloader].reboot = "simulate" needs type = "file" (a backend that plays '
+                              f"the power-on, boot()), not {kind!r}")
         reboot: tuple[str, ...] | None = None
     elif isinstance(reboot_value, list) and reboot_value and all(isinstance(a, str) for a in reboot_value):
         reboot = tuple(reboot_value)
     else:
         raise ConfigError('[bootloader].reboot must be a command (list of strings) or "simulate"')
-    attempts = table.get("attempts", int, defaults.attempts)
-    if not 1 <= attempts <= 255:
-        raise ConfigError("[bootloader].attempts must be between 1 and 255")
-    config = BootloaderConfig(
-        type=kind, grubenv=table.path("grubenv", defaults.grubenv),
-        fw_env_config=table.path("fw_env_config", defaults.fw_env_config),
-        script=table.path("script", defaults.script), env_file=table.path("env_file", defaults.env_file),
-        cmdline=table.path("cmdline", defaults.cmdline), reboot=reboot, attempts=attempts)
+    values = {"cmdline": table.path("cmdline", defaults.cmdline)}
+    options = _options(table, declared(backend), f"type {kind}", values)
+    _foreign(table, kind, lambda: {name: declared(registry.backend_class(name)) for name in registry.BUILTIN},
+             "type")
     table.done()
-    return config
+    return BootloaderConfig(type=kind, cmdline=values["cmdline"], reboot=reboot, options=options)
+
+
+def _options(table: _Table, options: tuple[Option, ...], owner: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A plug-in's declared options as its keyword arguments; ``values`` holds the keys read
+    already, by key, and gains the others."""
+    for option in options:
+        if option.key not in values:
+            values[option.key] = table.option(option, owner)
+    return {option.keyword: values[option.key] for option in options}
+
+
+def _foreign(table: _Table, chosen: str, others: Callable[[], dict[str, tuple[Option, ...]]], what: str) -> None:
+    """A key the chosen backend or protocol does not have, but a built-in other does, is named with
+    that one (the others are imported only then)."""
+    unknown = sorted(set(table.data) - table.taken)
+    declarations = others() if unknown else {}
+    for key in unknown:
+        owners = [name for name, options in declarations.items()
+                  if name != chosen and key in {o.key for o in options}]
+        if owners:
+            raise ConfigError(f"[{table.name}].{key} {table.data[key]!r}: for {what} {' or '.join(owners)}, "
+                              f"not {chosen}")
 
 
 def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]], dict[str, int]]:
@@ -321,8 +364,8 @@ def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]]
     for slot_class, section in data.items():
         if not isinstance(section, dict):
             raise ConfigError(f"[slots.{slot_class}] must be a table with A and B")
-        names = sorted(key for key, value in section.items() if key in SLOT_NAMES or isinstance(value, dict))
-        if names != list(SLOT_NAMES):
+        names = sorted(key for key, value in section.items() if key in SLOTS or isinstance(value, dict))
+        if names != list(SLOTS):
             raise ConfigError(f"[slots.{slot_class}] must have exactly the slots A and B, has "
                               f"{', '.join(names) or 'none'}")
         pair = _Table({k: v for k, v in section.items() if k not in names}, f"slots.{slot_class}", base)
@@ -331,7 +374,7 @@ def _slots(data: dict[str, Any], base: Path) -> tuple[dict[str, dict[str, Path]]
             raise ConfigError(f"[slots.{slot_class}].min_size must be a positive number of bytes")
         pair.done()
         slots[slot_class] = {}
-        for name in SLOT_NAMES:
+        for name in SLOTS:
             table = _Table(section[name], f"slots.{slot_class}.{name}", base)
             slots[slot_class][name] = table.path("device", required=True)
             table.done()
@@ -431,18 +474,24 @@ def _mqtt(table: _Table, device_id: str) -> MqttConfig:
 
 
 def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
+    """Each Thing: the keys every protocol has, then its protocol's own (bootloader_bridge/things/)."""
+    if not data:
+        return {}
+    from bootloader_bridge.things import registry as thing_protocols   # only here: most devices have no Things
+
     things = {}
     for name, section in data.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
             raise ConfigError(f"[things.{name}]: a Thing's name is letters, digits, '.', '_' or '-'")
         table = _Table(section, f"things.{name}", base)
-        protocol = table.get("protocol", str, required=True)
-        if protocol not in THING_PROTOCOLS:
-            raise ConfigError(f"[things.{name}].protocol {protocol!r} is not one of {', '.join(THING_PROTOCOLS)}")
+        kind = table.get("protocol", str, required=True)
+        if kind not in thing_protocols.BUILTIN:
+            raise ConfigError(f"[things.{name}].protocol {kind!r} is not one of {', '.join(thing_protocols.BUILTIN)}")
+        protocol = thing_protocols.protocol(kind)
         port = table.get("port", str, required=True)
         if not port:
             raise ConfigError(f"[things.{name}].port must not be empty")
-        parity = table.get("parity", str, "even" if protocol == "stm32" else "none")
+        parity = table.get("parity", str, protocol.parity)
         if parity not in THING_PARITY:
             raise ConfigError(f"[things.{name}].parity {parity!r} is not one of {', '.join(THING_PARITY)}")
         baud = table.get("baud", int, 115200)
@@ -464,29 +513,17 @@ def _things(data: dict[str, Any], base: Path) -> dict[str, ThingConfig]:
         elif reset not in ("none", "dtr-rts"):
             raise ConfigError(f"[things.{name}].reset {reset!r}: none, dtr-rts, gpio:<chip>:<reset>[,<boot>] "
                               "or a command (a list of strings)")
-        address = table.get("address", int, 0x08000000)
-        if not 0 <= address < 1 << 32:
-            raise ConfigError(f"[things.{name}].address must be a 32-bit address")
         version = table.get("version_command", list)
         if version is not None and (not version or not all(isinstance(a, str) for a in version)):
             raise ConfigError(f"[things.{name}].version_command must be a command (a list of strings)")
-        sizes = {key: table.get(key, int) for key in ("flash_size", "page_size")}
-        if any(size is not None and size <= 0 for size in sizes.values()):
-            raise ConfigError(f"[things.{name}].flash_size and page_size must be positive")
-        boot_timeout = table.number("boot_timeout", 60, SHORTEST, HOUR)
         rollback = table.get("rollback", bool)
-        if rollback and protocol == "stm32":
-            raise ConfigError(f"[things.{name}].rollback: the STM32 system bootloader cannot go back to an "
-                              "earlier image")
-        mode = table.get("mcuboot_mode", str)
-        if mode is not None:
-            from bootloader_bridge.things.mcuboot_modes import NAMES
-
-            if protocol != "mcuboot-smp" or mode not in NAMES:
-                raise ConfigError(f"[things.{name}].mcuboot_mode {mode!r}: for protocol mcuboot-smp, one of "
-                                  f"{', '.join(NAMES)}")
-        things[name] = ThingConfig(name=name, port=port, protocol=protocol, baud=baud, parity=parity, reset=reset,
-                                   address=address, version_command=tuple(version) if version else None,
-                                   **sizes, boot_timeout=boot_timeout, rollback=rollback, mcuboot_mode=mode)
+        if rollback and protocol.no_rollback:
+            raise ConfigError(f"[things.{name}].rollback: {protocol.no_rollback}")
+        options = _options(table, protocol.options, f"protocol {kind}", {})
+        _foreign(table, kind, lambda: {other: thing_protocols.protocol(other).options
+                                       for other in thing_protocols.BUILTIN}, "protocol")
+        things[name] = ThingConfig(name=name, port=port, protocol=kind, baud=baud, parity=parity, reset=reset,
+                                   version_command=tuple(version) if version else None, rollback=rollback,
+                                   options=options)
         table.done()
     return things

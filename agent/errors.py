@@ -30,6 +30,19 @@ class FwagentError(Exception):
         return redact(f"{self.code}: {self.detail}".replace("\n", " "))
 
 
+def code_and_detail(error: BaseException) -> tuple[str, str]:
+    """The ``(code, detail)`` an error is reported with, in logs, the journal, the server's
+    feedback and on the command line alike: an FwagentError's own; ``io`` with the reason and
+    the file for an OSError that no module turned into one; ``internal`` with the type for
+    anything else, which is a defect."""
+    if isinstance(error, FwagentError):
+        return error.code, error.detail
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        return "io", f"{reason} ({error.filename})" if error.filename else reason
+    return "internal", f"{type(error).__name__}: {error}"
+
+
 class UsageError(FwagentError, ValueError):
     """A command line or a file given by the user does not make sense."""
 

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli import EXIT_FAILED, EXIT_OK, emit_json
 from agent.config import Config, config_path, load_config
-from agent.errors import FwagentError, UsageError
-from agent.files import private_dir
+from agent.errors import UsageError
 
 if TYPE_CHECKING:
     from agent.install.installer import Installer, Outcome
 
 PROGRESS_INTERVAL = 0.25
-DOWNLOAD_PREFIX = "install-"        # state_dir/incoming/install-<ns>.fwb: a bundle fetched by 'install URL'
+DOWNLOAD_PREFIX = "install-"        # state_dir/incoming/install-<ns>.fwb: a bundle earlier versions fetched
 
 
 class ProgressPrinter:
@@ -78,19 +77,12 @@ def _report(outcome: Outcome | None, as_json: bool) -> int:
 
 def install(args: argparse.Namespace) -> int:
     config, installer = _installer(args)
-    if not args.source.startswith(("http://", "https://")):
-        return _report(installer.install(args.source, no_reboot=args.no_reboot), args.json)
-    incoming = private_dir(private_dir(config.device.state_dir) / "incoming")
-    record = installer.journal.load()
-    _remove_unused_downloads(incoming, record["update"])
-    installer.refuse_if_busy(record)                     # before anything is fetched
-    download = _download(args.source, incoming, installer)
-    try:
-        outcome = installer.install(str(download), no_reboot=args.no_reboot)
-    finally:
-        if not _still_read(installer, download):
-            download.unlink(missing_ok=True)
-    return _report(outcome, args.json)
+    if args.source.startswith(("http://", "https://")):
+        # A bundle URL streams into the slots; earlier versions downloaded it here first.
+        incoming = config.device.state_dir / "incoming"
+        if incoming.is_dir():
+            _remove_unused_downloads(incoming, installer.journal.load()["update"])
+    return _report(installer.install(args.source, no_reboot=args.no_reboot), args.json)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,36 +171,9 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
 
 
-def _download(url: str, directory: Path, installer: Installer) -> Path:
-    """Fetch a bundle into the state directory before the transaction starts (nothing on the
-    device changes meanwhile), with the downloader's retries and resume within this run.
-    A download that fails is removed."""
-    from agent.download.sinks import FileSink
-    target = directory / f"{DOWNLOAD_PREFIX}{time.time_ns()}.fwb"
-    try:
-        with FileSink(target) as sink:
-            installer.downloader.fetch(url, sink)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _still_read(installer: Installer, download: Path) -> bool:
-    """Whether the update in flight reads ``download`` again: from verify to write (a restart
-    writes again from the file); past the write, the slots and the journal hold what it needs."""
-    from agent.install.installer import BEFORE_SWITCH
-    try:
-        update = installer.journal.load()["update"]
-    except FwagentError:
-        return True                    # unknown: kept, removed by the next 'install URL'
-    return update is not None and Path(update["source"]) == download and update["state"] in BEFORE_SWITCH
-
-
 def _remove_unused_downloads(directory: Path, update: dict[str, Any] | None) -> None:
-    """Earlier downloads of 'install URL' that the update in flight does not read (an interrupted
-    download, or one whose update ended while another process ran it). "bundle-*.fwb" is the
-    name earlier versions gave them."""
+    """Bundles that earlier versions of 'install URL' downloaded here ("install-*.fwb",
+    "bundle-*.fwb"), except one the update in flight still reads."""
     keep = Path(update["source"]) if update is not None else None
     for pattern in (f"{DOWNLOAD_PREFIX}*.fwb", "bundle-*.fwb"):
         for path in directory.glob(pattern):

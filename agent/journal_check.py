@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.update.flow import State
+from bootloader_bridge.bootchooser.base import SLOTS
 
 SCHEMA = 1
-SLOTS = ("A", "B")
 THING_RESULTS = ("pending", "success", "failure", "offline", "skipped")
 OUTCOME_RESULTS = ("success", "failure")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -74,6 +74,7 @@ def update_problem(update: Any) -> str | None:
         ("links", _links, "a table of strings"), ("reason", _str, "a string"), ("code", _str, "a string"),
         ("version", _str_or_none, "a string or null"), ("boot_id", _str, "a string"),
         ("things_only", _bool, "true or false"), ("downloads", _downloads, "a table of download positions"),
+        ("stream", _stream, "a bundle stream's position: validator and written bytes per slot"),
         ("things", lambda v: isinstance(v, dict), "a table"),
     ]
     found = _check(update, "update", required, optional)
@@ -226,6 +227,13 @@ def _table_or_none(value: Any) -> bool:
 
 def _links(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _stream(value: Any) -> bool:
+    """How far a bundle streamed from a URL is in its slots (bundle_source.StreamProgress)."""
+    return (isinstance(value, dict) and _str_or_none(value.get("validator"))
+            and isinstance(value.get("written"), dict)
+            and all(_str(k) and _count(n) for k, n in value["written"].items()))
 
 
 def _downloads(value: Any) -> bool:

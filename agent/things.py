@@ -1,5 +1,7 @@
 """The gateway's Things as the agent uses them: open one (link, reset, flasher), read its version,
-flash it. The protocols themselves are in bootloader_bridge/things/."""
+flash it. Whatever is particular to a protocol (its flasher's options, its flow) is its
+``ThingProtocol`` in bootloader_bridge/things/: here a Thing is opened, handed to its protocol,
+and reset."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from agent.errors import BootloaderError, ThingError, ThingOfflineError, ThingPo
 from bootloader_bridge.bootchooser.command import run
 from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
 from bootloader_bridge.things.link import SerialLink
-from bootloader_bridge.things.registry import create
+from bootloader_bridge.things.registry import protocol
 from bootloader_bridge.things.reset import NoReset, parse_reset
 
 VERSION_TIMEOUT = 10.0
@@ -49,6 +51,7 @@ def opened(thing: ThingConfig) -> Iterator[OpenThing]:
 
     A Thing not reached is ThingOfflineError: its port does not open, or it times out without
     having sent a single byte. Nothing was written to it then."""
+    declared = protocol(thing.protocol)
     reset = parse_reset(thing.reset, thing.name)
     try:
         link = SerialLink(thing.port, baud=thing.baud, parity=thing.parity, name=thing.name)
@@ -58,12 +61,8 @@ def opened(thing: ThingConfig) -> Iterator[OpenThing]:
         reset.enter(link)
         session = OpenThing(None, reset, link)
         try:
-            options: dict[str, Any] = {"name": thing.name}
-            if thing.protocol == "stm32":
-                # Without reset lines only the bootloader's Go starts the application.
-                options.update(address=thing.address, flash_size=thing.flash_size, page_size=thing.page_size,
-                               go=isinstance(reset, NoReset))
-            session.flasher = create(thing.protocol, link, **options)
+            arguments = declared.arguments(declared.settings(thing.options), not isinstance(reset, NoReset))
+            session.flasher = declared.flasher(link, name=thing.name, **arguments)
             yield session
         except BaseException as failure:
             _leave_after(failure, reset, link)      # even after a trial boot: MCUboot then goes back
@@ -93,23 +92,13 @@ def info(thing: ThingConfig) -> ThingInfo:
 
 
 def flash(thing: ThingConfig, image: bytes, progress: FlashProgress | None = None) -> FlashResult:
-    """Write and verify ``image``, then start the Thing on it (for MCUboot: on trial, then kept)."""
+    """Write and verify ``image``, then start the Thing on it, by its protocol's flow (for MCUboot:
+    on trial, then kept)."""
     started = time.monotonic()
+    declared = protocol(thing.protocol)
     with opened(thing) as session:
-        if thing.protocol == "mcuboot-smp":
-            verified, retries, written = _flash_mcuboot(thing, session, image, progress)
-        else:
-            result = session.flasher.flash(image, progress)
-            verified, retries, written = result.verified, result.retries, result.written
-    return FlashResult(written, verified, retries, time.monotonic() - started)
-
-
-def _flash_mcuboot(thing: ThingConfig, session: OpenThing, image: bytes,
-                   progress: FlashProgress | None) -> tuple[str, int, int]:
-    """The flow of the Thing's MCUboot mode (agent/things_mcuboot.py)."""
-    from agent.things_mcuboot import flash as flash_mcuboot
-
-    return flash_mcuboot(thing, session, image, progress)
+        result = declared.flash(session, image, progress, thing.name, declared.settings(thing.options))
+    return FlashResult(result.written, result.verified, result.retries, time.monotonic() - started)
 
 
 def running_version(thing: ThingConfig) -> str | None:

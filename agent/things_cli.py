@@ -14,7 +14,6 @@ from agent.cli import EXIT_OK, emit_json
 from agent.config import Config, ThingConfig, config_path, load_config
 from agent.errors import UsageError
 from agent.files import read_input
-from agent.install.installer import MAX_THING_IMAGE
 
 PROGRESS_INTERVAL = 0.25
 
@@ -91,6 +90,7 @@ def flash(args: argparse.Namespace) -> int:
     from agent.things import flash as flash_thing
 
     thing = _thing(_config(args), args.name)
+    from agent.install.installer import MAX_THING_IMAGE
     image = read_input(args.image, "image", MAX_THING_IMAGE)
     result = flash_thing(thing, image, _Progress(thing.name, args.json))
     if args.json:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent.bundle.cpio import (ByteSum, Header, checksum, check_name, decode_header, decode_name,
                                encode_header, pad4, trailer)
 from agent.bundle.digest import MemberDigest
-from agent.bundle.reader import BundleReader, bundle_info, verify_bundle
+from agent.bundle.reader import MAX_TAIL, BundleReader, bundle_info, verify_bundle
 from agent.bundle.swdescription import quote, render, software_version, unquote
 from agent.bundle.writer import create_bundle
 from agent.errors import AuthenticationError, BundleError, InputFileError
@@ -220,6 +220,7 @@ def test_member_digest_matches_hashlib_and_sum(crc: bool):
     digest = MemberDigest(crc)
     for start in range(0, len(data), len(buffer)):
         chunk = data[start:start + len(buffer)]
+        digest.before_fill(buffer)            # a "newc" chunk is hashed behind: done before reuse
         buffer[:len(chunk)] = chunk
         digest.update(buffer, len(chunk))
     assert digest.sha256() == hashlib.sha256(data).digest()
@@ -559,6 +560,40 @@ def test_after_the_trailer_only_zeros():
     data = archive(good_members())
     assert read_all(data + bytes(1000)) == dict(PAYLOADS)
     refused("bundle-trailing-data", data + bytes(10) + b"x")
+
+
+def test_after_the_trailer_at_most_a_mebibyte_of_zeros():
+    """A stream from the network must end: an endless run of zeros is refused, not read on."""
+    data = archive(good_members())
+    assert read_all(data + bytes(MAX_TAIL)) == dict(PAYLOADS)
+    refused("bundle-trailing-data", data + bytes(MAX_TAIL + 1))
+
+
+@pytest.mark.parametrize("fmt", ["crc", "newc"])
+def test_written_bytes_are_hashed_instead_of_read(fmt: str):
+    """A resumed install hands over what its slot already holds: checked as if read, and the
+    archive is passed over by as many bytes."""
+    data = archive(good_members(), fmt=fmt)
+    streams = BundleReader(io.BytesIO(data)).payloads(VERIFIED)
+    first = next(streams)
+    assert first.skip_written([ROOTFS[:4096], ROOTFS[4096:8000]]) == 8000
+    assert first.read() == ROOTFS[8000:] and first.verified
+    second = next(streams)
+    assert second.skip_written([APPFS]) == len(APPFS) and second.verified
+    assert second.read() == b"" and next(streams, None) is None      # and the trailer was read
+
+
+def test_written_bytes_that_differ_fail_the_digest():
+    data = archive(good_members())
+    first = next(BundleReader(io.BytesIO(data)).payloads(VERIFIED))
+    first.skip_written([b"\0" * 100])
+    with pytest.raises(BundleError) as info:
+        first.read()
+    assert info.value.code == "bundle-digest-mismatch"
+    whole = next(BundleReader(io.BytesIO(data)).payloads(VERIFIED))
+    with pytest.raises(BundleError) as info:
+        whole.skip_written([bytes(len(ROOTFS))])        # all of it: checked at once
+    assert info.value.code == "bundle-digest-mismatch"
 
 
 def test_mixed_formats_and_non_regular_members():

@@ -49,7 +49,7 @@ def test_documented_keys_load(tmp_path: Path) -> None:
     assert (config.device.vendor_id, config.device.class_id) == (vendor, uuid.uuid5(vendor, "gw-board-rev1"))
     assert config.device.state_dir == tmp_path / "state"
     assert config.trust.keys == (tmp_path / "keys/release.pub.pem",)
-    assert config.bootloader.simulate_reboot and config.bootloader.env_file == tmp_path / "bootenv.json"
+    assert config.bootloader.simulate_reboot and config.bootloader.options["path"] == tmp_path / "bootenv.json"
     assert config.slots == {"rootfs": {"A": tmp_path / "slots/rootfs-a.img", "B": tmp_path / "slots/rootfs-b.img"}}
     assert config.min_image_sizes == {"rootfs": 1}          # an empty image is never installed
     assert config.health.commands[1] == ("systemctl", "is-active", "myapp.service")
@@ -238,7 +238,7 @@ reset = ["gpioset", "gpiochip0", "17=0"]
 def test_things(tmp_path: Path) -> None:
     things = load_config(write(tmp_path, GOOD + THINGS)).things
     mcu, radio = things["mcu1"], things["radio"]
-    assert (mcu.protocol, mcu.parity, mcu.baud, mcu.reset, mcu.address) == ("stm32", "even", 115200, "dtr-rts",
+    assert (mcu.protocol, mcu.parity, mcu.baud, mcu.reset, mcu.options["address"]) == ("stm32", "even", 115200, "dtr-rts",
                                                                             0x08004000)
     assert mcu.version_command == ("cat", "/run/mcu1.version")
     assert (radio.protocol, radio.parity, radio.baud) == ("mcuboot-smp", "none", 1000000)
@@ -250,7 +250,7 @@ def test_things(tmp_path: Path) -> None:
     for mode, can in (("ram-load", False), ("direct-xip-revert", True), ("serial-recovery", False)):
         section = f'[things.x]\nport = "x"\nprotocol = "mcuboot-smp"\nmcuboot_mode = "{mode}"\n'
         thing = load_config(write(tmp_path, GOOD + section)).things["x"]
-        assert (thing.mcuboot_mode, thing.rolls_back) == (mode, can)
+        assert (thing.options["mcuboot_mode"], thing.rolls_back) == (mode, can)
 
 
 @pytest.mark.parametrize(("section", "message"), [

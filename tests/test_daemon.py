@@ -136,11 +136,14 @@ def test_a_bundle_deployment_is_installed_committed_and_reported(gateway: Gatewa
     assert steps[-1] == "closed" and steps.count("closed") == 1
     assert "downloaded" in steps and steps.index("downloaded") < len(steps) - 1
     details = " ".join(d for s in statuses for d in s.get("details", []))
-    for text in ("downloading u2.fwb", "verifying the signed manifest", "installing into slot B",
+    for text in ("checking the signed manifest of u2.fwb", "the bundle streams into the slots",
+                 "verifying the signed manifest", "installing into slot B", "Downloaded 100% of u2.fwb into rootfs.B",
                  "rebooting into slot B", "running the health checks", "version 2.0.0"):
         assert text in details, (text, details)
     assert all("progress" in s.get("result", {}) for s in statuses if s["execution"] == "proceeding")
     assert gateway.booted() == "B" and slot_holds(gateway, "B", image)
+    fetched = [path for method, path in server.requests if method == "GET" and path.endswith("/u2.fwb")]
+    assert len(fetched) == 2          # the manifest checked from the head, then the install's stream
     wait_for(lambda: server.attributes.get(DEVICE, {}).get("sw_version") == "2.0.0", "configData after the update")
     attributes = server.attributes[DEVICE]
     assert attributes["hw_boardname"] == "gw-board" and attributes["hw_revision"] == "rev1"
@@ -288,11 +291,13 @@ def retained(host: str, port: int, mqtt: object) -> set[str]:
 
 
 def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    """A closed maintenance window: the bundle is downloaded ahead, and a stop does not lose it."""
     connect(gateway, server, "\n")
     gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 400000\n")
     bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
-                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}])
+                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}],
+                                      window="unavailable")
     first = Running(gateway, server, tmp_path / "first.log")
     wait_for(lambda: any((gateway.root / "state/incoming").glob("action-*/artifact-0")), "the download",
              poke=first)
@@ -301,9 +306,43 @@ def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: 
     record = json.loads((gateway.root / "state/ddi-action.json").read_text())
     assert record["phase"] == "download" and record["action"] == str(action.id)
     assert "closed" not in executions(server, action.id)
+    server.set_window(action.id, "available")
     run_until_closed(gateway, server, action.id, tmp_path / "second.log", "the resumed update")
     assert server.actions[action.id].result == "success" and gateway.booted() == "B"
     assert executions(server, action.id).count("closed") == 1
+
+
+def test_a_stopped_streaming_install_continues_from_its_synced_position(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    """A bundle installed at once streams into the slot; a stop in mid-write keeps what is synced,
+    and the next start fetches only the rest."""
+    connect(gateway, server, "\n")
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 3000000\n")
+    for name in ("rootfs-a.img", "rootfs-b.img"):
+        with open(gateway.root / name, "r+b") as slot:
+            slot.truncate(16 << 20)
+    bundle = gateway.bundle("u2", sequence=2, size=12 << 20)
+    image = (gateway.root / "u2.img").read_bytes()
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}])
+    first = Running(gateway, server, tmp_path / "first.log")
+    wait_for(lambda: (journal(gateway)["update"] or {}).get("stream", {}).get("written"), "a synced position",
+             poke=first)
+    first.stop()                                      # as systemd's SIGTERM would
+    update = journal(gateway)["update"]
+    synced = update["stream"]["written"]["rootfs.B"]
+    assert update["state"] == "write" and synced >= 8 << 20
+    assert not any((gateway.root / "state/incoming").rglob("*.fwb")) and not any(
+        p.is_file() for p in (gateway.root / "state/incoming").rglob("*"))
+    server.record = True
+    run_until_closed(gateway, server, action.id, tmp_path / "second.log", "the resumed update")
+    assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+    assert slot_holds(gateway, "B", image)
+    fetches = [e for e in server.exchanges if e.method == "GET" and e.path.endswith("/u2.fwb")]
+    ranges = [e.request_headers.get("Range") for e in fetches]
+    assert ranges[0] is None and ranges[-1].startswith("bytes=")          # the head, then the rest
+    assert int(ranges[-1].removeprefix("bytes=").removesuffix("-")) > synced
+    assert fetches[-1].response_length < len(bundle.read_bytes()) - synced + 4096
 
 
 def test_refused_credentials_are_logged_and_retried_slowly(gateway: Gateway, tmp_path: Path) -> None:

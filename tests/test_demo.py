@@ -59,12 +59,12 @@ def test_the_demo_runs_server_broker_and_device_and_cleans_up() -> None:
     assert "MQTT broker  mqtt://127.0.0.1:" in out
     assert out.count("operator -> mqtt fwagent/demo-gw-0001/wakeup") == 2 and "daemon.wakeup()" not in out
     # Live, as the server received them: the 2.0.0 action from download to commit.
-    assert in_order(out, "server <- proceeding 0%: downloading demo-2.0.0.fwb",
-                    "server <- downloaded 100%: downloaded and verified, version 2.0.0",
+    assert in_order(out, "server <- proceeding 0%: checking the signed manifest of demo-2.0.0.fwb",
+                    "server <- downloaded 100%: the signed manifest verified, version 2.0.0; the bundle streams",
                     "server <- proceeding 0%: installing into slot B", "server <- proceeding 100%: rebooting into slot B",
                     "server <- proceeding 100%: running the health checks",
                     "server <- closed success: update committed, version 2.0.0", "server: action 1 closed, success")
-    assert re.search(r"server <- proceeding \d+%: Downloaded \d+% of demo-2.0.0.fwb", out)
+    assert re.search(r"server <- proceeding \d+%: Downloaded \d+% of demo-2.0.0.fwb into rootfs.B", out)   # 1 MiB/s
     # The summary of what the server recorded.
     assert "action 1 (demo-gateway 2.0.0, demo-2.0.0.fwb): closed, result success" in out
     first = recorded_statuses(out, 1)
@@ -107,9 +107,9 @@ def test_ctrl_c_stops_everything_and_removes_the_files() -> None:
     # an ignored SIGINT is inherited.)
     assert process.stdout is not None
     lines = []
-    for line in process.stdout:                 # interrupted in the middle of the first download
+    for line in process.stdout:                 # interrupted in the middle of the first stream
         lines.append(line)
-        if line.startswith("server <- proceeding 0%: downloading"):
+        if line.startswith("server <- proceeding 0%: installing into slot B"):
             process.send_signal(signal.SIGINT)
             break
     out = "".join(lines) + process.communicate(timeout=60)[0]

@@ -1,7 +1,7 @@
 """fwagent's bundle, DDI client and downloader against a real goosebit on loopback.
 
 goosebit is an independent DDI implementation, so these catch what our own
-reference server (hil/server/ddi.py) shares with our client by construction:
+reference server (agent/demo/ddi_server.py) shares with our client by construction:
 plain ``application/json``, a ``download`` link (not ``download-http``),
 SHA-1-only hashes, its own ETag for If-Range, and the action id being the
 software id.

@@ -147,11 +147,13 @@ def test_an_artifact_name_that_is_no_file_name_is_refused(name: str, gateway: Ga
 
 def test_downloads_are_named_by_the_agent_and_private(gateway: Gateway, server: HostileDdiServer,
                                                       tmp_path: Path) -> None:
-    """A name the server may give (dots, dashes) is fine, but it names no file: the agent does."""
+    """A name the server may give (dots, dashes) is fine, but it names no file: the agent does.
+    (A closed maintenance window: the bundle is downloaded ahead instead of streamed.)"""
     connect(gateway, server.url, extra="[download]\nrate_limit = 1000000\n")
     bundle = gateway.bundle("u2", sequence=2)
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gw", "version": "2",
-                                                "artifacts": {"..-rf.fwb": bundle.read_bytes()}}])
+                                                "artifacts": {"..-rf.fwb": bundle.read_bytes()}}],
+                                      window="unavailable")
     incoming = gateway.root / "state" / "incoming"
     with start(gateway, tmp_path) as daemon:
         daemon.wait_for(lambda: any(incoming.glob("action-*/artifact-0")), "the download")
@@ -159,6 +161,7 @@ def test_downloads_are_named_by_the_agent_and_private(gateway: Gateway, server: 
         assert download.parent.name == "action-" + hashlib.sha256(str(action.id).encode()).hexdigest()[:16]
         assert incoming.stat().st_mode & 0o777 == 0o700 and download.parent.stat().st_mode & 0o777 == 0o700
         assert download.stat().st_mode & 0o777 == 0o600
+        server.set_window(action.id, "available")
         daemon.wait_for(closed(server, action), "the update")
     assert server.actions[action.id].result == "success" and list(incoming.iterdir()) == []
 
@@ -374,7 +377,7 @@ def test_a_step_report_the_server_drops_is_sent_again_in_order(gateway: Gateway,
     with start(gateway, tmp_path) as daemon:
         daemon.wait_for(closed(server, action), "the update")
     steps = [d for s in server.statuses(action.id) for d in s.get("details", [])]
-    wanted = ["downloading u2.fwb", "verifying the signed manifest", "installing into slot B", "switching to slot B",
+    wanted = ["checking the signed manifest of u2.fwb", "verifying the signed manifest", "installing into slot B", "switching to slot B",
               "rebooting into slot B", "running the health checks", "committing slot B"]
     found = [next(i for i, d in enumerate(steps) if text in d) for text in wanted]
     assert found == sorted(found), steps

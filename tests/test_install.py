@@ -367,3 +367,77 @@ def test_a_missing_cmdline_is_a_one_line_error(gateway: Gateway, capsys) -> None
     assert main(["install", str(gateway.bundle("u2", sequence=2)), "--config", str(gateway.config_path)]) == 1
     out = capsys.readouterr().out
     assert "bootloader: cannot read the kernel command line" in out
+
+
+def test_the_writer_behind_a_bundle_writes_in_order_and_hands_its_error_back(tmp_path: Path) -> None:
+    """Buffers go round between the reading thread and the writer; a write that fails is raised in
+    the reading thread, and nothing after it is written."""
+    from agent.install.slots import Slot, SlotError, SlotSink, WriteBehind
+
+    device = tmp_path / "slot.img"
+    device.write_bytes(bytes(64 << 10))
+    sink = SlotSink(Slot("rootfs", "B", device), 64 << 10)
+    behind = WriteBehind(sink, 4096)
+    for value in range(8):
+        buffer = behind.buffer()
+        buffer[:4096] = bytes([value]) * 4096
+        behind.put(buffer, 4096)
+    behind.close()
+    sink.close()
+    data = device.read_bytes()
+    assert [data[i * 4096] for i in range(8)] == list(range(8)) and data[8 * 4096:] == bytes(len(data) - 8 * 4096)
+
+    small = SlotSink(Slot("rootfs", "B", device), 0)
+    small.capacity = 6000                      # the slot ends in the second buffer
+    behind = WriteBehind(small, 4096)
+    with pytest.raises(SlotError) as error:
+        for _ in range(8):
+            buffer = behind.buffer()
+            behind.put(buffer, 4096)
+        behind.close()
+    assert error.value.code == "slot-too-small"
+    small.close()
+
+
+class _Stream:
+    """A checked payload stream as a bundle gives one, on a link of ``seconds_per_mib``."""
+
+    def __init__(self, data: bytes, clock: list[float], seconds_per_mib: float) -> None:
+        self.data, self.clock, self.rate, self.position = data, clock, seconds_per_mib, 0
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        count = min(len(buffer), len(self.data) - self.position, 1 << 20)
+        buffer[:count] = self.data[self.position:self.position + count]
+        self.position += count
+        self.clock[0] += self.rate * count / (1 << 20)
+        return count
+
+    @property
+    def checked_digest(self) -> bytes | None:
+        import hashlib
+        return hashlib.sha256(self.data).digest() if self.position == len(self.data) else None
+
+
+@pytest.mark.parametrize("seconds_per_mib, checkpoints", [(0.01, [32]), (0.2, [8, 16, 24, 32])])
+def test_a_streamed_payload_is_synced_every_8_mib_once_a_second_has_passed(
+        tmp_path: Path, seconds_per_mib: float, checkpoints: list[int]) -> None:
+    import os
+
+    from agent.install.executor import SlotExecutor
+    from agent.install.slots import Slot
+
+    device = tmp_path / "slot.img"
+    device.write_bytes(bytes(40 << 20))
+    data = os.urandom(32 << 20)
+    clock = [0.0]
+    recorded: list[int] = []
+
+    class Source:
+        def open(self, uri: str, size: int | None) -> _Stream:
+            return _Stream(data, clock, seconds_per_mib)
+
+    executor = SlotExecutor({}, Source(), checkpoint=lambda _label, n: recorded.append(n >> 20),
+                            clock=lambda: clock[0])
+    digest, written = executor._stream(Slot("rootfs", "B", device), "#rootfs.img", len(data))
+    assert written == len(data) and device.read_bytes()[:len(data)] == data
+    assert recorded == checkpoints

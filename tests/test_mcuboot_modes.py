@@ -94,8 +94,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 @pytest.fixture
 def thing_on() -> Iterator:
     def make(sim: SmpSimulator, **options: object) -> ThingConfig:
-        return ThingConfig(name="mcu", port=sim.port, protocol="mcuboot-smp", boot_timeout=5.0,
-                           **options)  # type: ignore[arg-type]
+        return ThingConfig(name="mcu", port=sim.port, protocol="mcuboot-smp",
+                           options={"boot_timeout": 5.0, **options})
     yield make
 
 

@@ -103,7 +103,7 @@ def test_a_reset_in_mid_upload_starts_the_upload_over(tmp_path: Path) -> None:
     entry = firmware("serial@qemu_cortex_m0")
     image = resign(entry, "1.2.4", tmp_path)
     with qemu(entry, tmp_path) as board:
-        thing = ThingConfig(name="m0", port=board.url, protocol="mcuboot-smp", boot_timeout=30)
+        thing = ThingConfig(name="m0", port=board.url, protocol="mcuboot-smp", options={"boot_timeout": 30})
         offsets: list[int] = []
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -130,8 +130,8 @@ def test_ram_load_from_the_application(config: str, tmp_path: Path) -> None:
     image = resign(entry, "1.2.3", tmp_path)
     with qemu(entry, tmp_path) as board:
         assert running(board.url)[:2] == (0, "0.0.0")
-        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
-                            boot_timeout=30)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                            options={"mcuboot_mode": "ram-load", "boot_timeout": 30})
         result = flash(thing, image)
         assert running(board.url) == (1, "1.2.3", parse(image).hash, True)
     assert result.verified == ("sha256 reported by the device; booted by version and running (MCUboot mode "
@@ -149,8 +149,8 @@ def test_serial_recovery_entered_from_the_application(config: str, tmp_path: Pat
     image = resign(entry, "1.2.3", tmp_path)
     with qemu(entry, tmp_path, move_loader=(SLOT0, SLOT1)) as board:
         assert running(board.url)[:2] == (1, "0.0.0")
-        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="serial-recovery",
-                            boot_timeout=30)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                            options={"mcuboot_mode": "serial-recovery", "boot_timeout": 30})
         result = flash(thing, image)
         assert running(board.url) == (0, "1.2.3", parse(image).hash, True)
     assert result.verified == ("sha256 reported by the device; written to the primary slot and running (MCUboot "
@@ -166,8 +166,8 @@ def test_a_power_cut_in_mid_upload(tmp_path: Path) -> None:
     image = resign(entry, "1.2.3", tmp_path)
     with qemu(entry, tmp_path) as board:
         old = running(board.url)
-        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
-                            boot_timeout=30)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                            options={"mcuboot_mode": "ram-load", "boot_timeout": 30})
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase == "writing" and done > total // 3 and board.process.poll() is None:
@@ -178,8 +178,8 @@ def test_a_power_cut_in_mid_upload(tmp_path: Path) -> None:
         assert board.process.returncode is not None
     with qemu(entry, tmp_path) as board:
         assert running(board.url) == old
-        result = flash(ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
-                                   boot_timeout=30), image)
+        result = flash(ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                                   options={"mcuboot_mode": "ram-load", "boot_timeout": 30}), image)
         assert running(board.url) == (1, "1.2.3", parse(image).hash, True)
     assert result.written == len(image)
 
@@ -201,8 +201,8 @@ def test_the_gateway_cut_off_in_mid_upload_resumes_where_the_application_stopped
     image = resign(entry, "1.2.3", tmp_path)
     with qemu(entry, tmp_path) as board:
         old = running(board.url)
-        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
-                            boot_timeout=30)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                            options={"mcuboot_mode": "ram-load", "boot_timeout": 30})
         with pytest.raises(CutOff) as cut:
             flash(thing, image, cut_off_at_a_third)
         assert running(board.url) == old
@@ -223,8 +223,8 @@ def test_a_reset_with_half_an_image_in_the_slot_boots_the_old_image(tmp_path: Pa
     image = resign(entry, "1.2.3", tmp_path)
     with qemu(entry, tmp_path) as board:
         old = running(board.url)
-        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp", mcuboot_mode="ram-load",
-                            boot_timeout=30)
+        thing = ThingConfig(name="mps2", port=board.url, protocol="mcuboot-smp",
+                            options={"mcuboot_mode": "ram-load", "boot_timeout": 30})
         with pytest.raises(CutOff):
             flash(thing, image, cut_off_at_a_third)
         board.system_reset()

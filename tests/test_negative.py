@@ -569,3 +569,36 @@ def test_budget_is_not_hit_by_ordinary_manifests() -> None:
     body = f.manifest(components=components, shared=SHARED_ALL + [f.OVERRIDE, {f.P_DIGEST: f.digest_bstr(f.IMAGE)}],
                       validate=validate)
     assert len(accepts(f.envelope(body, KEY)).actions) == 8 * 100
+
+
+@pytest.mark.parametrize("alg", ["es256", "ed25519"])
+def test_a_plain_public_key_loads_as_the_general_loader_loads_it(tmp_path, alg: str) -> None:
+    """Trust anchors of the usual shape are read without cryptography's serialization module:
+    the same key and key id as the general loader, which reads every other shape."""
+    from cryptography.hazmat.primitives import serialization
+    private = cose.generate_private_key(alg)
+    pem = cose.public_key_pem(private.public_key())
+    (tmp_path / "plain.pem").write_bytes(b"\n" + pem + b"\n")
+    (tmp_path / "private.pem").write_bytes(cose.private_key_pem(private))
+    (tmp_path / "key.der").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    assert cose._plain_public_key(pem) is not None
+    assert cose._plain_public_key(cose.private_key_pem(private)) is None
+    anchors = [cose.load_trust_anchor(tmp_path / name) for name in ("plain.pem", "private.pem", "key.der")]
+    assert {a.kid for a in anchors} == {cose.key_id(private.public_key())}
+    assert {a.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            for a in anchors} == {(tmp_path / "key.der").read_bytes()}
+
+
+def test_a_plain_public_key_off_the_curve_is_refused(tmp_path) -> None:
+    import base64
+
+    from agent.errors import KeyFileError
+    pem = cose.public_key_pem(cose.generate_private_key("es256").public_key())
+    der = bytearray(base64.b64decode(b"".join(pem.split(b"\n")[1:-2])))
+    der[-1] ^= 1                                   # the point is no longer on P-256
+    bad = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(bytes(der)) + b"-----END PUBLIC KEY-----\n"
+    (tmp_path / "bad.pem").write_bytes(bad)
+    assert cose._plain_public_key(bad) is None
+    with pytest.raises(KeyFileError):
+        cose.load_trust_anchor(tmp_path / "bad.pem")

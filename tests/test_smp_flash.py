@@ -328,7 +328,7 @@ def test_a_trial_that_fails_is_reset_once_more_so_mcuboot_goes_back(images: dict
     log = tmp_path / "resets"
     with SmpSimulator(baud=0, upload_slot=1, primary=images["old"]) as sim:
         thing = ThingConfig(name="radio", port=sim.port, protocol="mcuboot-smp", reset=reset_command(log),
-                            boot_timeout=1.0)
+                            options={"boot_timeout": 1.0})
         with pytest.raises(ThingVerifyError, match="did not come up"):
             flash(thing, images["new"])       # the logged reset moves nothing: the old image still runs
     assert log.read_text().split() == ["enter", "leave", "leave"]

@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 from conftest import TESTS, missing, require_tool
 
-from agent.config import BootloaderConfig
+from bootloader_bridge.bootchooser.file import FileBootloader
+from bootloader_bridge.bootchooser.grub import GrubBootloader
 
 ROOT = TESTS.parent
 UNIT = ROOT / "systemd/fwagent.service"
@@ -122,19 +123,23 @@ def written(config: dict, fw_env: str | None) -> dict[str, PurePosixPath]:
              "runtime directory": PurePosixPath(device.get("runtime_dir", "/run/fwagent"))}
     kind = bootloader.get("type", "grub")
     if kind == "grub":      # grub-editenv writes grubenv.new beside grubenv, then renames it
-        paths["grubenv's directory"] = PurePosixPath(bootloader.get("grubenv", str(BootloaderConfig.grubenv))).parent
+        paths["grubenv's directory"] = PurePosixPath(bootloader.get("grubenv", _default(GrubBootloader, "grubenv"))).parent
     elif kind == "uboot":
         assert fw_env is not None, "a U-Boot gateway names its environment in fw_env.config"
         for number, line in enumerate(l for l in fw_env.splitlines() if l.strip() and not l.startswith("#")):
             paths[f"U-Boot environment {number}"] = PurePosixPath(line.split()[0])
         paths["fw_setenv's lock file"] = PurePosixPath("/run/lock/fw_printenv.lock")     # (/var/lock links to it)
     else:
-        paths["boot environment file"] = PurePosixPath(bootloader.get("env_file", str(BootloaderConfig.env_file)))
+        paths["boot environment file"] = PurePosixPath(bootloader.get("env_file", _default(FileBootloader, "env_file")))
     for slot_class, slots in config.get("slots", {}).items():
         for name, slot in slots.items():
             if isinstance(slot, dict) and "device" in slot:
                 paths[f"slot {slot_class}.{name}"] = PurePosixPath(slot["device"])
     return paths
+
+
+def _default(backend: type, key: str) -> str:
+    return next(option.default for option in backend.OPTIONS if option.key == key)
 
 
 def bench_gateways() -> list[Path]:

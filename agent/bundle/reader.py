@@ -12,7 +12,7 @@ refused with a BundleError naming the member and its offset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +32,8 @@ from agent.manifest.verify import RollbackState, Trust, inspect_envelope
 CHUNK = 1 << 20
 MAX_SW_DESCRIPTION = 64 * 1024
 MAX_MANIFEST = 64 * 1024
+MAX_TAIL = 1 << 20      # zeros after the trailer (GNU cpio pads to blocks); a stream must end
+TAIL_READ = 64 * 1024
 
 
 class BundleReader:
@@ -41,7 +43,7 @@ class BundleReader:
         self._file = fileobj
         self._offset = 0
         self._started = False
-        self._buffer = bytearray(CHUNK)
+        self._scratch: tuple[bytearray, bytearray] | None = None
         self.format = ""
         self.members: list[Member] = []
         self.sw_description = self._small(SW_DESCRIPTION, MAX_SW_DESCRIPTION, "first",
@@ -98,19 +100,22 @@ class BundleReader:
         raise BundleError(f"{where} is not fetched by the manifest (expected {wanted})",
                           code="bundle-unknown-member")
 
+    def _skip(self, count: int, what: str) -> None:
+        """Pass over ``count`` bytes: a seek where the file can, else a read."""
+        if self._file.seekable():
+            self._file.seek(count, 1)
+            self._offset += count
+        else:
+            while count:
+                count -= len(self._read(min(count, CHUNK), what))
+
     def _skim(self) -> None:
         """Read the remaining member headers, skipping their data: for display only."""
         while True:
             header, member = self._next_member()
             if member.name == TRAILER:
                 return
-            skip = header.filesize + header.data_padding
-            if self._file.seekable():
-                self._file.seek(skip, 1)
-                self._offset += skip
-            else:
-                while skip:
-                    skip -= len(self._read(min(skip, CHUNK), f"member {member.name}"))
+            self._skip(header.filesize + header.data_padding, f"member {member.name}")
 
     # --- members -----------------------------------------------------------------
 
@@ -155,14 +160,27 @@ class BundleReader:
                               f"the header says {header.check:08x}", code="bundle-checksum")
 
     def _check_tail(self) -> None:
-        """After the trailer only zeros may follow (GNU cpio pads to 512-byte blocks)."""
-        while chunk := self._file.read(CHUNK):
+        """After the trailer only zeros may follow (GNU cpio pads to 512-byte blocks), and at most
+        ``MAX_TAIL`` of them: a bundle read from the network ends where the archive does."""
+        end = self._offset + MAX_TAIL
+        while chunk := self._file.read(min(TAIL_READ, end + 1 - self._offset)):
             if chunk.strip(b"\0"):
                 raise BundleError(f"non-zero bytes follow the trailer (after offset {self._offset})",
                                   code="bundle-trailing-data")
             self._offset += len(chunk)
+            if self._offset > end:
+                raise BundleError(f"more than {MAX_TAIL} bytes follow the trailer (at offset {self._offset})",
+                                  code="bundle-trailing-data")
 
     # --- bytes -------------------------------------------------------------------
+
+    @property
+    def _buffers(self) -> tuple[bytearray, bytearray]:
+        """For reads that bring no buffer of their own (``read``, ``drain``), made on first use:
+        two, so that ``drain`` reads into one while the other's chunk is hashed."""
+        if self._scratch is None:
+            self._scratch = (bytearray(CHUNK), bytearray(CHUNK))
+        return self._scratch
 
     def _read(self, size: int, what: str) -> bytes:
         data = bytearray(size)
@@ -210,11 +228,12 @@ class PayloadStream:
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is left if negative); b"" at the end."""
         want = self._remaining if size < 0 else min(size, self._remaining)
-        view = memoryview(self._reader._buffer)
+        buffer = self._reader._buffers[0]
+        view = memoryview(buffer)
         parts = []
         got = 0
         while True:
-            count = self._take(self._reader._buffer, min(want - got, CHUNK))
+            count = self._take(buffer, min(want - got, CHUNK))
             parts.append(bytes(view[:count]))
             got += count
             if got >= want:
@@ -227,8 +246,37 @@ class PayloadStream:
 
     def drain(self) -> None:
         """Read (and check) whatever is left of the payload."""
-        while self._take(self._reader._buffer, CHUNK):
-            pass
+        if self._done and self._error is None:
+            return
+        buffers, turn = self._reader._buffers, 0
+        while self._take(buffers[turn], CHUNK):
+            turn ^= 1
+
+    def skip_written(self, blocks: Iterable[bytes | memoryview]) -> int:
+        """Take ``blocks``, the first bytes of this payload as an earlier process wrote them into
+        its slot, instead of reading them again: they are hashed (and summed) as if read, and the
+        archive is passed over by as many bytes. The rest is read and checked as usual, so a
+        slot that does not hold what the bundle does fails the payload's digest. Returns the count."""
+        if self._remaining != self.size:
+            raise BundleError(f"payload {self.name}: written bytes are taken only before any is read",
+                              code="bundle-usage")
+        taken = 0
+        try:
+            for block in blocks:
+                count = len(block)
+                if count > self._remaining:
+                    raise BundleError(f"payload {self.name}: more written bytes than its {self.size}",
+                                      code="bundle-usage")
+                self._digest.update(block, count)
+                self._remaining -= count
+                taken += count
+            self._reader._skip(taken, f"payload {self.name}")
+            if not self._remaining:
+                self._finish()
+        except BundleError as exc:
+            self._error = exc
+            raise
+        return taken
 
     @property
     def verified(self) -> bool:
@@ -242,6 +290,7 @@ class PayloadStream:
         count = min(limit, self._remaining)
         try:
             if count:
+                self._digest.before_fill(buffer)
                 self._reader._fill(view[:count], f"payload {self.name}")
                 self._digest.update(buffer, count)
                 self._remaining -= count

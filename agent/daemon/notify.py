@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
+from agent.errors import code_and_detail
+
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 SEND_TIMEOUT = 1.0          # seconds one datagram may wait for room in systemd's queue
 STATUS_INTERVAL = 1.0       # seconds at least between two STATUS= lines; the newest waiting one follows
@@ -209,7 +211,8 @@ class Notifier:
         if self.log is not None and now >= self.failure_logged_at + FAILURE_LOG_INTERVAL:
             self.failure_logged_at = now
             shown = (self.address or "").replace("\0", "@", 1)
-            self.log("notify-failed", code="io", socket=shown, msg=err.strerror or str(err) or type(err).__name__)
+            code, detail = code_and_detail(err)
+            self.log("notify-failed", code=code, socket=shown, msg=detail)
 
 
 def run_starting(work: Callable[[], T], notifier: Notifier) -> T:

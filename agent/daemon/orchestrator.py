@@ -42,7 +42,7 @@ from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, action
 from agent.ddi.outbox import GONE, deliver, enqueue
 from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
-from agent.errors import FwagentError
+from agent.errors import code_and_detail
 from agent.files import private_dir
 from agent.install.installer import Installer, Outcome
 from agent.install.slots import read_chunks
@@ -169,11 +169,9 @@ class Daemon:
         handler = getattr(self, "_on_" + kind.replace("-", "_"))
         try:
             handler(data) if data is not None else handler()
-        except (FwagentError, OSError) as err:
-            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
-            self.log.error("event-failed", event=kind, code=getattr(err, "code", None) or "io", msg=detail)
         except Exception as err:   # noqa: BLE001 - a defect must not end the service
-            self.log.error("event-failed", event=kind, code="internal", msg=f"{type(err).__name__}: {err}"[:500])
+            code, detail = code_and_detail(err)
+            self.log.error("event-failed", event=kind, code=code, msg=detail[:500])
 
     def _start(self) -> None:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
@@ -353,7 +351,7 @@ class Daemon:
         """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
         poll (the back-off grows)."""
         key, exc = data
-        code, detail = _code(exc), _detail(exc)
+        code, detail = code_and_detail(exc)
         if key == "poll":
             self._on_poll_failed(DdiError(detail, code=code, transient=True))
         else:
@@ -399,7 +397,9 @@ class Daemon:
             return
         self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
                    window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in plan.fetch_first(deployment.may_install))}",
+        first = plan.fetch_first(deployment.may_install)
+        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                       f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
                        progress=(0, 100))
         self._start_download()
 
@@ -453,8 +453,10 @@ class Daemon:
         if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
             return
         self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
-        self._feedback("downloaded", f"downloaded and verified, version {self.record['version']}",
-                       progress=(100, 100))
+        streams = ActionPlan.from_dict(self.record["plan"]).main.filename not in self.record["fetched"]
+        self._feedback("downloaded", f"the signed manifest verified, version {self.record['version']}; the "
+                       "bundle streams into the slots" if streams else
+                       f"downloaded and verified, version {self.record['version']}", progress=(100, 100))
         if self.record["may_install"]:
             self._install()
         elif self.record.get("window") == "unavailable":
@@ -480,7 +482,9 @@ class Daemon:
                 path = directory / names[artifact.filename]
                 self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
                 self.events.put(("fetched", (action, artifact.filename, str(path))))
-            _, checked = self.installer.check_source(str(directory / names[plan.main.filename]))
+            # A bundle that streams at the install: its manifest is checked from the stream's head.
+            main = directory / names[plan.main.filename]
+            _, checked = self.installer.check_source(str(main) if main.exists() else plan.main.url)
             check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
             from agent.manifest.describe import manifest_version     # with the manifest machinery
             self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
@@ -513,7 +517,7 @@ class Daemon:
     def _install(self) -> None:
         self._move(Event.WINDOW_OPEN)
         plan = ActionPlan.from_dict(self.record["plan"])
-        source = self.record["fetched"][plan.main.filename]
+        source = self.record["fetched"].get(plan.main.filename) or plan.main.url    # a bundle URL streams
         links = plan.links(self.record["fetched"])
         origin = {"ddi_action": self.record["action"]}
         self.install_running = True
@@ -560,11 +564,21 @@ class Daemon:
         slot, done, total = data
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
-            self._feedback("proceeding", f"Installing {slot}: {percent}%", progress=(percent, 100), throttle="install")
+            streamed = self._streamed_bundle()   # its download is the install: said in SWUpdate's words
+            text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
+            self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
                                        total=total)
+
+    def _streamed_bundle(self) -> str | None:
+        """The file name of the action's bundle when it streams into the slots (not fetched first)."""
+        if not self.record.get("plan"):
+            return None
+        plan = ActionPlan.from_dict(self.record["plan"])
+        fetched = self.record.get("fetched") or {}
+        return plan.main.filename if plan.kind == "bundle" and plan.main.filename not in fetched else None
 
     def _on_installed(self, outcome: Outcome | None = None) -> None:
         self.install_running = False
@@ -594,11 +608,12 @@ class Daemon:
         or broke off with an error of its own; the journal has what it reached."""
         self.install_running = False
         ids, self.install_ids = self.install_ids, {}
-        self.log.error("install-refused", code=_code(error), msg=_detail(error), **ids)
+        code, detail = code_and_detail(error)
+        self.log.error("install-refused", code=code, msg=detail, **ids)
         if self.phase is Phase.INSTALL:
             self._fail_action(error)
         elif self.starting:
-            self._show(f"started, but the update in flight could not be finished: {_code(error)}", **ids)
+            self._show(f"started, but the update in flight could not be finished: {code}", **ids)
         self._started()
 
     def _started(self) -> None:
@@ -691,7 +706,7 @@ class Daemon:
 
     def _fail_action(self, error: BaseException) -> None:
         """The action failed before the install: its result joins the outbox, as an install's would."""
-        code, detail = _code(error), _detail(error)
+        code, detail = code_and_detail(error)
         self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
         enqueue(self.installer.journal, {
             "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
@@ -806,10 +821,3 @@ class Daemon:
         self.workers = [w for w in self.workers if w.is_alive()] + [thread]
         thread.start()
 
-
-def _code(error: BaseException) -> str:
-    return getattr(error, "code", None) or ("io" if isinstance(error, OSError) else "internal")
-
-
-def _detail(error: BaseException) -> str:
-    return error.detail if isinstance(error, FwagentError) else f"{type(error).__name__}: {error}"

@@ -44,9 +44,13 @@ class ActionPlan:
                    payloads=tuple(Artifact(**a) for a in data["payloads"]), version=data["version"])
 
     def fetch_first(self, may_install: bool) -> tuple[Artifact, ...]:
-        """Fetched before the install: the main artifact; every payload too when the install must
-        wait (a closed maintenance window), so that the wait ends with everything in hand."""
-        return (self.main,) if may_install else (self.main, *self.payloads)
+        """Fetched before the install: a manifest (its payloads stream into their slots at the
+        install); when the install must wait (a closed maintenance window), everything, bundle or
+        manifest and payloads, so that the wait ends with everything in hand. A bundle that may
+        be installed at once is not fetched beforehand: it streams into the slots."""
+        if not may_install:
+            return (self.main, *self.payloads)
+        return () if self.kind == "bundle" else (self.main,)
 
     def local_names(self) -> dict[str, str]:
         """Artifact name -> the name of its file on the device: chosen by the agent, never the server's."""

@@ -9,9 +9,9 @@
    slots, the file bootloader playing the reboot; its structured log goes to
    ``daemon.log``; it polls once and reports its attributes (configData);
 4. the operator deploys 2.0.0 and wakes the device over MQTT (without a broker:
-   the daemon's ``wakeup()``): it downloads, verifies, installs into the
-   inactive slot, reboots, checks health, commits and reports; every status the
-   server receives is shown as it arrives;
+   the daemon's ``wakeup()``): it checks the signed manifest, streams the
+   bundle into the inactive slot, reboots, checks health, commits and reports;
+   every status the server receives is shown as it arrives;
 5. the operator deploys the tampered 2.0.1: the device refuses it and stays on
    2.0.0;
 6. what the server recorded is printed.
@@ -41,6 +41,7 @@ from agent.cli import EXIT_FAILED, EXIT_OK
 from agent.config import Config, load_config
 from agent.files import write_output
 from agent.install.compose import build_installer
+from agent.install.slots import OTHER
 from agent.log import Log
 from agent.manifest import cose
 from agent.manifest.sign import add_signature
@@ -49,7 +50,7 @@ from agent.manifest.spec import build_manifest, load_spec, unsigned_envelope
 DEVICE_ID = "demo-gw-0001"
 IMAGE_SIZE = 2 << 20
 SLOT_SIZE = 4 << 20
-RATE_LIMIT = 1 << 20         # bytes per second: the download takes seconds, so its progress can be seen
+RATE_LIMIT = 1 << 20         # bytes per second: the bundle streams in for seconds, so its progress can be seen
 PROGRESS_EVERY = 1.0         # seconds between two progress feedbacks (the daemon's default: 5)
 ACTION_TIMEOUT = 60.0        # seconds for one deployment to close
 WAKEUP_GRACE = 5.0           # seconds for the MQTT wake-up to bring a poll before the demo calls wakeup()
@@ -204,7 +205,7 @@ def _demo(work: Path, use_mqtt: bool) -> int:
         print("configData: " + _attributes(server.attributes[DEVICE_ID]))
         status = build_installer(config).status()
         booted = status["booted"]
-        other = "A" if booted == "B" else "B"
+        other = OTHER[booted]
         print(f"device: booted slot {booted}, version {status['slots'][booted]['version']}; "
               f"slot {other} {'bootable' if status['slots'][other]['good'] else 'marked bad'}")
         ok = ([server.actions[a].result for a, _, _ in results] == ["success", "failure"]

@@ -212,9 +212,9 @@ class _Job:
         except requests.exceptions.SSLError as exc:
             raise DownloadError(f"{self.shown}: TLS: {exc}", code="download-tls") from None
         except requests.RequestException as exc:
-            raise DownloadError(f"{self.shown}: {_reason(exc)}", transient=True) from None
+            raise DownloadError(f"{self.shown}: {error_reason(exc)}", transient=True) from None
         self.last_read = self.owner.clock()
-        with response, _CancelWatch(self.cancel, response, self._idle):
+        with response, CancelWatch(self.cancel, response, self._idle):
             self._check_status(response)
             try:
                 self._receive(response)
@@ -222,12 +222,12 @@ class _Job:
             # when a cancel shuts the socket down under it.
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
                 self._check_cancel()
-                raise DownloadError(f"{self.shown}: {_reason(exc)} at byte {self.offset}", transient=True) from None
+                raise DownloadError(f"{self.shown}: {error_reason(exc)} at byte {self.offset}", transient=True) from None
 
     def _check_status(self, response: Any) -> None:
         status = response.status_code
         if status == 206 and self.offset:
-            start = _content_range_start(response.headers.get("Content-Range"))
+            start = content_range_start(response.headers.get("Content-Range"))
             if start != self.offset:
                 raise DownloadError(f"{self.shown}: asked for bytes from {self.offset}, got a range from {start}",
                                     transient=True)
@@ -419,7 +419,7 @@ class _WriteBehind:
                 self.queue.task_done()
 
 
-class _CancelWatch:
+class CancelWatch:
     """Closes the response when the cancel token is set, or when ``idle`` says the answer has
     stopped delivering, so that a blocked read returns."""
 
@@ -428,7 +428,7 @@ class _CancelWatch:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="download-cancel", daemon=True)
 
-    def __enter__(self) -> "_CancelWatch":
+    def __enter__(self) -> "CancelWatch":
         self.thread.start()
         return self
 
@@ -466,7 +466,7 @@ def _socket_of(response: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def _content_range_start(value: str | None) -> int | None:
+def content_range_start(value: str | None) -> int | None:
     """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
     if not value or not value.startswith("bytes "):
         return None
@@ -474,6 +474,6 @@ def _content_range_start(value: str | None) -> int | None:
     return int(start) if start.isdigit() else None
 
 
-def _reason(exc: Exception) -> str:
+def error_reason(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300]

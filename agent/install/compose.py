@@ -5,26 +5,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 from agent.config import Config
-from agent.download.downloader import Downloader
 from agent.install.boot import KernelBoot, SimulatedBoot
 from agent.install.executor import Progress
 from agent.install.installer import Installer
 from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.command import run
 
+if TYPE_CHECKING:
+    from agent.download.downloader import Downloader
+
 REBOOT_TIMEOUT = 60.0
 
 
 def make_bootloader(config: Config):  # type: ignore[no-untyped-def]
-    boot = config.bootloader
-    options = {
-        "grub": {"env_file": boot.grubenv},
-        "uboot": {"config": boot.fw_env_config, "attempts": boot.attempts},
-        "custom": {"script": boot.script},
-        "file": {"path": boot.env_file, "cmdline": boot.cmdline, "attempts": boot.attempts},
-    }[boot.type]
-    return registry.create(boot.type, **options)
+    """The configured backend, given the options it declares (read by agent/config.py)."""
+    return registry.create(config.bootloader.type, **config.bootloader.options)
 
 
 def build_installer(config: Config, *, progress: Progress | None = None,

@@ -8,27 +8,34 @@ the ``switch`` step of the update flow, after every image has been checked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import ProcessingError
-from agent.install.slots import SLOT_INDEX, Slot, SlotWriter, read_digest
+from agent.install.slots import SLOT_INDEX, Slot, SlotWriter, WriteBehind, buffer_size, read_digest
 from agent.manifest.targets import target_of
 
 if TYPE_CHECKING:
     from agent.manifest.processor import Component, Digest
 
 Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, total or None)
+# A payload streamed from the network is synced and its position recorded once at least this many
+# bytes and this many seconds have passed since the last time: a power cut costs at most the larger
+# of 8 MiB and a second's transfer, and a fast link is not slowed down by a sync every 8 MiB.
+CHECKPOINT_BYTES = 8 << 20
+CHECKPOINT_SECONDS = 1.0
 
 
 class PayloadSource(Protocol):
     """Where fetched payloads come from: a bundle, or files beside a manifest.
 
     ``open`` yields the payload's bytes. A source that itself hashes each payload
-    (a bundle) returns an iterable with a ``checked_digest`` attribute: the SHA-256
-    it computed once the payload was read to its end (None before). The slot
-    writer then leaves the hashing to it instead of hashing twice.
+    (a bundle) returns instead a stream with ``readinto``, ``skip_written`` and
+    ``checked_digest``: the SHA-256 it computed once the payload was read to its
+    end (None before). The slot writer then leaves the hashing to it instead of
+    hashing twice, and writes behind the reading.
     """
 
     def open(self, uri: str, size: int | None) -> Iterable[bytes | memoryview]: ...
@@ -68,6 +75,11 @@ class SlotExecutor:
     things: dict[str, Slot] = field(default_factory=dict)  # Thing name -> where its image is kept
     written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
     sequence: str = ""
+    # A source streamed from the network: slot label -> bytes an earlier process wrote and synced,
+    # and where to record each new durable position (label, bytes). None: a payload is synced once.
+    resume: dict[str, int] = field(default_factory=dict)
+    checkpoint: Callable[[str, int], None] | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def enter(self, sequence: str) -> None:
         self.sequence = sequence
@@ -96,8 +108,9 @@ class SlotExecutor:
 
     def _stream(self, slot: Slot, uri: str, size: int | None) -> tuple[bytes, int]:
         payload = self.source.open(uri, size)
-        checked = hasattr(payload, "checked_digest")
-        writer = SlotWriter(slot, size, hashing=not checked)
+        if hasattr(payload, "readinto"):
+            return self._stream_checked(slot, uri, size, payload)
+        writer = SlotWriter(slot, size)
         try:
             for chunk in payload:
                 writer.write(chunk)
@@ -106,11 +119,49 @@ class SlotExecutor:
             digest, written = writer.finish()
         finally:
             writer.close()
-        if checked:
-            digest = payload.checked_digest  # type: ignore[attr-defined]
-            if digest is None:
-                raise ProcessingError(f"{slot.label}: the payload source did not check {uri}",
-                                      code="image-mismatch")
+        assert digest is not None
+        return digest, written
+
+    def _stream_checked(self, slot: Slot, uri: str, size: int | None, payload: Any) -> tuple[bytes, int]:
+        """A payload its source checks (a bundle member): read and hashed here while the slot is
+        written behind; synced once at its end, or, streamed from the network, every
+        ``CHECKPOINT_BYTES`` and ``CHECKPOINT_SECONDS`` too, each durable position recorded, so that
+        a cut costs no more."""
+        writer = SlotWriter(slot, size, hashing=False)
+        try:
+            done = self.resume.get(slot.label, 0)
+            if done:           # an earlier process wrote and synced these: hashed from the slot
+                done = payload.skip_written(writer.read_back(done))
+                writer.restart(done)
+            behind = WriteBehind(writer, buffer_size(slot.device))
+            synced, synced_at = done, self.clock()
+            try:
+                while True:
+                    buffer = behind.buffer()
+                    count = payload.readinto(buffer)
+                    if not count:
+                        behind.give_back(buffer)
+                        break
+                    behind.put(buffer, count)
+                    done += count
+                    if self.checkpoint is not None and done - synced >= CHECKPOINT_BYTES \
+                            and self.clock() - synced_at >= CHECKPOINT_SECONDS:
+                        behind.drain()
+                        writer.sync()
+                        self.checkpoint(slot.label, done)
+                        synced, synced_at = done, self.clock()
+                    if self.progress:
+                        self.progress(slot.label, done, size)
+            finally:
+                behind.close()
+            _, written = writer.finish()
+        finally:
+            writer.close()
+        if self.checkpoint is not None and written > synced:
+            self.checkpoint(slot.label, written)
+        digest = payload.checked_digest
+        if digest is None:
+            raise ProcessingError(f"{slot.label}: the payload source did not check {uri}", code="image-mismatch")
         return digest, written
 
     def image_match(self, component: Component, digest: Digest, size: int | None) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -22,25 +21,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
-from agent.errors import FwagentError, ThingOfflineError, UsageError
+from agent.errors import FwagentError, ThingOfflineError, UsageError, code_and_detail
 from agent.files import private_dir
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
-from agent.install.health import run_health
-from agent.download.downloader import Downloader, Resume
-from agent.download.downloader import Progress as DownloadProgress
 from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity, size_text
 from agent.journal import Journal, JournalDamagedError
 from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
+from bootloader_bridge.bootchooser.base import SLOTS
 
 if TYPE_CHECKING:
+    from agent.download.downloader import Downloader
+    from agent.download.downloader import Progress as DownloadProgress
+    from agent.download.downloader import Resume
     from agent.manifest.check import CheckResult
     from agent.manifest.processor import DeviceIdentity
     from agent.manifest.verify import Trust, VerifiedManifest
 
 # The manifest machinery (SUIT, COSE, cryptography: about 10 MiB) is imported when an update
-# needs it, not by a service that waits between updates.
+# needs it, not by a service that waits between updates; the HTTP machinery (requests, TLS:
+# about 10 MiB more) when an update downloads, not by an install from a file.
 
 
 # The states a cancel may still stop: nothing the bootloader boots has changed yet.
@@ -88,7 +89,7 @@ class Installer:
     """Runs updates on the slots and bootloader that ``config`` describes."""
 
     def __init__(self, config: Config, bootloader: Any, boot: BootInfo, *,
-                 reboot: Callable[[], None], open_source: Callable[[str], Any],
+                 reboot: Callable[[], None], open_source: Callable[..., Any],
                  progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None,
                  downloader: Downloader | None = None,
                  on_step: Callable[[str, dict[str, Any]], None] | None = None) -> None:
@@ -100,13 +101,14 @@ class Installer:
         self.progress = progress
         self.log = log
         self.journal = Journal(config.device.state_dir)
-        self.downloader = downloader or Downloader(config.download)
+        self._downloader = downloader
         self.on_step = on_step          # told each state once it is persisted, before it acts
         self.cancel = threading.Event()   # stops downloads; set by request_cancel or stop
         self.stopping = threading.Event()
         self._point_of_no_return = threading.Lock()
         self._switched = False
         self._record: dict[str, Any] = {}
+        self._held: dict[str, Any] = {}   # sources opened by this run: a bundle URL is read with one GET
 
     @functools.cached_property
     def trust(self) -> Trust:
@@ -114,6 +116,13 @@ class Installer:
         from agent.manifest.verify import Trust
         return Trust(tuple(cose.load_trust_anchor(p) for p in self.config.trust.keys),
                      tuple(cose.load_mac_key(p) for p in self.config.trust.hmac_keys))
+
+    @property
+    def downloader(self) -> Downloader:
+        if self._downloader is None:
+            from agent.download.downloader import Downloader
+            self._downloader = Downloader(self.config.download)
+        return self._downloader
 
     @functools.cached_property
     def device(self) -> DeviceIdentity:
@@ -126,7 +135,7 @@ class Installer:
                 links: dict[str, str] | None = None) -> Outcome:
         """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from."""
         with self.journal.locked():
-            self.open_source(source).close()  # an unreadable source is refused before anything starts
+            self._open(source).close()        # an unreadable source is refused before anything starts
             _ = self.trust                    # and so are unreadable trust keys
             record = self.journal.load()
             self.refuse_if_busy(record)
@@ -215,14 +224,18 @@ class Installer:
         installed = (record or {}).get("installed") or {}
         booted = self.boot.booted_slot()
         slots = {}
-        for name in OTHER:
+        for name in SLOTS:
             version = installed.get("version") if installed.get("slot") == name else None
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
         update = record["update"] if record else None
+        shown = None
+        if update:
+            from agent.log import redact      # a bundle URL's password, if it has one, is not shown
+            shown = {k: update.get(k) for k in ("id", "state", "source", "target", "version", "restarts", "reason")}
+            shown["source"] = redact(str(update.get("source")))
         return {"booted": booted, "primary": self.bootloader.get_primary(), "slots": slots,
-                "update": ({k: update.get(k) for k in ("id", "state", "source", "target", "version",
-                                                       "restarts", "reason")} if update else None),
+                "update": shown,
                 "installed": record["installed"] if record else None,
                 "outbox": len(record["outbox"]) if record else None,
                 "variables": self.bootloader.variables(), "journal_damaged": damaged}
@@ -248,6 +261,14 @@ class Installer:
     # --- the loop --------------------------------------------------------------------
 
     def _run(self, record: dict[str, Any], state: State) -> Outcome:
+        try:
+            return self._steps(record, state)
+        finally:
+            for opened in self._held.values():
+                opened.close()
+            self._held.clear()
+
+    def _steps(self, record: dict[str, Any], state: State) -> Outcome:
         self._record = record          # the record that download checkpoints save
         update = record["update"]
         while state not in FINAL:
@@ -290,9 +311,8 @@ class Installer:
             if self.cancel.is_set() and state.value in BEFORE_SWITCH:
                 update["reason"], update["code"] = "cancelled by the server", "cancelled"
                 return Event.FAILED
-            detail = err.detail if isinstance(err, FwagentError) else f"{err.strerror or err}: {err.filename or ''}"
-            update["reason"], update["code"] = detail, getattr(err, "code", None) or "io"
-            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {detail}")
+            update["code"], update["reason"] = code_and_detail(err)
+            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {update['reason']}")
             return Event.FAILED
 
     # --- one method per state: the side effect, and the event it ends with ------------
@@ -300,13 +320,16 @@ class Installer:
     def check_source(self, source: str) -> tuple[bytes, CheckResult]:
         """The checks of ``verify``, with no update started: signature, anti-rollback, device,
         target slots (a server action's files are checked so as soon as they arrive)."""
-        from agent.manifest.check import check
-        from agent.manifest.verify import RollbackState
-        opened = self.open_source(source)
+        opened = self._open(source)
         try:
             manifest_bytes = opened.read_manifest()
         finally:
             opened.close()
+        return manifest_bytes, self._check(manifest_bytes)
+
+    def _check(self, manifest_bytes: bytes) -> CheckResult:
+        from agent.manifest.check import check
+        from agent.manifest.verify import RollbackState
         installed = self.journal.load()["installed"]
         rollback = (RollbackState(installed["sequence"], bytes.fromhex(installed["digest"]))
                     if installed else None)
@@ -314,13 +337,28 @@ class Installer:
         result = check(manifest_bytes, self.trust, rollback=rollback, device=self.device,
                        slot=SLOT_INDEX[target])
         self._check_targets(result, target)
-        return manifest_bytes, result
+        return result
+
+    def _open(self, source: str) -> Any:
+        return self.open_source(source, self._remote)
+
+    def _remote(self, url: str) -> Any:
+        from agent.download.remote import RemoteFile
+        return RemoteFile(self.downloader, url, cancel=self.cancel)
+
+    def _source(self, source: str) -> Any:
+        """The source, kept open for the rest of this run: a bundle URL's manifest is verified
+        from the stream whose payloads are then written."""
+        if source not in self._held:
+            self._held[source] = self._open(source)
+        return self._held[source]
 
     def _verify(self, update: dict[str, Any]) -> Event:
         from agent.manifest.describe import manifest_version
         from agent.manifest.targets import target_of
 
-        manifest_bytes, result = self.check_source(update["source"])
+        manifest_bytes = self._source(update["source"]).read_manifest()
+        result = self._check(manifest_bytes)
         booted = self._booted()
         update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
                       sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
@@ -361,7 +399,7 @@ class Installer:
                 os.ftruncate(stash, thing["size"])
             finally:
                 os.close(stash)
-        source = self.open_source(update["source"])
+        source = self._source(update["source"])
         try:
             from agent.manifest.processor import Processor
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
@@ -370,17 +408,36 @@ class Installer:
                                     download=lambda uri, slot, size, digest: self._download(
                                         update, uri, slot, size, digest), links=update.get("links") or {},
                                     things=things)
+            if getattr(source, "streamed", False):
+                self._resume_stream(update, source, executor)
             Processor(manifest, self.device, executor).run("update")
             payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
         return Event.OK
 
+    def _resume_stream(self, update: dict[str, Any], source: Any, executor: SlotExecutor) -> None:
+        """A bundle read from a URL: what an earlier process wrote of it (synced, recorded) is not
+        fetched again, if the server still has the same bundle (same ETag or Last-Modified);
+        each new durable position is recorded as the payloads are written."""
+        from agent.install.bundle_source import StreamProgress
+        progress = StreamProgress.from_dict(update.get("stream"))
+        if progress.validator is None or progress.validator != source.validator:
+            progress = StreamProgress(source.validator)        # another bundle, or none to tell: from zero
+        executor.resume = dict(progress.written)
+
+        def checkpoint(label: str, durable: int) -> None:
+            progress.written[label] = durable
+            update["stream"] = progress.as_dict()
+            self.journal.save(self._record)
+        executor.checkpoint = checkpoint
+
     _stash = _write     # Things only: the same processing; no slot component is written
 
     def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
                   digest: bytes | None) -> tuple[bytes, int]:
         """Fetch into the slot, resuming where an earlier process left off (the journal says)."""
+        from agent.download.downloader import Resume
         downloads = update.setdefault("downloads", {})
 
         def checkpoint(resume: Resume) -> None:
@@ -424,6 +481,7 @@ class Installer:
         return Event.OK
 
     def _health(self, update: dict[str, Any]) -> Event:
+        from agent.install.health import run_health
         healthy, reason = run_health(self.config.health)
         if not healthy:
             update["reason"], update["code"] = reason, "unhealthy"
@@ -462,8 +520,7 @@ class Installer:
                     result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
                 except (FwagentError, OSError, ValueError, LookupError) as err:
-                    detail = err.detail if isinstance(err, FwagentError) else str(err)
-                    code = getattr(err, "code", None) or "io"
+                    code, detail = code_and_detail(err)
                     if isinstance(err, ThingOfflineError) and not tried_before:
                         thing.update(result="offline", code=code, reason=detail)
                     else:
@@ -510,7 +567,9 @@ class Installer:
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
-        shutil.rmtree(self._things_dir, ignore_errors=True)       # the kept Thing images
+        if self._things_dir.exists():
+            import shutil
+            shutil.rmtree(self._things_dir, ignore_errors=True)   # the kept Thing images
         with self._point_of_no_return:                 # ready for the next update of this process
             self._switched = False
             if not self.stopping.is_set():

@@ -8,18 +8,26 @@ line (``fwagent.slot=A``), never guessed.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import queue
 import stat
+import threading
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import FwagentError
+from agent.sha256 import sha256
+from bootloader_bridge.bootchooser.base import SLOTS
 
 CHUNK = 1 << 20
-OTHER = {"A": "B", "B": "A"}
-SLOT_INDEX = {"A": 0, "B": 1}     # SUIT component-slot numbers
+# Per write behind a bundle's reading: large enough that the calls cost nothing next to the copying
+# and hashing, small enough that the two buffers in flight keep an install's memory near 30 MiB.
+WRITE_SIZE = 512 << 10
+MAX_BUFFER = 4 << 20
+FLUSH_BYTES = 8 << 20      # written behind: handed to the device this far apart (flush_behind)
+OTHER = dict(zip(SLOTS, reversed(SLOTS)))
+SLOT_INDEX = {name: index for index, name in enumerate(SLOTS)}     # SUIT component-slot numbers
 
 
 class SlotError(FwagentError, OSError):
@@ -90,6 +98,12 @@ class SlotSink:
     def sync(self) -> None:
         os.fsync(self.fd)
 
+    def flush_behind(self, offset: int, length: int) -> None:
+        """Start writing these bytes to the device now, without waiting, and let the page cache
+        drop them once written: the fsync at the end has little left to wait for, and an image
+        the size of the device's memory does not push out everything else."""
+        os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+
     def restart(self, offset: int) -> None:
         self.position = os.lseek(self.fd, offset, os.SEEK_SET)
 
@@ -108,7 +122,7 @@ class SlotWriter(SlotSink):
 
     def __init__(self, slot: Slot, size: int | None, *, hashing: bool = True) -> None:
         super().__init__(slot, size)
-        self.sha = hashlib.sha256() if hashing else None
+        self.sha = sha256() if hashing else None
 
     def write(self, data: bytes | memoryview) -> None:
         super().write(data)
@@ -125,6 +139,95 @@ class SlotWriter(SlotSink):
         return (self.sha.digest() if self.sha is not None else None), self.position
 
 
+class WriteBehind:
+    """Writes filled buffers into a slot on a worker thread while the caller fills the next.
+
+    The caller reads (and hashes: hashlib releases the GIL) into one buffer while
+    the worker's ``os.write`` (which releases it too) empties another: reading,
+    hashing and writing use two cores. A few buffers go round, of ``size`` bytes
+    each (``buffer_size``), so memory stays flat. A write error is raised in the
+    caller at its next ``buffer``, ``put``, ``drain`` or ``close``.
+    """
+
+    BUFFERS = 2          # one filled by the caller while the worker writes the other
+    WAIT = 1.0           # seconds per wait on the worker, between checks that it still runs
+
+    def __init__(self, sink: SlotSink, size: int) -> None:
+        self.sink = sink
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(self.BUFFERS):
+            self.free.put(bytearray(size))
+        self.filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
+        self.thread.start()
+
+    def buffer(self) -> bytearray:
+        """A buffer to fill, once the worker has written what it held."""
+        while True:
+            self._raise()
+            try:
+                return self.free.get(timeout=self.WAIT)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise SlotError(f"{self.sink.slot.label}: the slot writer stopped") from None
+
+    def put(self, buffer: bytearray, count: int) -> None:
+        """Write ``buffer[:count]`` behind; the buffer comes back through ``buffer()``."""
+        self._raise()
+        self.filled.put((buffer, count))
+
+    def give_back(self, buffer: bytearray) -> None:
+        self.free.put(buffer)
+
+    def drain(self) -> None:
+        """Return once every buffer put so far is written (not yet synced)."""
+        taken = []
+        for _ in range(self.BUFFERS):     # all of them back: nothing is being written
+            taken.append(self.buffer())
+        for buffer in taken:
+            self.free.put(buffer)
+        self._raise()
+
+    def close(self) -> None:
+        self.filled.put(None)
+        while self.thread.is_alive():
+            self.thread.join(self.WAIT)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        flushed = self.sink.position
+        while (item := self.filled.get()) is not None:
+            buffer, count = item
+            try:
+                if self.error is None:
+                    self.sink.write(memoryview(buffer)[:count])
+                    if self.sink.position - flushed >= FLUSH_BYTES:
+                        self.sink.flush_behind(flushed, self.sink.position - flushed)
+                        flushed = self.sink.position
+            except BaseException as exc:   # handed to the caller
+                self.error = exc
+            finally:
+                self.free.put(buffer)
+
+
+def buffer_size(device: Path) -> int:
+    """Bytes per write into ``device``: ``WRITE_SIZE``, or a multiple of its preferred I/O size
+    when that is larger (up to ``MAX_BUFFER``)."""
+    try:
+        preferred = os.stat(device).st_blksize
+    except OSError:
+        return WRITE_SIZE
+    if preferred <= WRITE_SIZE:
+        return WRITE_SIZE
+    return min(MAX_BUFFER, preferred * (WRITE_SIZE // preferred + (WRITE_SIZE % preferred > 0)))
+
+
 def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
     """The first ``size`` bytes of an open file or device, in chunks (to rehash or compare)."""
     position = 0
@@ -138,7 +241,7 @@ def read_chunks(fd: int, size: int, name: str) -> Iterator[bytes]:
 
 def read_digest(device: Path, size: int) -> bytes:
     """SHA-256 of the first ``size`` bytes of a slot, read back from the device."""
-    sha = hashlib.sha256()
+    sha = sha256()
     fd = os.open(device, os.O_RDONLY)
     try:
         for block in read_chunks(fd, size, str(device)):

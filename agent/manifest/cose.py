@@ -9,21 +9,20 @@ Ed25519 (-19) with Ed25519 keys, HMAC 256/256 (5) with a symmetric key.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signature,
                                                              encode_dss_signature)
 
 from agent.errors import CborError, KeyFileError
 from agent.manifest import cbor
+from agent.sha256 import sha256
 from agent.manifest.constants import (ALG_ED25519, ALG_EDDSA, ALG_ES256, ALG_ESP256,
                                       ALG_HMAC256, COSE_HEADER_ALG, COSE_HEADER_KID,
                                       MAC_ALGORITHMS, SIGN_ALGORITHMS, TAG_COSE_MAC,
@@ -72,9 +71,10 @@ class BlockResult:
 
 def key_id(public_key: PublicKey) -> bytes:
     """Default key id: the first 8 bytes of SHA-256 over the SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives import serialization
     spki = public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).digest()[:8]
+    return sha256(spki).digest()[:8]
 
 
 def _check_supported(key: Any, path: Path) -> None:
@@ -94,6 +94,7 @@ def _read(path: Path) -> bytes:
 
 
 def load_private_key(path: Path) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
     data = _read(path)
     try:
         if b"-----BEGIN" in data:
@@ -106,9 +107,44 @@ def load_private_key(path: Path) -> PrivateKey:
     return key  # type: ignore[return-value]
 
 
+# The DER SubjectPublicKeyInfo of a P-256 key (uncompressed point) and of an Ed25519 key, up to
+# the key's bytes: the public keys `fwagent manifest keygen` writes.
+_SPKI_P256 = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+_PEM_PUBLIC = (b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----")
+
+
+def _plain_public_key(data: bytes) -> tuple[PublicKey, bytes] | None:
+    """A PEM public key of one of the two usual shapes, and its SubjectPublicKeyInfo, without
+    cryptography's serialization module (3 MiB of memory, for a device that installs from a
+    file); None for any other shape, which the general loader then reads."""
+    import base64
+    import binascii
+
+    text = data.strip()
+    if not (text.startswith(_PEM_PUBLIC[0]) and text.endswith(_PEM_PUBLIC[1])):
+        return None
+    try:
+        der = base64.b64decode(b"".join(text[len(_PEM_PUBLIC[0]):-len(_PEM_PUBLIC[1])].split()), validate=True)
+    except binascii.Error:
+        return None
+    try:
+        if der.startswith(_SPKI_P256) and len(der) == len(_SPKI_P256) + 65:
+            return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), der[len(_SPKI_P256):]), der
+        if der.startswith(_SPKI_ED25519) and len(der) == len(_SPKI_ED25519) + 32:
+            return ed25519.Ed25519PublicKey.from_public_bytes(der[len(_SPKI_ED25519):]), der
+    except ValueError:
+        return None             # not a point on the curve: the general loader says why
+    return None
+
+
 def load_trust_anchor(path: Path) -> TrustAnchor:
     """Load a public key (or take the public half of a private key) to trust."""
     data = _read(path)
+    plain = _plain_public_key(data)
+    if plain is not None:
+        return TrustAnchor(key=plain[0], kid=sha256(plain[1]).digest()[:8], name=str(path))
+    from cryptography.hazmat.primitives import serialization
     key: Any
     try:
         if b"PRIVATE KEY-----" in data:
@@ -139,11 +175,13 @@ def generate_private_key(alg: str) -> PrivateKey:
 
 
 def private_key_pem(key: PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def public_key_pem(key: PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -272,6 +310,8 @@ def _verify_mac0(protected: bytes, alg: int, kid: bytes | None, tag: bytes, payl
                            "COSE_Mac0 block but no symmetric key is configured")
     data = _structure("MAC0", protected, payload)
     for key in mac_keys:
+        import hashlib         # MAC keys are rare: hashlib and hmac (the system's libcrypto) only for them
+        import hmac
         expected = hmac.new(key.secret, data, hashlib.sha256).digest()
         if hmac.compare_digest(expected, tag):
             return BlockResult("COSE_Mac0", "HMAC-256", kid, True, signer=key.name)

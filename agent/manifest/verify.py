@@ -9,7 +9,6 @@ severable elements.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from agent.manifest.constants import (ALG_SHA256, C_COMPONENTS, C_SHARED_SEQUENC
                                       MEMBER_NAMES, SEQUENCE_MEMBERS, SEVERABLE_MEMBERS)
 from agent.manifest.cose import BlockResult, MacKey, TrustAnchor, verify_block
 from agent.manifest.envelope import Envelope, parse_envelope
+from agent.sha256 import sha256
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def inspect_envelope(data: bytes, limits: Limits = Limits()) -> VerifiedManifest
     if not isinstance(wrapper, list) or not wrapper or not isinstance(wrapper[0], bytes):
         raise ManifestFormatError("authentication wrapper must be an array of bstr", code="envelope-format")
     _, expected = _digest(cbor.decode(wrapper[0], what="manifest digest"), "manifest digest")
-    actual = hashlib.sha256(envelope.manifest_encoded).digest()
+    actual = sha256(envelope.manifest_encoded).digest()
     if actual != expected:
         raise AuthenticationError("manifest does not match the digest in its authentication wrapper",
                                   code="digest-mismatch")
@@ -116,7 +116,7 @@ def authenticate(envelope: Envelope, trust: Trust) -> tuple[bytes, list[BlockRes
         raise ManifestFormatError("authentication wrapper must be an array of bstr", code="envelope-format")
     digest_item = cbor.decode(wrapper[0], what="manifest digest")
     algorithm, expected = _digest(digest_item, "manifest digest")
-    actual = hashlib.sha256(envelope.manifest_encoded).digest()
+    actual = sha256(envelope.manifest_encoded).digest()
     if actual != expected:
         raise AuthenticationError(f"manifest SHA-256 is {actual.hex()[:16]}..., the authentication "
                                   f"wrapper says {expected.hex()[:16]}...", code="digest-mismatch")
@@ -186,7 +186,7 @@ def _members(manifest: dict, envelope: Envelope,
                                       "digest for it", code="severable-unexpected")
         _, expected = _digest(manifest[key], f"{name} digest")
         encoded = cbor.encoded_bstr_header(len(element)) + element
-        if hashlib.sha256(encoded).digest() != expected:
+        if sha256(encoded).digest() != expected:
             raise AuthenticationError(f"severable element {name} ({key}) does not match its digest "
                                       "in the manifest", code="severable-digest-mismatch")
     for key, name in MEMBER_NAMES.items():

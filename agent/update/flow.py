@@ -105,7 +105,7 @@ TRANSITIONS.update({(state, Event.TOO_MANY_RESTARTS): TRANSITIONS[(state, Event.
 RESUME: dict[State, State] = {
     State.VERIFY: State.VERIFY,
     State.MARK_BAD: State.MARK_BAD,
-    State.WRITE: State.WRITE,          # rewrite from the start: the slot is marked bad
+    State.WRITE: State.WRITE,          # rewrite (a bundle URL: from what is synced): the slot is marked bad
     State.SWITCH: State.SWITCH,
     State.REBOOT: State.CHECK_BOOT,
     State.CHECK_BOOT: State.CHECK_BOOT,

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from agent.errors import BootEnvCorruptError, UsageError
 
-SLOTS = ("A", "B")
+SLOTS = ("A", "B")      # the two slot groups: the only place their names are spelled
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 3
 

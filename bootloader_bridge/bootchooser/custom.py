@@ -19,9 +19,12 @@ from agent.errors import BootloaderError
 
 from bootloader_bridge.bootchooser import command
 from bootloader_bridge.bootchooser.base import DEFAULT_TIMEOUT, SLOTS, check_slot
+from bootloader_bridge.options import Option
 
 
 class CustomBootloader:
+    OPTIONS = (Option("script", "path", "/usr/lib/fwagent/bootloader-hook"),)
+
     def __init__(self, script: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.script = str(script)
         self.timeout = timeout

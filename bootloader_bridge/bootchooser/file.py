@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agent.errors import BootEnvCorruptError, BootloaderError, ConfigError
 
 from bootloader_bridge.bootchooser.base import DEFAULT_ATTEMPTS, SLOTS, check_slot, order_with_first
+from bootloader_bridge.options import Option
 
 
 class FileBootloader:
+    # cmdline is also every backend's [bootloader].cmdline: the file written at a simulated boot is the one read.
+    OPTIONS = (Option("env_file", "path", "/var/lib/fwagent/bootenv", argument="path"),
+               Option("cmdline", "path", "/proc/cmdline"),
+               Option("attempts", "int", DEFAULT_ATTEMPTS, low=1, high=255))
+
     def __init__(self, path: str | Path, *, cmdline: str | Path | None = None,
                  attempts: int = DEFAULT_ATTEMPTS) -> None:
         if attempts < 1:
@@ -105,6 +110,7 @@ def kernel_cmdline(slot: str) -> str:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` so that a power cut leaves the old or the new content, never a mix."""
+    import tempfile
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:

@@ -24,11 +24,14 @@ from bootloader_bridge.bootchooser import command
 from bootloader_bridge.bootchooser.base import DEFAULT_TIMEOUT, check_slot, order_with_first, parse_order
 from bootloader_bridge.envcodec import grubenv
 from bootloader_bridge.envcodec.listing import parse_listing
+from bootloader_bridge.options import Option
 
 _CORRUPT = ("invalid environment block",)
 
 
 class GrubBootloader:
+    OPTIONS = (Option("grubenv", "path", "/boot/grub/grubenv", argument="env_file"),)
+
     def __init__(self, env_file: str | Path = "/boot/grub/grubenv", *, timeout: float = DEFAULT_TIMEOUT,
                  tool: str = "grub-editenv") -> None:
         self.env_file = Path(env_file)

@@ -1,9 +1,12 @@
 """Bootloader backends by name.
 
-The built-in backends are imported only when created, so that a device using
-one backend never loads the others. Third-party backends register a class
-under the entry point group ``fwagent.bootloaders``; a built-in name cannot
-be taken over by one.
+The built-in backends are a table here, merged with the entry point group
+``fwagent.bootloaders`` where third-party backends register a class: a
+built-in name is found without scanning the installed distributions (which
+costs time and memory on a gateway), works from a source tree that was never
+installed, and cannot be taken over by a plug-in. A backend is imported only
+when asked for, so a device using one never loads the others. Each backend
+class declares its agent.toml keys in ``OPTIONS`` (bootloader_bridge/options.py).
 """
 
 from __future__ import annotations

@@ -28,17 +28,24 @@ from bootloader_bridge.bootchooser import command
 from bootloader_bridge.bootchooser.base import (DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, SLOTS, check_slot,
                                                 order_with_first, parse_order)
 from bootloader_bridge.envcodec.listing import parse_listing
+from bootloader_bridge.options import Option
 
 # How fw_printenv (libubootenv, and U-Boot's own tools) says it could not read the stored environment.
 _CORRUPT = ("cannot read environment", "bad crc", "using default")
 
 
+MAX_ATTEMPTS = 9
+
+
 class UBootBootloader:
+    OPTIONS = (Option("fw_env_config", "path", "/etc/fw_env.config", argument="config"),
+               Option("attempts", "int", DEFAULT_ATTEMPTS, low=1, high=MAX_ATTEMPTS))
+
     def __init__(self, config: str | Path = "/etc/fw_env.config", *, attempts: int = DEFAULT_ATTEMPTS,
                  timeout: float = DEFAULT_TIMEOUT, atomic_write: bool | None = None,
                  printenv: str = "fw_printenv", setenv: str = "fw_setenv") -> None:
-        if not 1 <= attempts <= 9:
-            raise ConfigError(f"uboot attempts must be 1 to 9, not {attempts}")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise ConfigError(f"uboot attempts must be 1 to {MAX_ATTEMPTS}, not {attempts}")
         self.config = Path(config)
         self.attempts = attempts
         self.timeout = timeout

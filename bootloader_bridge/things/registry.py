@@ -1,4 +1,8 @@
-"""Thing flashers by protocol name, as ``[things.<name>].protocol`` names them."""
+"""Thing protocols by name, as ``[things.<name>].protocol`` names them.
+
+A protocol is imported only when a configured Thing names it. Each declares itself as a
+``ThingProtocol`` (bootloader_bridge/things/base.py) beside its flasher.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,22 @@ from typing import Any
 
 from agent.errors import ConfigError
 
+from bootloader_bridge.things.base import ThingProtocol
+
 BUILTIN = {
-    "stm32": "bootloader_bridge.things.stm32:Stm32Flasher",        # ST AN3155 system bootloader
-    "mcuboot-smp": "bootloader_bridge.things.smp:SmpFlasher",      # MCUboot serial recovery / SMP
+    "stm32": "bootloader_bridge.things.stm32:PROTOCOL",        # ST AN3155 system bootloader
+    "mcuboot-smp": "bootloader_bridge.things.smp:PROTOCOL",    # MCUboot serial recovery / SMP
 }
 
 
-def create(protocol: str, link: Any, **options: Any) -> Any:
-    """A flasher for ``protocol`` on an open SerialLink."""
-    if protocol not in BUILTIN:
-        raise ConfigError(f"unknown Thing protocol {protocol!r}; known: {', '.join(BUILTIN)}")
-    module, _, attribute = BUILTIN[protocol].partition(":")
-    return getattr(importlib.import_module(module), attribute)(link, **options)
+def protocol(name: str) -> ThingProtocol:
+    """The protocol called ``name``, imported now."""
+    if name not in BUILTIN:
+        raise ConfigError(f"unknown Thing protocol {name!r}; known: {', '.join(BUILTIN)}")
+    module, _, attribute = BUILTIN[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def create(name: str, link: Any, **options: Any) -> Any:
+    """A flasher for protocol ``name`` on an open SerialLink; options are its constructor's."""
+    return protocol(name).flasher(link, **options)

@@ -26,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
 from bootloader_bridge.things import smp_codec as codec
-from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
+from bootloader_bridge.options import Option
+from bootloader_bridge.things import mcuboot_modes
+from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo, ThingProtocol
 from bootloader_bridge.things.mcuboot_image import McubootImageError, parse
 
 DEFAULT_BUF_SIZE = 512      # MCUboot's generic BOOT_SERIAL_MAX_RECEIVE_SIZE; Zephyr builds use 1024
@@ -78,9 +80,8 @@ class SmpFlasher:
         details["answers_from"] = "serial recovery" if in_bootloader else "application"
         mode = None if in_bootloader else self.bootloader_mode()
         if mode is not None:
-            from bootloader_bridge.things.mcuboot_modes import BY_NUMBER
-
-            details["mcuboot_mode"] = BY_NUMBER[mode].value if mode in BY_NUMBER else mode
+            known = mcuboot_modes.BY_NUMBER
+            details["mcuboot_mode"] = known[mode].value if mode in known else mode
         return ThingInfo(protocol="mcuboot-smp", device="", bootloader="MCUboot" if in_bootloader else "",
                          images=tuple(state.as_dict() for state in states), details=details)
 
@@ -269,3 +270,20 @@ class SmpRefusedError(ThingError):
     def __init__(self, detail: str, *, rc: int) -> None:
         super().__init__(detail)
         self.rc = rc
+
+
+def _flow(session: Any, image: bytes, progress: FlashProgress | None, name: str,
+          settings: Mapping[str, Any]) -> FlashResult:
+    """The flow of the Thing's MCUboot mode (mcuboot_flow.py), imported when a Thing is flashed."""
+    from bootloader_bridge.things.mcuboot_flow import flash
+
+    return flash(session, image, progress, name, settings)
+
+
+PROTOCOL = ThingProtocol(
+    parity="none",
+    options=(Option("boot_timeout", "number", 60.0, low=0.001, high=3600.0),   # seconds for a trial image to come up
+             # MCUboot's mode, when the device does not report it
+             Option("mcuboot_mode", "str", choices=mcuboot_modes.NAMES)),
+    flasher=SmpFlasher, flow=_flow,
+    rolls_back=lambda settings: mcuboot_modes.rolls_back(settings["mcuboot_mode"]))

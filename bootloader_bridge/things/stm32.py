@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent.errors import ConfigError, ThingError, ThingTimeoutError, ThingVerifyError
 from bootloader_bridge.things import an3155
 from bootloader_bridge.things.an3155 import ACK, NACK, SYNC, Command
-from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo
+from bootloader_bridge.options import Option
+from bootloader_bridge.things.base import FlashProgress, FlashResult, ThingInfo, ThingProtocol
 
 FLASH_BASE = 0x08000000
 KIB = 1024
@@ -455,3 +456,23 @@ def _parse(parser: Callable[[bytes], T], body: bytes) -> T:
         return parser(body)
     except an3155.FrameError as exc:
         raise _Garbled(str(exc)) from None
+
+
+def _arguments(settings: Mapping[str, Any], reset_lines: bool) -> dict[str, Any]:
+    """Without reset lines only the bootloader's Go starts the application."""
+    return {**settings, "go": not reset_lines}
+
+
+def _positive(value: int) -> bool:
+    return value > 0
+
+
+PROTOCOL = ThingProtocol(
+    parity="even",                              # the system bootloader's line is 8E1
+    options=(Option("address", "int", FLASH_BASE, check=lambda value: 0 <= value < 1 << 32,
+                    must="a 32-bit address"),     # where the image goes
+             # for parts fwagent does not know by their id
+             Option("flash_size", "int", check=_positive, must="a positive number of bytes"),
+             Option("page_size", "int", check=_positive, must="a positive number of bytes")),
+    flasher=Stm32Flasher, arguments=_arguments,
+    no_rollback="the STM32 system bootloader cannot go back to an earlier image")

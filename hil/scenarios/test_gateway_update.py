@@ -31,7 +31,7 @@ def test_an_update_boots_the_new_slot_and_is_reported_once_after_the_reboot(
     sent = [e.at for e in ddi.exchanges if e.method == "POST" and b'"closed"' in e.request_body]
     assert len(sent) == 1 and sent[0] > rebooted              # from the new slot, after the reboot
     steps = " ".join(details(ddi, action))
-    for text in ("downloading good.fwb", "installing into slot B", "rebooting into slot B",
+    for text in ("checking the signed manifest of good.fwb", "installing into slot B", "rebooting into slot B",
                  "running the health checks", "committing slot B"):
         assert text in steps, (text, steps)
     gateway.wait_until(lambda: ddi.attributes.get(device_id, {}).get("sw_version") == version("good"),

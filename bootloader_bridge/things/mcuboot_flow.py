@@ -1,5 +1,6 @@
 """Flashing an MCUboot Thing: the flow of its mode (bootloader_bridge/things/mcuboot_modes.py),
-step by step, on an open Thing (agent/things.py).
+step by step, on a Thing that agent/things.py opened (its flasher, and ``restart`` through its
+reset lines or SMP's reset). The mcuboot-smp protocol's flow (smp.py's ``PROTOCOL``).
 
 The mode comes from the device when it reports it, else from the configuration, else a swap
 mode is assumed. A step the device refuses, and an image that does not come up, name the mode
@@ -12,12 +13,12 @@ if its flow confirms, not uploaded again.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from agent.config import ThingConfig
 from agent.errors import ThingError, ThingTimeoutError, ThingVerifyError
 from bootloader_bridge.things import smp_codec as codec
-from bootloader_bridge.things.base import FlashProgress
+from bootloader_bridge.things.base import FlashProgress, FlashResult
 from bootloader_bridge.things.mcuboot_image import parse
 from bootloader_bridge.things.mcuboot_modes import PRIMARY_WRITTEN, Choice, Step, UnknownModeError, choose
 from bootloader_bridge.things.smp import SmpRefusedError
@@ -25,8 +26,9 @@ from bootloader_bridge.things.smp import SmpRefusedError
 POLL = 0.2          # seconds between two looks at a Thing that is rebooting
 
 
-def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgress | None) -> tuple[str, int, int]:
-    """Run the flow of the Thing's mode; returns (how it was verified, retries, bytes written)."""
+def flash(session: Any, image: bytes, progress: FlashProgress | None, name: str,
+          settings: Mapping[str, Any]) -> FlashResult:
+    """Run the flow of the Thing's mode (``settings``: its mcuboot_mode and boot_timeout)."""
     flasher = session.flasher
     digest = parse(image).hash
     try:
@@ -37,16 +39,16 @@ def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgres
         raise SmpRefusedError(f"{exc.detail}: the device has no image management (SMP group 1); nothing was sent",
                               rc=exc.rc) from None
     try:
-        choice = choose(None if in_bootloader else flasher.bootloader_mode(), thing.mcuboot_mode, in_bootloader)
+        choice = choose(None if in_bootloader else flasher.bootloader_mode(), settings["mcuboot_mode"], in_bootloader)
     except UnknownModeError as exc:
-        raise ThingError(f"{thing.name}: {exc}; nothing was sent") from None
+        raise ThingError(f"{name}: {exc}; nothing was sent") from None
     running = _active(states)
     if not in_bootloader and running is not None and running.hash == digest:
         if Step.CONFIRM in choice.flow.steps and not running.confirmed:
-            _step(thing, choice, "confirm", lambda: flasher.confirm(digest))
-            return f"already running; confirmed ({choice.describe()})", 0, 0
-        return f"already running ({choice.describe()})", 0, 0
-    run = _Run(thing, session, image, digest, choice, progress)
+            _step(choice, "confirm", lambda: flasher.confirm(digest))
+            return FlashResult(0, f"already running; confirmed ({choice.describe()})")
+        return FlashResult(0, f"already running ({choice.describe()})")
+    run = _Run(name, settings["boot_timeout"], session, image, digest, choice, progress)
     run.was_running = running.hash if running is not None else None
     steps, ending = list(choice.flow.steps), _ENDING[choice.flow.name]
     while steps:
@@ -57,7 +59,7 @@ def flash(thing: ThingConfig, session: Any, image: bytes, progress: FlashProgres
             steps, ending = list(PRIMARY_WRITTEN), _ENDING["primary-written"]
     if progress:
         progress("activating", len(image), len(image))
-    return f"{run.verified}; {ending} ({choice.describe()})", run.retries, run.written
+    return FlashResult(run.written, f"{run.verified}; {ending} ({choice.describe()})", run.retries)
 
 
 _ENDING = {
@@ -71,9 +73,10 @@ _ENDING = {
 
 
 class _Run:
-    def __init__(self, thing: ThingConfig, session: Any, image: bytes, digest: bytes, choice: Choice,
+    def __init__(self, name: str, boot_timeout: float, session: Any, image: bytes, digest: bytes, choice: Choice,
                  progress: FlashProgress | None) -> None:
-        self.thing, self.session, self.image, self.digest, self.choice = thing, session, image, digest, choice
+        self.name, self.boot_timeout = name, boot_timeout
+        self.session, self.image, self.digest, self.choice = session, image, digest, choice
         self.flasher = session.flasher
         self.progress = progress
         self.verified, self.retries, self.written = "", 0, 0
@@ -88,17 +91,17 @@ class _Run:
         """Into MCUboot's serial recovery or its firmware loader: os reset with boot_mode 1, then
         the bootloader must answer, or another image than the application (the firmware loader,
         which answers as an application does)."""
-        _step(self.thing, self.choice, "reset into the bootloader",
+        _step(self.choice, "reset into the bootloader",
               lambda: self.flasher.reset(codec.BOOT_MODE_BOOTLOADER))
         states, in_bootloader = self._answer("the reset into the bootloader")
         now = _active(states)
         if not in_bootloader and (now is None or now.hash == self.was_running):
-            raise ThingError(f"{self.thing.name}: after a reset with boot_mode 1 the application answers again "
+            raise ThingError(f"{self.name}: after a reset with boot_mode 1 the application answers again "
                              f"(running {_version(states)}), not MCUboot's serial recovery: the application was "
                              f"not built to reset into it ({self.choice.describe()}); nothing was written")
 
     def _upload(self) -> None:
-        result = _step(self.thing, self.choice, "upload", lambda: self.flasher.flash(self.image, self.progress))
+        result = _step(self.choice, "upload", lambda: self.flasher.flash(self.image, self.progress))
         self.verified, self.retries, self.written = result.verified, result.retries, result.written
         if self.progress:
             self.progress("activating", 0, len(self.image))
@@ -108,13 +111,13 @@ class _Run:
         return any(state.hash == self.digest and state.slot == 0 for state in self.flasher.image_states())
 
     def _mark_for_test(self) -> None:
-        _step(self.thing, self.choice, "mark for test", lambda: self.flasher.mark_for_test(self.digest))
+        _step(self.choice, "mark for test", lambda: self.flasher.mark_for_test(self.digest))
 
     def _mark_permanent(self) -> None:
-        _step(self.thing, self.choice, "mark permanent", lambda: self.flasher.confirm(self.digest))
+        _step(self.choice, "mark permanent", lambda: self.flasher.confirm(self.digest))
 
     def _reset(self) -> None:
-        _step(self.thing, self.choice, "reset", self.session.restart)
+        _step(self.choice, "reset", self.session.restart)
 
     def _see_running(self) -> None:
         states, in_bootloader = self._answer("the reset")
@@ -123,27 +126,27 @@ class _Run:
             now = "MCUboot's serial recovery answers" if in_bootloader else f"running {_version(states)}"
             after = ("it is not confirmed, and MCUboot goes back to the old image at the next reset"
                      if self.choice.flow.rolls_back else "this mode has no way back to the old image")
-            raise ThingVerifyError(f"{self.thing.name}: the new image did not come up after the reset ({now}); "
+            raise ThingVerifyError(f"{self.name}: the new image did not come up after the reset ({now}); "
                                    f"{after} ({self.choice.describe()})")
 
     def _confirm(self) -> None:
-        _step(self.thing, self.choice, "confirm", lambda: self.flasher.confirm(self.digest))
+        _step(self.choice, "confirm", lambda: self.flasher.confirm(self.digest))
 
     def _answer(self, after: str) -> tuple[list[codec.ImageState], bool]:
         """The image list once the Thing answers again; MCUboot swaps or copies images before the
         application starts, which takes a while (up to ``boot_timeout``)."""
-        deadline = time.monotonic() + self.thing.boot_timeout
+        deadline = time.monotonic() + self.boot_timeout
         while True:
             try:
                 return self.flasher.listing()
             except ThingTimeoutError:
                 if time.monotonic() > deadline:
-                    raise ThingTimeoutError(f"{self.thing.name}: no answer within {self.thing.boot_timeout:g} s "
+                    raise ThingTimeoutError(f"{self.name}: no answer within {self.boot_timeout:g} s "
                                             f"after {after} ({self.choice.describe()})") from None
                 time.sleep(POLL)
 
 
-def _step(thing: ThingConfig, choice: Choice, what: str, action: Any) -> Any:
+def _step(choice: Choice, what: str, action: Any) -> Any:
     """``action()``; a refusal names the mode the flow was for."""
     try:
         return action()
