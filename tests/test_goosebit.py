@@ -159,7 +159,7 @@ def test_the_daemon_updates_a_device_that_goosebit_shows_finished_on_the_new_ver
     try:
         wait_for(lambda: _state(goosebit, goosebit_device.id).get("hw_model") not in (None, "default")
                  or _registered(goosebit, goosebit_device.id), "registration", poke=daemon)
-        goosebit.assign(goosebit_device.id, software)
+        goosebit.assign(goosebit_device.id, software, wait=30)
         wait_for(lambda: _state(goosebit, goosebit_device.id).get("last_state") == "Finished", "Finished",
                  timeout=60, poke=daemon)
     finally:

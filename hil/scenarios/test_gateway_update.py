@@ -95,7 +95,7 @@ def test_an_update_from_goosebit(gateway: Gateway, door, bundle, version, device
         door.open_to(goosebit.port)
         assert gateway.fresh_boot() == "A"
         gateway.wait_until(lambda: _registered(goosebit, device_id), "registration with goosebit", timeout=120)
-        goosebit.assign(device_id, goosebit.upload(path))
+        goosebit.assign(device_id, goosebit.upload(path), wait=120)
         assert gateway.await_reboot(timeout=UPDATE_TIMEOUT) == "B"
         gateway.wait_until(lambda: goosebit.device(device_id).get("last_state") == "Finished",
                            "goosebit to show the update finished", timeout=300)

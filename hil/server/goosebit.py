@@ -209,9 +209,19 @@ class GoosebitServer:
         """Remove software (and its file), e.g. to free its version and compatibility again."""
         self._call("DELETE", "/api/v1/software", json={"software_ids": [software_id]})
 
-    def assign(self, device_id: str, software_id: int) -> None:
-        """Assign software to a device (mode Assigned), creating the device if it is new."""
-        self._call("PUT", "/api/v1/devices", json={"devices": [device_id], "software": str(software_id)})
+    def assign(self, device_id: str, software_id: int, *, wait: float = 0.0) -> None:
+        """Assign software to a device (mode Assigned), creating the device if it is new. With
+        ``wait``, a refusal for incompatible hardware is tried again for up to that many seconds:
+        a device's configData (its hardware) reaches goosebit some time after its first poll."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._call("PUT", "/api/v1/devices", json={"devices": [device_id], "software": str(software_id)})
+                return
+            except GoosebitError as err:
+                if "not compatible" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def force_update(self, device_id: str, force: bool = True) -> None:
         """Offer the target again, even after an error or when the version is already installed."""
