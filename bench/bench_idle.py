@@ -57,7 +57,7 @@ RSS_TARGET = 30.0         # MiB
 TICK = os.sysconf("SC_CLK_TCK")
 
 SLEEPER = "import time\nwhile True: time.sleep(3600)"
-IMPORTS = ("import signal, agent.cli, agent.install_cli, agent.config, agent.log, agent.daemon.compose, agent.mqtt, "
+IMPORTS = ("import signal, agent.cli, agent.cli.install, agent.config, agent.log, agent.daemon.compose, agent.mqtt, "
            "paho.mqtt.client, requests\n" + SLEEPER)      # requests: the daemon imports it when it builds its session
 
 

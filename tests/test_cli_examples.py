@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from agent.cli import build_parser, main
-from agent.cli_examples import EXAMPLES, commands
+from agent.cli.examples import EXAMPLES, commands
 
 
 def test_every_command_has_examples() -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bundle.writer import create_bundle
-from agent.cli import EXIT_FAILED, EXIT_OK
+from agent.cli.output import EXIT_FAILED, EXIT_OK
 from agent.config import Config, load_config
 from agent.files import write_output
 from agent.install.compose import build_installer

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from agent.bundle.reader import bundle_info, verify_bundle
 from agent.bundle.writer import bundle_version, create_bundle
-from agent.cli import EXIT_OK, emit_json
+from agent.cli.output import EXIT_OK, emit_json
 from agent.errors import UsageError
 from agent.files import read_input
 from agent.manifest.cbor import DEFAULT_MAX_SIZE
 from agent.manifest.describe import check_view, render_actions, render_manifest, manifest_view
-from agent.manifest_cli import device_from_args, rollback_from_args, trust_from_args
+from agent.cli.manifest import device_from_args, rollback_from_args, trust_from_args
 
 
 def create(args: argparse.Namespace) -> int:

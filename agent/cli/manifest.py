@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli import EXIT_OK, emit_json
+from agent.cli.output import EXIT_OK, emit_json
 from agent.files import read_input, write_output
 from agent.errors import ConfigError, UsageError
 from agent.manifest import cose

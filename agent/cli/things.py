@@ -7,10 +7,8 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
-from agent.cli import EXIT_OK, emit_json
+from agent.cli.output import EXIT_OK, emit_json
 from agent.config import Config, ThingConfig, config_path, load_config
 from agent.errors import UsageError
 from agent.files import read_input
@@ -99,24 +97,3 @@ def flash(args: argparse.Namespace) -> int:
         print(f"{thing.name}: {result.written} bytes written and verified ({result.verified}) in "
               f"{result.seconds:.1f} s" + (f", {result.retries} retries" if result.retries else ""))
     return EXIT_OK
-
-
-def add_commands(commands: Any) -> None:
-    things = commands.add_parser("things", help="the microcontrollers attached to this gateway")
-    sub = things.add_subparsers(dest="things_command", required=True, metavar="COMMAND")
-
-    def with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
-                            "/etc/fwagent/agent.toml)")
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        return parser
-
-    with_config(sub.add_parser("list", help="the configured Things and their running versions")
-                ).set_defaults(run=list_things)
-    show = with_config(sub.add_parser("info", help="ask a Thing's bootloader what it is and holds"))
-    show.add_argument("name", metavar="NAME")
-    show.set_defaults(run=info)
-    write = with_config(sub.add_parser("flash", help="write an image to a Thing, verify it, start it"))
-    write.add_argument("name", metavar="NAME")
-    write.add_argument("image", type=Path, metavar="IMAGE")
-    write.set_defaults(run=flash)

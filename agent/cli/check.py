@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 
 from agent.check import effective, render_effective, run_checks
-from agent.cli import EXIT_FAILED, EXIT_OK, emit_json
+from agent.cli.output import EXIT_FAILED, EXIT_OK, emit_json
 from agent.config import config_path, load_config
 
 

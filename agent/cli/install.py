@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli import EXIT_FAILED, EXIT_OK, emit_json
+from agent.cli.output import EXIT_FAILED, EXIT_OK, emit_json
 from agent.config import Config, config_path, load_config
 from agent.errors import UsageError
 
@@ -179,28 +179,3 @@ def _remove_unused_downloads(directory: Path, update: dict[str, Any] | None) -> 
         for path in directory.glob(pattern):
             if path != keep:
                 path.unlink(missing_ok=True)
-
-
-def add_commands(commands: Any) -> None:
-    def with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
-                            "/etc/fwagent/agent.toml)")
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        return parser
-
-    inst = with_config(commands.add_parser("install", help="install a bundle or a signed manifest into "
-                                           "the inactive slots"))
-    inst.add_argument("source", metavar="SOURCE", help="bundle file or URL, or a signed manifest file")
-    inst.add_argument("--no-reboot", action="store_true", help="stop after the switch; reboot by hand")
-    inst.set_defaults(run=install)
-    with_config(commands.add_parser("status", help="slots, bootloader and the update in progress")
-                ).set_defaults(run=status)
-    with_config(commands.add_parser("commit", help="after the reboot: check health and commit by hand")
-                ).set_defaults(run=commit)
-    with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
-                ).set_defaults(run=rollback)
-    daemon = with_config(commands.add_parser(
-        "run", help="the service: finish the update in progress (or confirm the booted slot), then, with a "
-        "[server] or [mqtt] section, stay in touch with the server until stopped"))
-    daemon.add_argument("--once", action="store_true", help="only finish the update in progress, then exit")
-    daemon.set_defaults(run=run)
