@@ -1,9 +1,10 @@
 """The journal: what the agent must remember across crashes and power cuts.
 
-One JSON document in ``state_dir``, replaced atomically (agent/files.py):
-a power cut leaves either the old or the new record, never a mix. Every
-record carries a schema version; an unknown version or an unreadable record is
-an error, not a silent reset (it might hold an update in flight).
+One JSON document in ``state_dir``, kept as agent/state_file.py keeps a record:
+replaced atomically (a power cut leaves either the old or the new record, never
+a mix). Every record carries a schema version; an unknown version or an
+unreadable record is an error, not a silent reset (it might hold an update in
+flight).
 
 What it holds:
 * ``update``: the update in flight (its persisted state, manifest, target, counters), or None;
@@ -19,9 +20,6 @@ and ``fwagent rollback`` recovers from it (``replace_damaged``).
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import FwagentError, UsageError
-from agent.files import private_dir, write_atomic
 from agent.journal_check import empty_record, problem
+from agent.state_file import StateFile
 
 FILENAME = "journal.json"
 LOCKNAME = "lock"
@@ -53,48 +51,26 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / FILENAME
+        self.file = StateFile(self.path, "journal record", check=problem, empty=empty_record,
+                              damaged=JournalDamagedError, failed=JournalError)
 
     def load(self) -> dict[str, Any]:
-        text = self.read()
-        if text is None:
-            return empty_record()
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise JournalDamagedError(self.path, f"not a journal record ({exc.msg} at {exc.pos})") from None
-        except ValueError:                # not UTF-8 (nor UTF-16/32) text
-            raise JournalDamagedError(self.path, "not a journal record (not UTF-8 text)") from None
-        found = problem(record)
-        if found:
-            raise JournalDamagedError(self.path, found)
-        return record
+        return self.file.load()
 
     def read(self) -> bytes | None:
         """The record's bytes as they are on disk; None if there is no journal yet."""
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot read: {exc.strerror}") from None
+        return self.file.read()
 
     def replace_damaged(self, text: bytes, record: dict[str, Any]) -> Path:
         """Keep the damaged ``text`` beside the journal, then make ``record`` the journal.
         A power cut between the two leaves the damaged journal in place: recovering again works."""
         kept = self.path.with_name(f"{FILENAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-        try:
-            write_atomic(kept, text, mode=0o600)
-        except OSError as exc:
-            raise JournalError(f"{kept}: cannot write: {exc.strerror}") from None
+        self.file.write_bytes(kept, text)
         self.save(record)
         return kept
 
     def save(self, record: dict[str, Any]) -> None:
-        try:
-            private_dir(self.dir)
-            write_atomic(self.path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot write: {exc.strerror}") from None
+        self.file.save(record)
 
     @contextmanager
     def locked(self, wait: float = 5.0) -> Iterator[None]:
@@ -105,20 +81,8 @@ class Journal:
         if not guard.acquire(timeout=wait):
             raise UsageError("the update in progress holds the journal", code="busy")
         try:
-            try:
-                private_dir(self.dir)
-                fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise JournalError(f"{self.dir}: cannot take the lock: {exc.strerror}") from None
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise UsageError("another fwagent process is working on the update right now",
-                                     code="busy") from None
+            with self.file.exclusive(LOCKNAME, "another fwagent process is working on the update right now"):
                 yield
-            finally:
-                os.close(fd)
         finally:
             guard.release()
 

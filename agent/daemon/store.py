@@ -1,23 +1,21 @@
-"""The server action in hand, persisted: one JSON file beside the journal.
+"""The server action in hand, persisted: one JSON file beside the journal, kept as
+agent/state_file.py keeps a record.
 
-Written only by the orchestrator thread, atomically (agent/files.py), before
-it acts on a new phase. Kept apart from the journal, which the install owns
-while it runs: neither ever overwrites the other's latest record.
+Written only by the orchestrator thread, before it acts on a new phase. Kept apart from the
+journal, which the install owns while it runs: neither ever overwrites the other's latest
+record.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agent.daemon.actions import Phase
-from agent.errors import FwagentError, UsageError
-from agent.files import private_dir, write_atomic
+from agent.errors import FwagentError
+from agent.state_file import StateFile
 
 SCHEMA = 1
 FILENAME = "ddi-action.json"
@@ -32,26 +30,27 @@ def idle_record() -> dict[str, Any]:
     return {"schema": SCHEMA, "phase": Phase.IDLE.value, "action": None}
 
 
+def problem(record: Any) -> str | None:
+    """What keeps ``record`` from being a server action record this agent reads, or None."""
+    phases = {p.value for p in Phase}
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("phase") not in phases:
+        return f"not a server action record of schema {SCHEMA}"
+    return None
+
+
 class ActionStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / FILENAME
+        self.file = StateFile(self.path, "server action record", check=problem, empty=idle_record,
+                              damaged=lambda path, found: ActionStoreError(f"{path}: {found}"),
+                              failed=ActionStoreError)
 
     def load(self) -> dict[str, Any]:
-        try:
-            record = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return idle_record()
-        except (OSError, ValueError) as exc:
-            raise ActionStoreError(f"{self.path}: not readable: {exc}") from None
-        phases = {p.value for p in Phase}
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("phase") not in phases:
-            raise ActionStoreError(f"{self.path}: not a server action record of schema {SCHEMA}")
-        return record
+        return self.file.load()
 
     def save(self, record: dict[str, Any]) -> None:
-        private_dir(self.dir)
-        write_atomic(self.path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
+        self.file.save(record)
 
     def reset(self) -> dict[str, Any]:
         record = idle_record()
@@ -61,13 +60,5 @@ class ActionStore:
     @contextmanager
     def owned(self) -> Iterator[None]:
         """Held for a daemon's lifetime: one daemon per state directory."""
-        private_dir(self.dir)
-        fd = os.open(self.dir / LOCKNAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"another fwagent daemon runs on {self.dir}", code="busy") from None
+        with self.file.exclusive(LOCKNAME, f"another fwagent daemon runs on {self.dir}"):
             yield
-        finally:
-            os.close(fd)
