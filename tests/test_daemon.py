@@ -312,6 +312,42 @@ def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: 
     assert executions(server, action.id).count("closed") == 1
 
 
+def test_a_crash_loop_in_a_download_gives_the_action_up_and_reports_it(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    """Each start finds the download where the last one left it, nothing more done: after
+    MAX_STARTS such starts the next one ends the action as failed (restart-limit), reported once,
+    instead of downloading (and crashing) forever. A start that got further counts from one."""
+    from agent.daemon.actions import MAX_STARTS, progress_mark
+
+    connect(gateway, server, "\n")
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 200000\n")
+    bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}],
+                                      window="unavailable")
+    first = Running(gateway, server, tmp_path / "first.log")
+    wait_for(lambda: any((gateway.root / "state/incoming").glob("action-*/artifact-0")), "the download",
+             poke=first)
+    first.stop()
+    store = gateway.root / "state/ddi-action.json"
+    record = json.loads(store.read_text())
+    assert record["phase"] == "download"
+    # As if it had started and crashed at this very point MAX_STARTS times in a row.
+    record["starts"], record["done"] = MAX_STARTS, progress_mark(record["fetched"], record["resume"])
+    store.write_text(json.dumps(record))
+    second = Running(gateway, server, tmp_path / "second.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the failure report", poke=second)
+    finally:
+        second.stop()
+    [final] = [s for s in server.statuses(action.id) if s.get("execution") == "closed"]
+    assert final["result"]["finished"] == "failure"
+    assert any("restart-limit" in text and f"started {MAX_STARTS + 1} times in phase download" in text
+               for text in final["details"]), final
+    assert json.loads(store.read_text())["phase"] == "idle"
+    assert not list((gateway.root / "state/incoming").glob("action-*"))
+
+
 def test_a_stopped_streaming_install_continues_from_its_synced_position(
         gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
     """A bundle installed at once streams into the slot; a stop in mid-write keeps what is synced,

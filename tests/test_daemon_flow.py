@@ -9,11 +9,14 @@ import threading
 import pytest
 
 from agent.daemon.actions import (
+    MAX_STARTS,
     RESUME,
     TRANSITIONS,
     ActionFlowError,
     Event,
     Phase,
+    forced,
+    starts_after,
     step,
 )
 from agent.daemon.jobs import JobWorker
@@ -49,6 +52,8 @@ def test_persisted_phase_names_never_change() -> None:
     (Phase.INSTALL, Event.CANCEL, Phase.INSTALL),
     (Phase.INSTALL, Event.FAILED, Phase.IDLE),
     (Phase.CANCEL, Event.CLEANED, Phase.IDLE),
+    (Phase.DOWNLOAD, Event.TOO_MANY_STARTS, Phase.IDLE),
+    (Phase.CANCEL, Event.TOO_MANY_STARTS, Phase.IDLE),
 ])
 def test_transitions(phase: Phase, event: Event, expected: Phase) -> None:
     assert step(phase, event) is expected
@@ -76,6 +81,24 @@ def test_every_phase_resumes_and_every_phase_reaches_idle() -> None:
                     seen.add(target)
                     frontier.append(target)
         assert Phase.IDLE in seen, phase
+
+
+def test_starts_in_a_row_count_only_while_nothing_gets_done() -> None:
+    assert starts_after(Phase.DOWNLOAD, 3, "same", "same") == 4
+    assert starts_after(Phase.DOWNLOAD, 3, "more", "less") == 1        # the download got further
+    assert starts_after(Phase.DOWNLOAD, 0, "first", None) == 1
+
+
+@pytest.mark.parametrize(("phase", "starts", "expected"), [
+    (Phase.DOWNLOAD, MAX_STARTS, False),
+    (Phase.DOWNLOAD, MAX_STARTS + 1, True),       # a crash loop in the download: given up, reported
+    (Phase.CANCEL, MAX_STARTS + 1, True),
+    (Phase.WAIT, 1000, False),                    # waiting for a window through power cuts is no loop
+    (Phase.INSTALL, 1000, False),                 # the install's own flow bounds its restarts
+    (Phase.IDLE, 1000, False),
+])
+def test_a_crash_loop_is_forced_down_the_failure_path(phase: Phase, starts: int, expected: bool) -> None:
+    assert forced(phase, starts) is expected
 
 
 # --- deployment plans -------------------------------------------------------------------------

@@ -26,6 +26,8 @@ is honoured; after it, rejected): see Installer.request_cancel.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from enum import Enum
 
 
@@ -46,6 +48,7 @@ class Event(str, Enum):
     INSTALLED = "installed"        # the install ended; its outcome is in the outbox
     FAILED = "failed"              # the action failed before the install; its outcome is in the outbox
     WITHDRAWN = "withdrawn"        # the server no longer offers the action (closed there, or download-only)
+    TOO_MANY_STARTS = "too-many-starts"   # started again and again in a phase without getting further
 
 
 TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
@@ -64,9 +67,22 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.CANCEL, Event.CLEANED): Phase.IDLE,
 }
 
+# Started again and again in a phase without getting further (a crash loop): a download,
+# or a cancel's clean-up, ends as a failure, reported; a crash in the download must not
+# restart it forever. A wait for the window is no loop (power cuts while a device waits
+# for days are not failures), and an install has its own bound (agent/update/flow.py).
+TRANSITIONS.update({
+    (Phase.DOWNLOAD, Event.TOO_MANY_STARTS): Phase.IDLE,
+    (Phase.CANCEL, Event.TOO_MANY_STARTS): Phase.IDLE,
+})
+
 # After a restart: a download resumes from its checkpoint, a wait goes on, an
 # install continues from the journal, a cancel is cleaned up and confirmed again.
 RESUME: dict[Phase, Phase] = {phase: phase for phase in Phase}
+
+# Starts without progress in one phase before its failure path is forced: with systemd's
+# RestartSec=30s, about five minutes of a crash loop.
+MAX_STARTS = 10
 
 
 class ActionFlowError(RuntimeError):
@@ -78,3 +94,20 @@ def step(phase: Phase, event: Event) -> Phase:
         return TRANSITIONS[(phase, event)]
     except KeyError:
         raise ActionFlowError(f"no transition from {phase.value} on {event.value}") from None
+
+
+def progress_mark(fetched: object, resume: object) -> str:
+    """A digest of how far an action's download has got (files fetched, checkpoints): unchanged
+    from one start to the next when nothing more was done."""
+    return hashlib.sha256(json.dumps([fetched, resume], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def starts_after(phase: Phase, starts: int, mark: str, last_mark: str | None) -> int:
+    """How many starts in a row found the action in ``phase`` with nothing more done (``mark``:
+    a digest of what it has done so far, unchanged from ``last_mark`` when nothing was)."""
+    return starts + 1 if mark == last_mark else 1
+
+
+def forced(phase: Phase, starts: int) -> bool:
+    """Whether this start takes the phase's failure path (a crash loop)."""
+    return starts > MAX_STARTS and (phase, Event.TOO_MANY_STARTS) in TRANSITIONS

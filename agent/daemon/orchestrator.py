@@ -30,7 +30,7 @@ from typing import Any
 from agent import __version__
 from agent.config import Config
 from agent.daemon import status
-from agent.daemon.actions import RESUME, Event, Phase, step
+from agent.daemon.actions import MAX_STARTS, RESUME, Event, Phase, forced, progress_mark, starts_after, step
 from agent.daemon.jobs import JobWorker
 from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
 from agent.daemon.notify import Notifier
@@ -42,7 +42,7 @@ from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, action
 from agent.ddi.outbox import GONE, deliver, enqueue
 from agent.download.downloader import DownloadError, Downloader, Resume
 from agent.download.sinks import FileSink
-from agent.errors import code_and_detail
+from agent.errors import FwagentError, code_and_detail
 from agent.files import private_dir
 from agent.install.installer import Installer, Outcome
 from agent.install.slots import read_chunks
@@ -196,6 +196,7 @@ class Daemon:
         self.install_running = True
         if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and self.record["action"] in self._reported_actions():
             self._end_action(Event.FAILED)        # its failure was queued just before a restart
+        self._count_start()
         if self.phase is Phase.DOWNLOAD:
             self._start_download()
         elif self.phase is Phase.CANCEL:
@@ -210,6 +211,24 @@ class Daemon:
             if note:
                 self.log.info("first-poll", wait=duration(delay), msg=note)
         self._write_link()
+
+    def _count_start(self) -> None:
+        """One more start with the action in its phase; a crash loop (MAX_STARTS starts without
+        progress) ends the action down its failure path, reported."""
+        if self.phase is Phase.IDLE:
+            return
+        done = progress_mark(self.record.get("fetched"), self.record.get("resume"))
+        starts = starts_after(self.phase, self.record.get("starts", 0), done, self.record.get("done"))
+        self._move_fields(starts=starts, done=done)
+        if not forced(self.phase, starts):
+            return
+        error = FwagentError(f"started {starts} times in phase {self.phase.value} without getting further "
+                             f"(more than {MAX_STARTS}): given up", code="restart-limit")
+        if self.phase is Phase.DOWNLOAD:
+            self._fail_action(error, Event.TOO_MANY_STARTS)
+        else:
+            self.log.error("action-failed", action=self.record["action"], code=error.code, msg=error.detail)
+            self._end_action(Event.TOO_MANY_STARTS)
 
     def _shutdown(self) -> None:
         self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
@@ -681,7 +700,7 @@ class Daemon:
     def _move(self, event: Event, **fields: Any) -> None:
         """Step the action's phase; persisted before anything acts on it."""
         self.phase = step(self.phase, event)
-        self.record = {**self.record, **fields, "phase": self.phase.value}
+        self.record = {**self.record, **fields, "phase": self.phase.value, "starts": 0}
         self.store.save(self.record)
         self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
         self._write_link()
@@ -704,14 +723,14 @@ class Daemon:
             shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
         self.record = self.store.reset()
 
-    def _fail_action(self, error: BaseException) -> None:
+    def _fail_action(self, error: BaseException, event: Event = Event.FAILED) -> None:
         """The action failed before the install: its result joins the outbox, as an install's would."""
         code, detail = code_and_detail(error)
         self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
         enqueue(self.installer.journal, {
             "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
             "version": self.record.get("version") or None, "origin": {"ddi_action": self.record["action"]}})
-        self._end_action(Event.FAILED)
+        self._end_action(event)
         if self.client:
             self.jobs.submit("deliver", self._deliver_job)
 
