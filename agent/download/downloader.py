@@ -194,25 +194,7 @@ class _Job:
         import requests
         import urllib3
 
-        headers = {"Accept-Encoding": "identity"}
-        if self.offset:
-            headers["Range"] = f"bytes={self.offset}-"
-            if self.validator:
-                headers["If-Range"] = self.validator
-        timeout = (self.config.connect_timeout, self.config.stall_timeout)
-        try:
-            # The answer's head within one stall time after connecting, however slowly it drips in;
-            # the body is watched for stalls as it arrives.
-            response = self.owner.link.open("GET", self.url, headers=headers, timeout=timeout,
-                                            deadline=self.config.connect_timeout + self.config.stall_timeout)
-        except LinkError as err:
-            raise DownloadError(err.detail, code=err.code) from None
-        except AnswerTimeout as err:
-            raise DownloadError(err.detail, transient=True) from None
-        except requests.exceptions.SSLError as exc:
-            raise DownloadError(f"{self.shown}: TLS: {exc}", code="download-tls") from None
-        except requests.RequestException as exc:
-            raise DownloadError(f"{self.shown}: {error_reason(exc)}", transient=True) from None
+        response = ranged_get(self.owner.link, self.url, self.config, self.offset, self.validator, self.shown)
         self.last_read = self.owner.clock()
         with response, CancelWatch(self.cancel, response, self._idle):
             self._check_status(response)
@@ -464,6 +446,32 @@ def _socket_of(response: Any) -> socket.socket | None:
     if sock is None:
         sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def ranged_get(link: HttpLink, url: str, config: DownloadConfig, offset: int, validator: str | None,
+               shown: str) -> Any:
+    """The GET of a download from ``offset`` (Range, with If-Range when a validator is known), its
+    answer's head within one stall time after connecting, however slowly it drips in (the body is
+    watched for stalls as it arrives); a failure as a DownloadError, transient where a retry may
+    help."""
+    import requests
+
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator
+    try:
+        return link.open("GET", url, headers=headers, timeout=(config.connect_timeout, config.stall_timeout),
+                         deadline=config.connect_timeout + config.stall_timeout)
+    except LinkError as err:
+        raise DownloadError(err.detail, code=err.code) from None
+    except AnswerTimeout as err:
+        raise DownloadError(err.detail, transient=True) from None
+    except requests.exceptions.SSLError as exc:
+        raise DownloadError(f"{shown}: TLS: {exc}", code="download-tls") from None
+    except requests.RequestException as exc:
+        raise DownloadError(f"{shown}: {error_reason(exc)}", transient=True) from None
 
 
 def content_range_start(value: str | None) -> int | None:

@@ -25,11 +25,9 @@ import time
 from typing import Any
 
 from agent.download.downloader import (CancelWatch, DownloadCancelled, DownloadError, Downloader,
-                                       content_range_start, error_reason)
+                                       content_range_start, error_reason, ranged_get)
 from agent.download.retry import TRANSIENT, classify_status, next_wait, retry_after
 from agent.log import redact
-from agent.net.http import AnswerTimeout
-from agent.net.policy import LinkError
 
 READ_SIZE = 256 << 10     # per socket read: what has arrived, up to this
 QUICK_RETRY_BYTES = 1 << 20   # a connection that delivered this much before it broke is resumed at once
@@ -123,25 +121,7 @@ class RemoteFile:
     # --- attempts ----------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        import requests
-
-        headers = {"Accept-Encoding": "identity"}
-        if self.position:
-            headers["Range"] = f"bytes={self.position}-"
-            if self.validator:
-                headers["If-Range"] = self.validator
-        try:
-            response = self.owner.link.open("GET", self.url, headers=headers,
-                                            timeout=(self.config.connect_timeout, self.config.stall_timeout),
-                                            deadline=self.config.connect_timeout + self.config.stall_timeout)
-        except LinkError as err:
-            raise DownloadError(err.detail, code=err.code) from None
-        except AnswerTimeout as err:
-            raise DownloadError(err.detail, transient=True) from None
-        except requests.exceptions.SSLError as exc:
-            raise DownloadError(f"{self.shown}: TLS: {exc}", code="download-tls") from None
-        except requests.RequestException as exc:
-            raise DownloadError(f"{self.shown}: {error_reason(exc)}", transient=True) from None
+        response = ranged_get(self.owner.link, self.url, self.config, self.position, self.validator, self.shown)
         self._response = response
         try:
             self._check_status(response)
