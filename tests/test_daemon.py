@@ -290,10 +290,11 @@ def retained(host: str, port: int, mqtt: object) -> set[str]:
     return {message.topic} if json.loads(message.payload)["state"] != "offline" else set()
 
 
-def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
-    """A closed maintenance window: the bundle is downloaded ahead, and a stop does not lose it."""
+def stopped_in_a_download(gateway: Gateway, server: DdiServer, tmp_path: Path, rate: int, settle: float = 0.0):  # noqa: ANN201
+    """An action with a closed maintenance window, its bundle being downloaded ahead (at ``rate``
+    bytes/s) when the daemon is stopped, as systemd's SIGTERM would: the action."""
     connect(gateway, server, "\n")
-    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 400000\n")
+    gateway.config_path.write_text(gateway.config_path.read_text() + f"\n[download]\nrate_limit = {rate}\n")
     bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
                                                 "artifacts": {"u2.fwb": bundle.read_bytes()}}],
@@ -301,8 +302,14 @@ def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: 
     first = Running(gateway, server, tmp_path / "first.log")
     wait_for(lambda: any((gateway.root / "state/incoming").glob("action-*/artifact-0")), "the download",
              poke=first)
-    time.sleep(0.5)
-    first.stop()                                      # as systemd's SIGTERM would
+    time.sleep(settle)
+    first.stop()
+    return action
+
+
+def test_a_stopped_download_continues_after_a_restart(gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    """A closed maintenance window: the bundle is downloaded ahead, and a stop does not lose it."""
+    action = stopped_in_a_download(gateway, server, tmp_path, 400000, settle=0.5)
     record = json.loads((gateway.root / "state/ddi-action.json").read_text())
     assert record["phase"] == "download" and record["action"] == str(action.id)
     assert "closed" not in executions(server, action.id)
@@ -319,16 +326,7 @@ def test_a_crash_loop_in_a_download_gives_the_action_up_and_reports_it(
     instead of downloading (and crashing) forever. A start that got further counts from one."""
     from agent.daemon.actions import MAX_STARTS, progress_mark
 
-    connect(gateway, server, "\n")
-    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[download]\nrate_limit = 200000\n")
-    bundle = gateway.bundle("u2", sequence=2, size=3 << 20)
-    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
-                                                "artifacts": {"u2.fwb": bundle.read_bytes()}}],
-                                      window="unavailable")
-    first = Running(gateway, server, tmp_path / "first.log")
-    wait_for(lambda: any((gateway.root / "state/incoming").glob("action-*/artifact-0")), "the download",
-             poke=first)
-    first.stop()
+    action = stopped_in_a_download(gateway, server, tmp_path, 200000)
     store = gateway.root / "state/ddi-action.json"
     record = json.loads(store.read_text())
     assert record["phase"] == "download"
