@@ -27,9 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="show the configuration as fwagent reads it and check what an "
                                 "update needs: keys, slots, bootloader, server, broker, Things")
-    check.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or /etc/fwagent/agent.toml)")
-    check.add_argument("--bundle", type=Path, metavar="U.fwb", help="also check that this bundle's images fit")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
+    _with_config(check).add_argument("--bundle", type=Path, metavar="U.fwb",
+                                     help="also check that this bundle's images fit")
     check.set_defaults(run=_lazy("agent.cli.check", "check"))
 
     manifest = commands.add_parser("manifest", help="make, sign, show and verify SUIT manifests")
@@ -94,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of every command that works on this device: its agent.toml, and JSON output."""
+    parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
+                        "/etc/fwagent/agent.toml)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
 def _add_trust_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                         help="a trusted public key (repeatable; one valid signature is enough)")
@@ -108,24 +115,18 @@ def _add_trust_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_install_commands(commands: Any) -> None:
-    def with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
-                            "/etc/fwagent/agent.toml)")
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        return parser
-
-    inst = with_config(commands.add_parser("install", help="install a bundle or a signed manifest into "
+    inst = _with_config(commands.add_parser("install", help="install a bundle or a signed manifest into "
                                            "the inactive slots"))
     inst.add_argument("source", metavar="SOURCE", help="bundle file or URL, or a signed manifest file")
     inst.add_argument("--no-reboot", action="store_true", help="stop after the switch; reboot by hand")
     inst.set_defaults(run=_lazy("agent.cli.install", "install"))
-    with_config(commands.add_parser("status", help="slots, bootloader and the update in progress")
+    _with_config(commands.add_parser("status", help="slots, bootloader and the update in progress")
                 ).set_defaults(run=_lazy("agent.cli.install", "status"))
-    with_config(commands.add_parser("commit", help="after the reboot: check health and commit by hand")
+    _with_config(commands.add_parser("commit", help="after the reboot: check health and commit by hand")
                 ).set_defaults(run=_lazy("agent.cli.install", "commit"))
-    with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
+    _with_config(commands.add_parser("rollback", help="abandon the update in progress, back to the old slot")
                 ).set_defaults(run=_lazy("agent.cli.install", "rollback"))
-    daemon = with_config(commands.add_parser(
+    daemon = _with_config(commands.add_parser(
         "run", help="the service: finish the update in progress (or confirm the booted slot), then, with a "
         "[server] or [mqtt] section, stay in touch with the server until stopped"))
     daemon.add_argument("--once", action="store_true", help="only finish the update in progress, then exit")
@@ -136,21 +137,23 @@ def _add_thing_commands(commands: Any) -> None:
     things = commands.add_parser("things", help="the microcontrollers attached to this gateway")
     sub = things.add_subparsers(dest="things_command", required=True, metavar="COMMAND")
 
-    def with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
-                            "/etc/fwagent/agent.toml)")
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        return parser
-
-    with_config(sub.add_parser("list", help="the configured Things and their running versions")
+    _with_config(sub.add_parser("list", help="the configured Things and their running versions")
                 ).set_defaults(run=_lazy("agent.cli.things", "list_things"))
-    show = with_config(sub.add_parser("info", help="ask a Thing's bootloader what it is and holds"))
+    show = _with_config(sub.add_parser("info", help="ask a Thing's bootloader what it is and holds"))
     show.add_argument("name", metavar="NAME")
     show.set_defaults(run=_lazy("agent.cli.things", "info"))
-    write = with_config(sub.add_parser("flash", help="write an image to a Thing, verify it, start it"))
+    write = _with_config(sub.add_parser("flash", help="write an image to a Thing, verify it, start it"))
     write.add_argument("name", metavar="NAME")
     write.add_argument("image", type=Path, metavar="IMAGE")
     write.set_defaults(run=_lazy("agent.cli.things", "flash"))
+
+
+def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of every command that works on this device: its agent.toml, and JSON output."""
+    parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
+                        "/etc/fwagent/agent.toml)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
 
 
 def _add_trust_options(parser: argparse.ArgumentParser) -> None:
