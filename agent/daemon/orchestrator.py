@@ -472,7 +472,7 @@ class Daemon:
         if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
             return
         self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
-        streams = ActionPlan.from_dict(self.record["plan"]).main.filename not in self.record["fetched"]
+        streams = self._streamed_bundle() is not None
         self._feedback("downloaded", f"the signed manifest verified, version {self.record['version']}; the "
                        "bundle streams into the slots" if streams else
                        f"downloaded and verified, version {self.record['version']}", progress=(100, 100))
