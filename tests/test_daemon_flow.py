@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,8 @@ from agent.ddi.client import DdiError, PollPolicy, poll_after_error
 from agent.ddi.codec import Artifact, Chunk, Deployment
 from agent.log import Log, format_line
 from agent.net.policy import LinkPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- the action table ----------------------------------------------------------------------
 
@@ -81,6 +85,19 @@ def test_every_phase_resumes_and_every_phase_reaches_idle() -> None:
                     seen.add(target)
                     frontier.append(target)
         assert Phase.IDLE in seen, phase
+
+
+def test_the_phase_table_of_docs_daemon_md_is_the_codes() -> None:
+    """Each phase once in docs/daemon.md's table, in the code's order, and every next phase the
+    table names reachable from it in TRANSITIONS."""
+    rows = [line.split("|")[1:4] for line in (ROOT / "docs/daemon.md").read_text().splitlines()
+            if re.match(r"\| `[a-z-]+` \|", line)]
+    assert [name.strip().strip("`") for name, _, _ in rows] == [p.value for p in Phase]
+    for name, _, nexts in rows:
+        phase = Phase(name.strip().strip("`"))
+        reachable = {target.value for (source, _event), target in TRANSITIONS.items() if source is phase}
+        named = set(re.findall(r"`([a-z-]+)`", nexts)) & {p.value for p in Phase}
+        assert named and named <= reachable, (phase, named, reachable)
 
 
 def test_starts_in_a_row_count_only_while_nothing_gets_done() -> None:
