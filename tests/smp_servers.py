@@ -23,6 +23,8 @@ from typing import Any
 from hil.mcu.firmware import Server, Unavailable, fixtures
 
 START_TIMEOUT = 10.0
+APPLICATION_TIMEOUT = 90.0        # seconds for MCUboot to hand over under TCG on a busy machine
+APPLICATION_MARKERS = (b"Jumping to the first image slot", b"smp_sample")
 PTY_LINE = re.compile(rb"connected to pseudotty: (\S+)")
 
 
@@ -82,9 +84,38 @@ def qemu(entry: Server, workdir: Path, *, move_loader: tuple[int, int] | None = 
                                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:
         _wait_for_port(port, process)
+        _await_application(port)
         yield Running(f"socket://127.0.0.1:{port}", process, monitor)
     finally:
         _stop(process)
+
+
+def _await_application(port: int) -> None:
+    """Read the console until MCUboot has handed over to the application, before anyone talks to
+    the board. QEMU's UART keeps what is sent to it while MCUboot runs and hands it to the
+    application as it starts, and a Zephyr SMP server given bytes that early stays deaf; a real
+    line would have lost them. MCUboot's last line, or the application's banner, and then half a
+    second of quiet; without either, five quiet seconds after some output, three without any (it
+    booted before anyone listened: QEMU drops what nobody reads), or APPLICATION_TIMEOUT."""
+    seen, quiet_since = b"", time.monotonic()
+    deadline = time.monotonic() + APPLICATION_TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT) as console:
+        console.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                chunk = console.recv(4096)
+            except TimeoutError:
+                chunk = None
+            if chunk:
+                seen, quiet_since = (seen + chunk)[-4096:], time.monotonic()
+                continue
+            if chunk == b"":
+                return
+            quiet = time.monotonic() - quiet_since
+            if any(marker in seen for marker in APPLICATION_MARKERS) and quiet >= 0.5:
+                return
+            if quiet >= (5.0 if seen else 3.0):     # booted before anyone listened, or says nothing
+                return
 
 
 @contextmanager
