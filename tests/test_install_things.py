@@ -246,6 +246,11 @@ def test_a_server_campaign_reports_each_thing(gateway: Gateway, tmp_path: Path, 
     assert server.actions[action.id].result == "success"
     assert "fwagent: flashing the Things" in details and "Thing mcu1: success" in details
     assert stm32.flash[:4096] == firmware and gateway.booted() == "B"
+    # The bundle streamed into the slot is a download; flashing the Thing afterwards is not.
+    flashing = details.index("fwagent: flashing the Things")
+    assert any(d.startswith("fwagent: Downloaded ") and " of u7.fwb into rootfs.B" in d for d in details[:flashing])
+    assert any(d.startswith("fwagent: Installing thing.mcu1 (writing): ") for d in details[flashing:]), details
+    assert not any(d.startswith("fwagent: Downloaded ") for d in details[flashing:]), details
 
 
 class PowerCut(BaseException):

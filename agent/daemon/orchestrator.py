@@ -56,6 +56,7 @@ WAKEUP_SPACING = 1.0         # seconds at least between the starts of two polls 
 REPORT_RETRY = (1.0, 60.0)   # seconds before reports that met a passing failure go again: first, at most
 IGNORED_ENVIRONMENT = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 LONGEST_WAIT = 3600.0       # seconds the loop sleeps at most with nothing due
+STREAMING_STEPS = ("write", "stash")     # install steps that read a streamed bundle
 
 
 class Daemon:
@@ -103,6 +104,7 @@ class Daemon:
         self.last_progress: dict[str, float] = {}
         self.progress_interval = server.progress_interval if server else 5.0
         self.reboot_reported = threading.Event()
+        self.install_step = ""                      # the install's step, as it last reported it
         self.link = LinkStatusFile(config.device.runtime_dir / "link.json")
         self.link_status = LinkStatus(server=server.url if server else None,
                                       controller_id=server.controller_id if server else None, pid=os.getpid())
@@ -566,6 +568,7 @@ class Daemon:
 
     def _on_install_step(self, data: tuple[str, dict[str, Any]]) -> None:
         state, update = data
+        self.install_step = state
         ids = status.ids(update)
         self.log.info("install-step", step=state, target=update.get("target"), **ids)
         self._publish_state(step=state)
@@ -583,7 +586,9 @@ class Daemon:
         slot, done, total = data
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
-            streamed = self._streamed_bundle()   # its download is the install: said in SWUpdate's words
+            # While a streamed bundle is written its download is the install: said in SWUpdate's
+            # words. Flashing the Things afterwards downloads nothing.
+            streamed = self._streamed_bundle() if self.install_step in STREAMING_STEPS else None
             text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
             self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
