@@ -148,27 +148,6 @@ def _add_thing_commands(commands: Any) -> None:
     write.set_defaults(run=_lazy("agent.cli.things", "flash"))
 
 
-def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of every command that works on this device: its agent.toml, and JSON output."""
-    parser.add_argument("--config", type=Path, help="agent.toml (default: $FWAGENT_CONFIG or "
-                        "/etc/fwagent/agent.toml)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
-
-
-def _add_trust_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
-                        help="a trusted public key (repeatable; one valid signature is enough)")
-    parser.add_argument("--hmac-key", type=Path, action="append", default=[], metavar="FILE",
-                        help="a symmetric key for COSE_Mac0 (raw bytes in the file)")
-    parser.add_argument("--vendor-id", metavar="UUID", help="the device's vendor id")
-    parser.add_argument("--class-id", metavar="UUID", help="the device's class id")
-    parser.add_argument("--sequence", type=int, metavar="N",
-                        help="the device's installed sequence number (lower is refused)")
-    parser.add_argument("--slot", type=int, metavar="N",
-                        help="the component slot the device would write (for A/B manifests)")
-
-
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """Import a command's module only when it runs, so `fwagent --help` stays fast. (``__import__``,
     as an import statement does: audit hooks see it, as tests/test_cli.py's does.)"""
