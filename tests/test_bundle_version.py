@@ -57,14 +57,18 @@ def test_a_version_that_differs_from_the_manifests_is_refused(tmp_path: Path,
     assert not (tmp_path / "u.fwb").exists()
 
 
-def test_a_manifest_without_a_version_warns_and_cannot_be_bundled(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_manifest_without_a_version_warns_and_needs_one_given(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     signed, warnings = make_manifest(tmp_path, capsys, None)
     assert "warning: component ['rootfs'] goes to a slot and has no version" in warnings
-    assert create(tmp_path, signed, "--version", "1.2.0") != 0
+    assert create(tmp_path, signed) != 0
     err = capsys.readouterr().err
-    assert "bundle-version" in err and "the manifest gives no component a version" in err
+    assert "bundle-version" in err and "no --version was given" in err
     assert not (tmp_path / "u.fwb").exists()
+    assert create(tmp_path, signed, "--version", "1.2.0") == 0
+    err = capsys.readouterr().err
+    assert "warning: the manifest gives no component a version: servers will show 1.2.0" in err
+    assert bundle_info(tmp_path / "u.fwb")["sw_description_version"] == "1.2.0"
 
 
 def test_the_device_reports_the_version_the_server_shows(tmp_path: Path,

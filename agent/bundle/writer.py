@@ -73,20 +73,26 @@ def create_bundle(out: Path, manifest: bytes, payloads: list[tuple[str, Path]], 
                       [r for r in refs if r.integrated_name is None])
 
 
-def bundle_version(manifest: bytes, requested: str | None = None) -> str:
-    """The version a bundle is labelled with, which servers show: the signed manifest's, which the
-    device reports (``sw_version``) once it runs the update. A ``requested`` version must be that
-    one: were they to differ, a server would show one and the device report the other (goosebit
-    then sets the device's version to what the device says)."""
+def bundle_version(manifest: bytes, requested: str | None = None) -> tuple[str, str | None]:
+    """The version a bundle is labelled with, which servers show, and a warning when it is not
+    the one the device will report. That is the signed manifest's (``sw_version`` once the device
+    runs the update); a ``requested`` version must be that one: were they to differ, a server
+    would show one and the device report the other (goosebit then sets the device's version to
+    what the device says). A manifest without a version takes ``requested`` with a warning: the
+    updated device will report none."""
     version = manifest_version(inspect_envelope(manifest))
     if version is None:
-        raise BundleError("the manifest gives no component a version: after the update the device would report "
-                          "none, while servers show the bundle's; give the image's component a version in the "
-                          "manifest's spec (fwagent manifest create)", code="bundle-version")
+        if requested is None:
+            raise BundleError("the manifest gives no component a version, and no --version was given: give the "
+                              "image's component a version in the manifest's spec (fwagent manifest create)",
+                              code="bundle-version")
+        return requested, (f"the manifest gives no component a version: servers will show {requested}, but the "
+                           "updated device will report none; give the image's component a version in the "
+                           "manifest's spec")
     if requested is not None and requested != version:
         raise BundleError(f"--version {requested} is not the manifest's version {version}: servers would show "
                           "one and the device report the other", code="bundle-version")
-    return version
+    return version, None
 
 
 def _match(carried: list[PayloadRef], payloads: list[tuple[str, Path]]) -> dict[str, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agent.bundle.reader import bundle_info, verify_bundle
@@ -17,7 +18,9 @@ from agent.cli.manifest import device_from_args, rollback_from_args, trust_from_
 
 def create(args: argparse.Namespace) -> int:
     manifest = read_input(args.manifest, "manifest", DEFAULT_MAX_SIZE)
-    version = bundle_version(manifest, args.version)
+    version, warning = bundle_version(manifest, args.version)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     info = create_bundle(args.out, manifest, [_payload(p) for p in args.payloads], version,
                          [_hardware(h) for h in args.hardware], args.description)
     print(f"{args.out}: {info.size} bytes, {len(info.members)} members ({info.format} cpio), version {version}")
