@@ -79,11 +79,26 @@ class Site:
         self.httpd.server_close()
 
 
-def get(link: HttpLink, url: str) -> bytes:
+def exchanged(link: HttpLink, url: str) -> bytes:
     return link.exchange("GET", url, timeout=(2, 2), deadline=5, limit=1 << 20).body
 
 
-def test_the_token_goes_to_the_servers_origin_only_also_across_redirects() -> None:
+def streamed(link: HttpLink, url: str) -> bytes:
+    """Through ``HttpLink.get``, which a download uses: without a proxy, on a connection of its own."""
+    with link.get(url, timeout=(2, 2), deadline=5) as answer:
+        parts = []
+        while part := answer.read1(1 << 16):
+            parts.append(part)
+        return b"".join(parts)
+
+
+@pytest.fixture(params=["exchange", "stream"])
+def get(request: pytest.FixtureRequest) -> Any:
+    """Both ways a request goes: ``exchange`` (through requests) and ``get`` (direct)."""
+    return exchanged if request.param == "exchange" else streamed
+
+
+def test_the_token_goes_to_the_servers_origin_only_also_across_redirects(get: Any) -> None:
     with Site() as server, Site() as cdn:
         link = HttpLink(LinkPolicy.for_server(server.url, (cdn.host,)), credentials=TOKEN)
         server.pages["/to-cdn"] = ("redirect", f"{cdn.url}/file")
@@ -96,7 +111,7 @@ def test_the_token_goes_to_the_servers_origin_only_also_across_redirects() -> No
     assert [(path, auth) for path, auth, _ in cdn.seen] == [("/b", None), ("/file", None), ("/back", None)]
 
 
-def test_a_host_not_listed_is_never_asked_even_through_a_redirect() -> None:
+def test_a_host_not_listed_is_never_asked_even_through_a_redirect(get: Any) -> None:
     with Site() as server, Site() as stranger:
         link = HttpLink(LinkPolicy.for_server(server.url), credentials=TOKEN)
         server.pages["/away"] = ("redirect", f"{stranger.url}/x")
@@ -107,7 +122,7 @@ def test_a_host_not_listed_is_never_asked_even_through_a_redirect() -> None:
     assert stranger.seen == []
 
 
-def test_a_redirect_loop_ends() -> None:
+def test_a_redirect_loop_ends(get: Any) -> None:
     with Site() as server:
         server.pages["/loop"] = ("redirect", "/loop")
         with pytest.raises(LinkError) as caught:
@@ -115,7 +130,7 @@ def test_a_redirect_loop_ends() -> None:
     assert caught.value.code == "redirect-loop" and len(server.seen) == 6
 
 
-def test_no_redirect_leads_from_https_to_http(tmp_path: Path) -> None:
+def test_no_redirect_leads_from_https_to_http(tmp_path: Path, get: Any) -> None:
     """Even with no server configured (an operator's URL), a redirect never goes down to http."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca = Authority("test CA", now)
@@ -130,7 +145,7 @@ def test_no_redirect_leads_from_https_to_http(tmp_path: Path) -> None:
     assert caught.value.code == "insecure-link" and clear.seen == []
 
 
-def test_the_client_certificate_goes_to_the_servers_origin_only(tmp_path: Path) -> None:
+def test_the_client_certificate_goes_to_the_servers_origin_only(tmp_path: Path, get: Any) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca = Authority("test CA", now)
     ca_file = ca.write(tmp_path / "ca.pem")
@@ -184,6 +199,15 @@ def test_a_dripping_answer_ends_at_the_deadline(where: str, raw_server: Any) -> 
     with pytest.raises(AnswerTimeout) as caught:
         HttpLink().exchange("GET", url, timeout=(2, 2), deadline=1.5, limit=1 << 20)
     assert caught.value.code == "answer-timeout"
+
+
+def test_a_dripping_head_ends_at_the_deadline_of_a_streamed_get(raw_server: Any) -> None:
+    """A download's GET: the head within its deadline (the body is watched for stalls as it comes)."""
+    url = raw_server(dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"X-Pad: y\r\n" * 20 + b"\r\nok", 0.3))
+    started = time.monotonic()
+    with pytest.raises(AnswerTimeout) as caught:
+        HttpLink().get(url, timeout=(2, 2), deadline=1.5)
+    assert caught.value.code == "answer-timeout" and time.monotonic() - started < 4
 
 
 def whole(head: bytes, body: bytes) -> Any:

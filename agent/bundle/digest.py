@@ -14,21 +14,60 @@ not refilled before its hash is done (``before_fill``).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from agent.bundle.cpio import ByteSum
 from agent.sha256 import sha256
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
-
 PARALLEL_MIN = 64 * 1024   # below this, a hand-off to the worker costs more than it saves
 
 
+class _Job:
+    """One call run on the worker; ``result`` waits for it (its exception raised here)."""
+
+    __slots__ = ("call", "done", "value", "error")
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call, self.done = call, threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def result(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Worker:
+    """One daemon thread running jobs in order (concurrent.futures would cost an install about
+    1 MiB of imports, logging included, for this one thread)."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="bundle-digest", daemon=True).start()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> _Job:
+        job = _Job(functools.partial(function, *args))
+        self.jobs.put(job)
+        return job
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job.value = job.call()
+            except BaseException as exc:    # handed to the caller of result()
+                job.error = exc
+            job.done.set()
+
+
 @functools.cache
-def _worker() -> ThreadPoolExecutor:
-    from concurrent.futures import ThreadPoolExecutor
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-digest")
+def _worker() -> _Worker:
+    return _Worker()
 
 
 class MemberDigest:
@@ -39,7 +78,7 @@ class MemberDigest:
         self._crc = crc
         self._summers: dict[int, ByteSum] = {}    # by id of the buffer (which each one keeps alive)
         self._check = 0
-        self._pending: tuple[Future[None], Any] | None = None    # the hash in flight, and its buffer
+        self._pending: tuple[_Job, Any] | None = None    # the hash in flight, and its buffer
 
     def before_fill(self, buffer: Any) -> None:
         """``buffer`` is about to be overwritten: its hash, if in flight, is finished first."""

@@ -7,6 +7,8 @@ when it runs, so ``fwagent --help`` and a mistyped option cost nothing of the ag
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,8 +16,28 @@ from agent import __version__
 from agent.cli.examples import add_examples
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose formatters (made for every argument added, to check its metavar)
+    measure the terminal without shutil: shutil would bring bz2 and lzma, 1 MiB of an install."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """As shutil.get_terminal_size: $COLUMNS, else the terminal's width, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fwagent", description="Over-the-air firmware updates for "
+    parser = Parser(prog="fwagent", description="Over-the-air firmware updates for "
                                      "Linux gateways and the microcontrollers attached to them.")
     parser.add_argument("--version", action="version", version=f"fwagent {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

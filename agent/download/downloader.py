@@ -18,10 +18,8 @@ One ``fetch`` streams a URL into a Sink while hashing, in constant memory:
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +30,10 @@ from agent.config import DownloadConfig
 from agent.download.retry import (TRANSIENT, RetryPolicy, classify_status, next_wait,
                                   retry_after)
 from agent.errors import FwagentError
+from agent.net.direct import TlsError
 from agent.net.http import AnswerTimeout, HttpLink, Tls
 from agent.log import redact
+from agent.sha256 import sha256
 from agent.net.policy import LinkError
 
 CHUNK = 256 << 10    # per read: large enough to keep up with openssl, small enough not to fragment the heap
@@ -137,7 +137,7 @@ class _Job:
         self.owner, self.url, self.sink, self.size, self.digest = owner, url, sink, size, digest
         self.checkpoint, self.cancel, self.on_progress = checkpoint, cancel, progress
         self.config = owner.config
-        self.sha = hashlib.sha256()
+        self.sha = sha256()
         self.offset = 0
         self.validator: str | None = None
         self.synced = 0
@@ -191,18 +191,13 @@ class _Job:
                 attempt += 1
 
     def _attempt(self) -> None:
-        import requests
-        import urllib3
-
         response = ranged_get(self.owner.link, self.url, self.config, self.offset, self.validator, self.shown)
         self.last_read = self.owner.clock()
         with response, CancelWatch(self.cancel, response, self._idle):
             self._check_status(response)
             try:
                 self._receive(response)
-            # AttributeError: http.client's read1 trips over its own closed file object
-            # when a cancel shuts the socket down under it.
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
+            except OSError as exc:
                 self._check_cancel()
                 raise DownloadError(f"{self.shown}: {error_reason(exc)} at byte {self.offset}", transient=True) from None
 
@@ -243,7 +238,7 @@ class _Job:
         try:
             # read1 returns what has arrived (up to CHUNK), so a slow drip is seen as one. The bytes
             # are taken as sent: identity was asked for, and the digest judges them.
-            while chunk := response.raw.read1(CHUNK, decode_content=False):
+            while chunk := response.read1(CHUNK):
                 self.last_read = self.owner.clock()
                 self._check_cancel()
                 if self.size is not None and self.offset + len(chunk) > self.size:
@@ -279,7 +274,7 @@ class _Job:
 
     def _from_zero(self) -> None:
         self.sink.restart(0)
-        self.sha = hashlib.sha256()
+        self.sha = sha256()
         self.offset = self.synced = 0
         self.validator = None
         self.restarts_from_zero += 1
@@ -402,8 +397,8 @@ class _WriteBehind:
 
 
 class CancelWatch:
-    """Closes the response when the cancel token is set, or when ``idle`` says the answer has
-    stopped delivering, so that a blocked read returns."""
+    """Interrupts the answer when the cancel token is set, or when ``idle`` says it has stopped
+    delivering, so that a blocked read returns."""
 
     def __init__(self, cancel: threading.Event, response: Any, idle: Callable[[], bool]) -> None:
         self.cancel, self.response, self.idle = cancel, response, idle
@@ -421,31 +416,8 @@ class CancelWatch:
     def _watch(self) -> None:
         while not self.done.wait(0.2):
             if self.cancel.is_set() or self.idle():
-                _interrupt(self.response)
+                self.response.interrupt()
                 return
-
-
-def _interrupt(response: Any) -> None:
-    """End a blocked read from another thread: shut the socket down (closing the response
-    object under a reader makes http.client fail in odd ways); the reader then sees EOF."""
-    sock = _socket_of(response)
-    try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-        else:
-            response.close()
-    except OSError:
-        pass  # already closed: nothing left to interrupt
-
-
-def _socket_of(response: Any) -> socket.socket | None:
-    """The socket under a streamed response: once the head is read, urllib3's connection no
-    longer holds it; http.client's response file does (fp -> buffered reader -> SocketIO)."""
-    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
-    sock = getattr(getattr(fp, "raw", None), "_sock", None)
-    if sock is None:
-        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def ranged_get(link: HttpLink, url: str, config: DownloadConfig, offset: int, validator: str | None,
@@ -454,23 +426,21 @@ def ranged_get(link: HttpLink, url: str, config: DownloadConfig, offset: int, va
     answer's head within one stall time after connecting, however slowly it drips in (the body is
     watched for stalls as it arrives); a failure as a DownloadError, transient where a retry may
     help."""
-    import requests
-
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         if validator:
             headers["If-Range"] = validator
     try:
-        return link.open("GET", url, headers=headers, timeout=(config.connect_timeout, config.stall_timeout),
-                         deadline=config.connect_timeout + config.stall_timeout)
+        return link.get(url, headers=headers, timeout=(config.connect_timeout, config.stall_timeout),
+                        deadline=config.connect_timeout + config.stall_timeout)
     except LinkError as err:
         raise DownloadError(err.detail, code=err.code) from None
     except AnswerTimeout as err:
         raise DownloadError(err.detail, transient=True) from None
-    except requests.exceptions.SSLError as exc:
-        raise DownloadError(f"{shown}: TLS: {exc}", code="download-tls") from None
-    except requests.RequestException as exc:
+    except TlsError as err:
+        raise DownloadError(f"{shown}: {err.detail}", code="download-tls") from None
+    except OSError as exc:
         raise DownloadError(f"{shown}: {error_reason(exc)}", transient=True) from None
 
 

@@ -158,23 +158,16 @@ class RemoteFile:
                             code=f"download-http-{status}", transient=kind == TRANSIENT, wait=wait)
 
     def _receive(self, view: memoryview) -> int:
-        import requests
-        import urllib3
-
         want = min(len(view), READ_SIZE)
         if self.size is not None:
             want = min(want, self.size - self.position)
         try:
-            chunk = self._response.raw.read1(want, decode_content=False)
-        # AttributeError: http.client's read1 trips over its own closed file object when a cancel
-        # shuts the socket down under it.
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
+            count = self._response.readinto1(view[:want])
+        except OSError as exc:
             self._check_cancel()
             raise DownloadError(f"{self.shown}: {error_reason(exc)} at byte {self.position}",
                                 transient=True) from None
         self._check_cancel()
-        count = len(chunk)
-        view[:count] = chunk
         self.position += count
         now = self._last_read = self.owner.clock()
         self._window_bytes += count

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 PERMANENT = "permanent"
 TRANSIENT = "transient"
@@ -45,6 +44,7 @@ def retry_after(value: str | None, now: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    from email.utils import parsedate_to_datetime     # an HTTP date is rare: its parser is not loaded before
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

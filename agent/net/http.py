@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
+from agent import __version__
 from agent.errors import FwagentError
 from agent.log import redact
 from agent.net.policy import LinkError, LinkPolicy
@@ -82,6 +82,7 @@ class HttpLink:
         self.credentials = dict(credentials or {})
         self.proxy = proxy
         self._session: Any = None
+        self._contexts: dict[Tls, Any] = {}
         self._lock = threading.Lock()
 
     @property
@@ -92,12 +93,29 @@ class HttpLink:
                 self._session = _new_session()
             return self._session
 
-    def open(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
-             timeout: tuple[float, float], deadline: float | None = None) -> Any:
-        """A streamed response (the caller reads and closes it), redirects followed. ``deadline``:
-        seconds until the answer's headers are in, over every hop."""
-        with _Watch(deadline):
-            return self._follow(method, url, headers, json, timeout)
+    def get(self, url: str, *, headers: Mapping[str, str] | None = None, timeout: tuple[float, float],
+            deadline: float | None = None) -> "StreamAnswer":
+        """A GET whose body the caller reads as it arrives (``read1``) and closes; redirects followed.
+        ``deadline``: seconds until the answer's head is in, over every hop. A hop that no proxy
+        serves goes on a connection of its own (direct.py), the others through requests. Failures:
+        LinkError, AnswerTimeout, TlsError, or another OSError (the transfer broke)."""
+        with _Watch(deadline) as watch:
+            current, previous = url, None
+            for _ in range(MAX_REDIRECTS + 1):
+                to_server = self.policy.admit(current, after=previous)
+                try:
+                    answer = self._get_hop(current, headers or {}, timeout, to_server)
+                except OSError:
+                    if watch.expired:
+                        raise watch.timeout("GET", url) from None
+                    raise
+                if answer.status_code not in REDIRECTS or "Location" not in answer.headers:
+                    return answer
+                location = answer.headers["Location"]
+                watch.release()
+                answer.close()
+                previous, current = current, urljoin(current, location)
+        raise LinkError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects", code="redirect-loop")
 
     def exchange(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
                  timeout: tuple[float, float], deadline: float, limit: int) -> Answer:
@@ -141,6 +159,7 @@ class HttpLink:
               timeout: tuple[float, float], to_server: bool) -> Any:
         tls = self.server_tls if to_server else self.other_tls
         sent = {**(headers or {}), **(self.credentials if to_server else {})}
+        _urllib3_agrees(url)
         try:
             return self.session.request(method, url, headers=sent, json=json, stream=True, timeout=timeout,
                                         allow_redirects=False, verify=system_cas() if tls.verify is True else tls.verify,
@@ -151,6 +170,29 @@ class HttpLink:
                 raise watch.timeout(method, url) from None
             raise
 
+    def _get_hop(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float],
+                 to_server: bool) -> "StreamAnswer":
+        if self.proxy or _environment_proxy(url):
+            return RequestsAnswer.of(lambda: self._send("GET", url, headers, None, timeout, to_server))
+        from agent.net import direct
+
+        tls = self.server_tls if to_server else self.other_tls
+        sent = {"User-Agent": f"fwagent/{__version__}", "Accept-Encoding": "identity", **headers,
+                **(self.credentials if to_server else {})}
+        context = self._tls_context(tls) if url[:6].lower() == "https:" else None
+        watch = _Watch.current()
+        return direct.get(url, sent, timeout=timeout, tls=context, on_socket=watch.arm if watch else None)
+
+    def _tls_context(self, tls: Tls) -> Any:
+        """One SSL context per TLS setting, made on first use (loading CAs costs)."""
+        from agent.net import direct
+
+        with self._lock:
+            if tls not in self._contexts:
+                self._contexts[tls] = direct.tls_context(system_cas() if tls.verify is True else tls.verify,
+                                                         tls.cert)
+            return self._contexts[tls]
+
     def _proxies(self, url: str) -> dict[str, str]:
         if self.proxy:
             return {"http": self.proxy, "https": self.proxy}
@@ -158,9 +200,114 @@ class HttpLink:
         return get_environ_proxies(url)
 
 
+class RequestsAnswer:
+    """A streamed requests response, as direct.DirectAnswer reads: ``read1``, ``readinto1``,
+    ``interrupt``, ``close``; its failures as OSErrors (TlsError for TLS)."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.status_code, self.reason = response.status_code, response.reason
+        self.headers, self.url = response.headers, response.url
+
+    @classmethod
+    def of(cls, send: Any) -> "RequestsAnswer":
+        import requests
+
+        from agent.net.direct import TlsError, TransferError
+        try:
+            return cls(send())
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(f"TLS: {exc}", code="tls") from None
+        except requests.RequestException as exc:
+            raise TransferError(_reason(exc), code="transfer") from None
+
+    def read1(self, size: int) -> bytes:
+        import requests
+        import urllib3
+
+        from agent.net.direct import TransferError
+        try:
+            return self.response.raw.read1(size, decode_content=False)
+        # AttributeError: http.client's read1 trips over its own closed file object when an
+        # interrupt shuts the socket down under it.
+        except (requests.RequestException, urllib3.exceptions.HTTPError, AttributeError) as exc:
+            raise TransferError(_reason(exc), code="transfer") from None
+
+    def readinto1(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read1(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def interrupt(self) -> None:
+        """End a blocked read from another thread: shut the socket down (closing the response
+        under a reader makes http.client fail in odd ways); the reader then sees the end."""
+        sock = _socket_of(self.response)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                self.response.close()
+        except OSError:
+            pass  # already closed: nothing left to interrupt
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> "RequestsAnswer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+StreamAnswer = Any     # direct.DirectAnswer or RequestsAnswer: status_code, reason, headers, url, read1,
+                       # readinto1, interrupt, close
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under a streamed response: once the head is read, urllib3's connection no
+    longer holds it; http.client's response file does (fp -> buffered reader -> SocketIO)."""
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if sock is None:
+        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _environment_proxy(url: str) -> bool:
+    """Whether a proxy variable is set for the URL's scheme (requests then decides, no_proxy too)."""
+    scheme = url.split(":", 1)[0].lower()
+    return any(os.environ.get(name) for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy",
+                                                  "ALL_PROXY"))
+
+
+def _urllib3_agrees(url: str) -> None:
+    """Two URL parsers that disagree are how a link says one host to a check and another to the
+    connection: urllib3 must see the scheme, host and port LinkPolicy saw (urllib.parse's)."""
+    from urllib.parse import urlsplit
+
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+    try:
+        parts, sent = urlsplit(url), parse_url(url)
+        seen = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+    except (ValueError, LocationParseError):
+        raise LinkError(f"{redact(url)[:200]!r} is not a URL", code="unsupported-link") from None
+    if ((sent.scheme or "").lower(), (sent.host or "").lower().strip("[]"), sent.port) != seen:
+        raise LinkError(f"{redact(url)[:200]!r}: its host is ambiguous", code="unsupported-link")
+
+
 def system_cas() -> str | bool:
     """The system's CA certificates where OpenSSL finds them (its default file or directory, or
     ``SSL_CERT_FILE``/``SSL_CERT_DIR``), as MQTT uses them; not the copy requests carries."""
+    import ssl
+
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.capath):
         if candidate and os.path.exists(candidate):

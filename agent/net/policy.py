@@ -55,18 +55,17 @@ def origin_of(url: str) -> Origin:
     Two URL parsers that disagree are how a link says one host to a check and
     another to the connection (``http://evil\\@server/``): so only printable
     ASCII without a backslash is taken (an international host name must come
-    as punycode), and Python's parser and urllib3's must agree on the scheme,
-    host and port. Anything else is a LinkError (``unsupported-link``)."""
+    as punycode), urllib.parse's reading is the one connected to (a request
+    sent through urllib3 must read the same: agent/net/http.py checks), and
+    anything else is a LinkError (``unsupported-link``)."""
     shown = redact(url)[:200]
     if _UNSAFE.search(url):
         raise LinkError(f"{shown!r}: a link is printable ASCII without spaces or backslashes",
                         code="unsupported-link")
-    from urllib3.exceptions import LocationParseError
-    from urllib3.util import parse_url
     try:
-        parts, sent = urlsplit(url), parse_url(url)
+        parts = urlsplit(url)
         port = parts.port
-    except (ValueError, LocationParseError):
+    except ValueError:
         raise LinkError(f"{shown!r} is not a URL", code="unsupported-link") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
@@ -74,8 +73,6 @@ def origin_of(url: str) -> Origin:
     host = (parts.hostname or "").lower()
     if not host:
         raise LinkError(f"{shown!r} names no host", code="unsupported-link")
-    if ((sent.scheme or "").lower(), (sent.host or "").lower().strip("[]"), sent.port) != (scheme, host, port):
-        raise LinkError(f"{shown!r}: its host is ambiguous", code="unsupported-link")
     return Origin(scheme, host, port or DEFAULT_PORTS[scheme])
 
 

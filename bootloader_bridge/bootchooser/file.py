@@ -22,12 +22,11 @@ whose two slots hold the same, good image.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from agent.errors import BootEnvCorruptError, BootloaderError, ConfigError
-
+from agent.files import write_atomic as write_atomically   # a module name of its own: tests cut power inside it
 from bootloader_bridge.bootchooser.base import DEFAULT_ATTEMPTS, SLOTS, check_slot, order_with_first
 from bootloader_bridge.options import Option
 
@@ -106,26 +105,6 @@ def _first_bootable(state: dict[str, Any]) -> str | None:
 def kernel_cmdline(slot: str) -> str:
     """The command line a real bootloader would pass for ``slot``."""
     return f"root=PARTLABEL=rootfs_{slot} ro rootwait fwagent.slot={slot}\n"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that a power cut leaves the old or the new content, never a mix."""
-    import tempfile
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _check(state: Any, path: Path) -> None:
