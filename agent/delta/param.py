@@ -57,3 +57,16 @@ def _decode(value: Any, what: str) -> Artifact:
             or not isinstance(value[2], int) or isinstance(value[2], bool) or value[2] <= 0):
         raise DeltaError(f"the delta {what} is not [uri, SHA-256, size]", code="delta-param")
     return Artifact(value[0], value[1], value[2])
+
+
+def delta_references(envelope: bytes) -> dict[tuple[bytes, ...], DeltaRef]:
+    """The delta files an (unverified) envelope names, by component: for bundle show."""
+    from agent.manifest.dryrun import DryRunExecutor
+    from agent.manifest.processor import DeviceIdentity, Processor
+    from agent.manifest.verify import inspect_envelope
+
+    processor = Processor(inspect_envelope(envelope), DeviceIdentity(), DryRunExecutor(), allow_severed=True)
+    processor.check_shared()
+    processor.run("update")
+    return {component.id: decode(params[P_DELTA])
+            for component, params in zip(processor.components, processor.parameters) if P_DELTA in params}
