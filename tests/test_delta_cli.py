@@ -85,3 +85,16 @@ def test_delta_options_are_checked(tmp_path: Path, extra: dict, message: str) ->
     component = {"id": ["rootfs"], "file": "i.img", "uri": "#i.img", **extra}
     with pytest.raises(ConfigError, match=message):
         parse_spec({"sequence": 1, "vendor_domain": "e.com", "class_name": "c", "component": [component]}, tmp_path)
+
+
+def test_the_final_feedback_says_what_the_delta_fetched() -> None:
+    from agent.ddi.outbox import outcome_feedback
+    stats = {"mode": "delta", "full": 4000, "fetched": 1000, "requests": 3, "frames": 10, "kept": 1, "copied": 6,
+             "downloaded": 3, "reason": ""}
+    full = {**stats, "mode": "full", "fetched": 0, "reason": "https://h/i.frames: the server does not honour Range"}
+    _, body = outcome_feedback({"id": "1", "result": "success", "state": "committed",
+                                "delta": {"rootfs.B": stats, "boot.B": full}})
+    assert body["status"]["details"][1:] == [
+        "rootfs.B: delta: fetched 1000 of 4000 bytes (25.0%) in 3 requests; frames: 6 copied from the booted "
+        "slot, 1 already in place, 3 downloaded",
+        "boot.B: full image (4000 bytes): https://h/i.frames: the server does not honour Range"]

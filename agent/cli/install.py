@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.output import EXIT_FAILED, EXIT_OK, emit_json
+from agent.delta.report import summary
 from agent.config import Config, config_path, load_config
 from agent.errors import UsageError
 
@@ -74,17 +75,8 @@ def _report(outcome: Outcome | None, as_json: bool) -> int:
         print(f"update {outcome.id[:8]}: {outcome.state}: {outcome.code}: {outcome.reason}")
     if not as_json:
         for label, stats in (outcome.delta or {}).items():
-            print(f"{label}: {delta_summary(stats)}")
+            print(f"{label}: {summary(stats)}")
     return EXIT_FAILED if outcome.result == "failure" else EXIT_OK
-
-
-def delta_summary(stats: dict) -> str:
-    """One line: what an install by delta fetched against the full image, or why it was full."""
-    if stats["mode"] != "delta":
-        return f"full image ({stats['full']} bytes): {stats['reason']}"
-    return (f"delta: fetched {stats['fetched']} of {stats['full']} bytes ({stats['fetched'] / stats['full']:.1%}) "
-            f"in {stats['requests']} requests; frames: {stats['copied']} copied from the booted slot, "
-            f"{stats['kept']} already in place, {stats['downloaded']} downloaded")
 
 
 def install(args: argparse.Namespace) -> int:
