@@ -108,6 +108,8 @@ class _Job:
         self.validator: str | None = None
         self.shown = redact(ref.frames.uri)
         self.predicted = 0
+        self.started = downloader.clock()
+        self.ranged = 0                  # bytes of the frames file received, for the rate limit
 
     def run(self) -> tuple[bytes, int]:
         index = self._index()
@@ -119,6 +121,7 @@ class _Job:
                            f"(more than {FALLBACK_RATIO:.0%})", self.stats.fetched)
         self.stats.kept = len(plan.have)
         sink = SlotSink(self.target, self.size)
+        self.started = self.downloader.clock()
         try:
             self._copy(index, plan, sink.fd)
             for fetch in plan.fetches:
@@ -211,7 +214,7 @@ class _Job:
                 if position > before:
                     attempt = 0
                 wait = next_wait(attempt, self.downloader.policy, self.downloader.rng, server_wait=err.wait,
-                                 elapsed=0.0)
+                                 elapsed=self.downloader.clock() - self.started)
                 if wait is None:
                     raise DownloadError(f"{err.detail} (gave up after {attempt + 1} attempt(s) without "
                                         "progress)", code=err.code) from None
@@ -232,6 +235,7 @@ class _Job:
                 for number in range(position, fetch.stop):
                     data = _read_exact(response.raw, index.lengths[number])
                     self.stats.fetched += len(data)
+                    self._limit_rate(len(data))
                     if number in fetch.wanted:
                         try:
                             plain = decompress_frame(data, index, number)
@@ -263,6 +267,15 @@ class _Job:
         if classify_status(status) != TRANSIENT:
             raise Fallback(f"{self.shown}: HTTP {status}", self.stats.fetched)
         raise DownloadError(f"{self.shown}: HTTP {status}", code=f"download-http-{status}", transient=True)
+
+    def _limit_rate(self, received: int) -> None:
+        """``[download] rate_limit`` holds for the ranges as for a full download."""
+        self.ranged += received
+        limit = self.downloader.config.rate_limit
+        if limit:
+            ahead = self.ranged / limit - (self.downloader.clock() - self.started)
+            if ahead > 0:
+                self._wait(ahead)
 
     def _wait(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
