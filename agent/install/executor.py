@@ -111,13 +111,13 @@ class SlotExecutor:
         self.written[slot.label] = written
 
     def _delta(self, component: Component) -> DeltaRef | None:
-        """The payload's delta files, when the manifest names them and both can be fetched over
-        http(s) (a ``#name`` through the links the server gave)."""
+        """The payload's delta files, when the manifest names them for a slot and both can be
+        fetched over http(s) (a ``#name`` through the links the server gave)."""
         from agent.delta.param import P_DELTA, DeltaRef, decode
 
         params = self.parameters[component.index] if component.index < len(self.parameters) else {}
-        if P_DELTA not in params:
-            return None
+        if P_DELTA not in params or target_of(component.id).kind != "slot":
+            return None         # a Thing's image is small, and there is no old one on the gateway
         ref = decode(params[P_DELTA])
         frames, index = (replace(a, uri=self.links.get(a.uri, a.uri)) for a in (ref.frames, ref.index))
         if not all(a.uri.startswith(("http://", "https://")) for a in (frames, index)):

@@ -66,7 +66,7 @@ class Outcome:
     version: str | None = None
     origin: dict[str, Any] | None = None   # who asked for the update (e.g. a DDI action), for reporting
     things: dict[str, dict[str, Any]] | None = None   # each Thing's result: success, failure, offline or skipped
-    delta: dict[str, dict[str, Any]] | None = None    # slot label -> bytes fetched against the full size ...
+    delta: dict[str, dict[str, Any]] | None = None    # slot label -> what its delta fetched (agent/delta/fetch.py)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -439,7 +439,7 @@ class Installer:
     _stash = _write     # Things only: the same processing; no slot component is written
 
     def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
-                  digest: bytes | None, delta: DeltaRef | None = None) -> tuple[bytes, int]:
+                  digest: bytes | None, delta: DeltaRef | None) -> tuple[bytes, int]:
         """Fetch into the slot, resuming where an earlier process left off (the journal says); by
         delta when the manifest offers it and no full download of this payload was begun."""
         from agent.download.downloader import Resume
