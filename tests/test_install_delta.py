@@ -140,10 +140,12 @@ def test_connections_cut_at_random_frames_are_resumed(tmp_path: Path, capsys: py
         proxy.add(Pass(), *(Cut(rng.randrange(1, 30_000)) for _ in range(3)))
         outcome = _install(gateway, manifest, capsys)
         assert not proxy.pending
+        served = proxy.bytes_served
     _check_installed(gateway, image)
     stats = outcome["delta"]["rootfs.B"]
     assert outcome["result"] == "success" and stats["mode"] == "delta"
     assert stats["fetched"] < len(image) // 10
+    assert served - stats["fetched"] <= 3 * (16384 + 1024)       # a cut costs at most the frame it broke
 
 
 class _Crash(BaseException):
@@ -199,3 +201,22 @@ def _plain_server(root: Path) -> Iterator[str]:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         """No access log on stderr."""
+
+
+def test_named_payloads_go_by_delta_through_the_links_a_server_gave(tmp_path: Path) -> None:
+    require_nginx()
+    gateway, www, image = _setup(tmp_path)
+    (www / "image.img").write_bytes(image)
+    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
+                       "component": [{"id": ["rootfs"], "file": "image.img", "uri": "#image.img", "version": "2.0",
+                                      "delta": True}]}, www)
+    manifest = gateway.root / "update.suit"
+    manifest.write_bytes(add_signature(unsigned_envelope(build_manifest(spec)),
+                                       cose.load_private_key(gateway.root / "release.pem")))
+    with nginx_server(www, tmp_path / "nginx") as server, FaultProxy(server.port) as proxy:
+        links = {f"#{name}": f"{proxy.url}/{name}" for name in ("image.img", "image.img.frames", "image.img.index")}
+        outcome = gateway.installer().install(str(manifest), links=links)
+        paths = {r.path for r in proxy.requests}
+    _check_installed(gateway, image)
+    assert outcome.result == "success" and outcome.delta["rootfs.B"]["mode"] == "delta"
+    assert paths == {"/image.img.index", "/image.img.frames"}

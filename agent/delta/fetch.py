@@ -59,8 +59,11 @@ class DeltaStats:
         return dict(self.__dict__)
 
 
-class Fallback(Exception):
-    """The delta cannot or should not be used; fetch the solid payload."""
+class Fallback(DeltaError):
+    """The delta cannot or should not be used: the solid payload is fetched instead. ``fetched``:
+    the bytes the attempt cost."""
+
+    code = "delta-fallback"
 
     def __init__(self, reason: str, fetched: int) -> None:
         super().__init__(reason)
@@ -109,6 +112,7 @@ class _Job:
         self.shown = redact(ref.frames.uri)
         self.predicted = 0
         self.started = downloader.clock()
+        self.position = 0                # the next frame of the range being fetched
         self.ranged = 0                  # bytes of the frames file received, for the rate limit
 
     def run(self) -> tuple[bytes, int]:
@@ -201,17 +205,17 @@ class _Job:
 
     def _fetch(self, index: Index, fetch: Fetch, out: int) -> None:
         """One range, retried from the first frame not yet written when the connection breaks."""
-        position = fetch.first
+        self.position = fetch.first
         attempt = 0
-        while position < fetch.stop:
+        while self.position < fetch.stop:
             self._check_cancel()
-            before = position
+            before = self.position
             try:
-                position = self._attempt(index, fetch, position, out)
+                self._attempt(index, fetch, out)
             except DownloadError as err:
                 if not err.transient:
                     raise
-                if position > before:
+                if self.position > before:
                     attempt = 0
                 wait = next_wait(attempt, self.downloader.policy, self.downloader.rng, server_wait=err.wait,
                                  elapsed=self.downloader.clock() - self.started)
@@ -221,36 +225,53 @@ class _Job:
                 self._wait(wait)
                 attempt += 1
 
-    def _attempt(self, index: Index, fetch: Fetch, position: int, out: int) -> int:
-        import requests
-        import urllib3
-
-        start, end = index.offsets[position], fetch.end
+    def _attempt(self, index: Index, fetch: Fetch, out: int) -> None:
+        """Frames from ``self.position`` to the end of ``fetch``, each written once it is checked;
+        ``self.position`` follows, so that a broken connection costs no frame already written."""
+        start, end = index.offsets[self.position], fetch.end
         response = ranged_get(self.downloader.link, self.ref.frames.uri, self.downloader.config, start,
                               self.validator, self.shown, end=end)
         self.stats.requests += 1
         with response, CancelWatch(self.cancel, response, lambda: False):
             self._check_status(response, start, end)
-            try:
-                for number in range(position, fetch.stop):
-                    data = _read_exact(response.raw, index.lengths[number])
-                    self.stats.fetched += len(data)
-                    self._limit_rate(len(data))
-                    if number in fetch.wanted:
-                        try:
-                            plain = decompress_frame(data, index, number)
-                        except DeltaError as err:
-                            raise Fallback(f"{self.shown}: {err.detail}", self.stats.fetched) from None
-                        _write_at(out, plain, number * index.frame_size)
-                        self.stats.downloaded += 1
-                    position = number + 1
-                    if self.progress:
-                        self.progress(self.stats.fetched, self.predicted)
-                response.raw.read(1, decode_content=False)   # the end: the connection goes back to the pool
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
-                self._check_cancel()
-                raise DownloadError(f"{self.shown}: {type(exc).__name__} at byte {start}", transient=True) from None
-        return position
+            for number in range(self.position, fetch.stop):
+                data = self._receive(response, index.lengths[number])
+                self._limit_rate(len(data))
+                if number in fetch.wanted:
+                    try:
+                        plain = decompress_frame(data, index, number)
+                    except DeltaError as err:
+                        raise Fallback(f"{self.shown}: {err.detail}", self.stats.fetched) from None
+                    _write_at(out, plain, number * index.frame_size)
+                    self.stats.downloaded += 1
+                self.position = number + 1
+                if self.progress:
+                    self.progress(self.stats.fetched, self.predicted)
+            self._receive(response, 0)      # the answer's end: its connection goes back to the pool
+
+    def _receive(self, response: Any, length: int) -> bytes:
+        """Exactly ``length`` bytes of the answer (0: read its end); a broken or short answer as a
+        transient DownloadError."""
+        import requests
+        import urllib3
+
+        try:
+            data = response.raw.read(length, decode_content=False) if length else b""
+            while len(data) < length:
+                more = response.raw.read(length - len(data), decode_content=False)
+                if not more:
+                    raise OSError("the answer ended early")
+                data += more
+            if not length:
+                response.raw.read(1, decode_content=False)
+        # AttributeError: http.client's read trips over its own closed file object when a cancel
+        # shuts the socket down under it (as in the downloader).
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError) as exc:
+            self._check_cancel()
+            raise DownloadError(f"{self.shown}: {type(exc).__name__} at frame {self.position}",
+                                transient=True) from None
+        self.stats.fetched += len(data)
+        return data
 
     def _check_status(self, response: Any, start: int, end: int) -> None:
         status = response.status_code
@@ -284,16 +305,6 @@ class _Job:
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
             raise DownloadCancelled(f"{self.shown}: cancelled", code="download-cancelled")
-
-
-def _read_exact(raw: Any, length: int) -> bytes:
-    data = raw.read(length, decode_content=False)
-    while len(data) < length:
-        more = raw.read(length - len(data), decode_content=False)
-        if not more:
-            raise OSError("the answer ended early")
-        data += more
-    return data
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:
