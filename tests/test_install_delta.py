@@ -220,3 +220,17 @@ def test_named_payloads_go_by_delta_through_the_links_a_server_gave(tmp_path: Pa
     _check_installed(gateway, image)
     assert outcome.result == "success" and outcome.delta["rootfs.B"]["mode"] == "delta"
     assert paths == {"/image.img.index", "/image.img.frames"}
+
+
+def test_a_frames_file_that_does_not_match_its_index_is_not_used(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    require_nginx()
+    gateway, www, image = _setup(tmp_path)
+    with nginx_server(www, tmp_path / "nginx") as server:
+        manifest = _release(gateway, www, server.url, image)
+        frames = www / "image.img.frames"
+        frames.write_bytes(bytes(reversed(frames.read_bytes())))       # same size, other bytes
+        outcome = _install(gateway, manifest, capsys)
+    _check_installed(gateway, image)
+    stats = outcome["delta"]["rootfs.B"]
+    assert outcome["result"] == "success" and stats["mode"] == "full" and "delta frame" in stats["reason"]
