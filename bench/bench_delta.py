@@ -132,7 +132,7 @@ def _references(old: Path, new: Path, tmp: Path) -> dict[str, int | None]:
     subprocess.run(["zstd", "-q", "-19", "-T2", "-f", str(new), "-o", str(tmp / "new.zst")], check=True)
     out["zstd_19"] = (tmp / "new.zst").stat().st_size
     subprocess.run(["zstd", "-q", "-19", "-T2", "--long=31", f"--patch-from={old}", "-f", str(new),
-                    "-o", str(tmp / "patch.zst")], check=True)
+                    "-o", str(tmp / "patch.zst")], check=True, capture_output=True)
     out["zstd_patch_from"] = (tmp / "patch.zst").stat().st_size
     if shutil.which("xdelta3"):
         subprocess.run(["xdelta3", "-q", "-e", "-9", "-f", "-s", str(old), str(new), str(tmp / "patch.vcdiff")],
