@@ -122,8 +122,9 @@ def decode_index(data: bytes, *, image_size: int, frames_size: int) -> Index:
     if size != image_size or count != frame_count(size, frame_size) or len(raw) != HEADER.size + count * ENTRY.size:
         raise DeltaError(f"delta index: describes {size} bytes in {count} frames, not the manifest's "
                          f"{image_size}-byte image", code="delta-index")
-    entries = [ENTRY.unpack_from(raw, HEADER.size + n * ENTRY.size) for n in range(count)]
-    index = Index(frame_size, size, tuple(e[0] for e in entries), tuple(e[1] for e in entries))
+    starts = range(HEADER.size, len(raw), ENTRY.size)
+    index = Index(frame_size, size, tuple(raw[p:p + 32] for p in starts),
+                  tuple(int.from_bytes(raw[p + 32:p + 36], "big") for p in starts))
     bound = frame_bound(frame_size)
     if any(not 0 < length <= bound for length in index.lengths) or index.frames_size != frames_size:
         raise DeltaError(f"delta index: frame lengths do not add up to the {frames_size}-byte frames file",
