@@ -91,6 +91,7 @@ def test_frames_are_found_at_any_aligned_offset_of_the_old_image() -> None:
     old = new[3 * FRAME:] + _blob(BLOCK, 4) + new[FRAME:2 * FRAME] + _blob(2 * BLOCK, 5)
     found = matches(index, block_hashes(old))
     assert found == {3: 0, 1: FRAME + BLOCK}
+    assert matches(index, block_hashes(old), frozenset({3})) == {1: FRAME + BLOCK}     # 3 is in place already
     shifted_by_a_byte = b"x" + new
     assert matches(index, block_hashes(shifted_by_a_byte)) == {}
 

@@ -155,7 +155,7 @@ class _Job:
 
     def _plan(self, index: Index) -> Plan:
         have = present(index, self._target_ids(index))
-        copies = matches(index, self._block_hashes(self.old, slot_size(self.old.device)))
+        copies = matches(index, self._block_hashes(self.old, slot_size(self.old.device)), have)
         return make_plan(index, have, copies)
 
     def _target_ids(self, index: Index) -> Iterator[bytes | None]:

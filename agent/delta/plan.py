@@ -45,15 +45,18 @@ class Plan:
         return sum(f.end - f.start for f in self.fetches)
 
 
-def matches(index: Index, old_block_hashes: Iterable[bytes]) -> dict[int, int]:
+def matches(index: Index, old_block_hashes: Iterable[bytes], have: frozenset[int] = frozenset()) -> dict[int, int]:
     """Frame -> offset in the old image where all its blocks are, for every full-size frame of
-    ``index`` found at a 4 KiB-aligned offset (the first such offset)."""
+    ``index`` not in ``have`` found at a 4 KiB-aligned offset (the first such offset). Stops
+    reading the hashes once every frame is found."""
     per_frame = index.frame_size // BLOCK
     wanted: dict[bytes, list[int]] = {}
     for number, ident in enumerate(index.ids):
-        if index.plain_length(number) == index.frame_size:
+        if index.plain_length(number) == index.frame_size and number not in have:
             wanted.setdefault(ident, []).append(number)
     found: dict[int, int] = {}
+    if not wanted:
+        return found
     window: deque[bytes] = deque(maxlen=per_frame)
     for block, digest in enumerate(old_block_hashes):
         window.append(digest)
