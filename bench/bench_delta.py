@@ -1,4 +1,4 @@
-"""`fwagent install` by delta on a pair of ext4 images, beside the full download and zstd/xdelta3 patches.
+"""`fwagent install` by delta on a pair of ext4 images, beside zchunk, casync and xdelta3.
 
 Not a timed test. A pair is two ext4 images (4 KiB blocks, ``mke2fs -d``) of two
 directory trees: ``--old-tree`` and ``--new-tree``, or the trees of two sets of
@@ -9,16 +9,20 @@ in the repository. With no trees given, the pair is this project's virtual
 environment (old) and the same with two packages removed and 40 files changed
 (new): a small but real file-system change.
 
-For the pair, on a file-backed gateway whose slot A holds the old image and
-slot B zeros, through nginx on loopback with the client's ``[download]
-rate_limit`` (``--rate``, bytes/s, default 2,000,000), ``--no-reboot``:
+Every download goes through nginx on loopback and a proxy that relays each
+answer at ``--rate`` bytes/s (default 2,000,000) and counts requests and body
+bytes. For the pair:
 
-* fwagent by delta: bytes fetched, requests, device CPU (user + system), peak
-  RSS (VmHWM), wall time;
-* fwagent fetching the solid image (the manifest without delta);
-* reference sizes: the new image, its frames file and index, zstd -19 of the
-  whole image, ``zstd --patch-from`` and (when installed) ``xdelta3`` patches.
-  zchunk and casync are not measured by this script.
+* fwagent by delta and fetching the solid image: a file-backed gateway whose
+  slot A holds the old image and slot B zeros, ``--no-reboot``;
+* zchunk (``zck`` on both images, ``zckdl -s OLD.zck URL``, ``unzck``) and
+  casync (``casync make`` into a store, ``casync extract --seed=OLD``), when
+  installed;
+* sizes: zstd -19 of the new image, ``zstd --patch-from`` and ``xdelta3 -9``
+  patches (a patch per pair of releases, no HTTP: sizes only).
+
+For each download: bytes, requests, the device's CPU (user + system of every
+process) and peak RSS (of the largest process), wall time.
 
 Run: uv run python bench/bench_delta.py [--old-tree D --new-tree D | --old-debs D --new-debs D]
 """
@@ -40,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_install import WITH_RSS, byte_compile  # noqa: E402
-from httpfaults import nginx_server, require_nginx  # noqa: E402
+from measure import Run  # noqa: E402
+from httpfaults import Drip, FaultProxy, nginx_server, require_nginx  # noqa: E402
 from install_bench import make_gateway  # noqa: E402
 from measure import measure  # noqa: E402
 
@@ -65,9 +70,14 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     old, new = _pair(args)
     with tempfile.TemporaryDirectory(prefix="bench-delta-") as tmp:
-        results = {"image": new.stat().st_size, **_references(old, new, Path(tmp))}
+        results: dict[str, object] = {"image": new.stat().st_size, **_references(old, new, Path(tmp))}
         for delta in (True, False):
-            results["delta" if delta else "full"] = _install(old, new, Path(tmp) / str(delta), delta, args.rate)
+            results["fwagent_delta" if delta else "fwagent_full"] = _install(old, new, Path(tmp) / str(delta),
+                                                                             delta, args.rate)
+        if shutil.which("zck") and shutil.which("zckdl"):
+            results["zchunk"] = _zchunk(old, new, Path(tmp) / "zck", args.rate)
+        if shutil.which("casync"):
+            results["casync"] = _casync(old, new, Path(tmp) / "casync", args.rate)
     print(json.dumps(results, indent=2))
 
 
@@ -135,26 +145,22 @@ def _references(old: Path, new: Path, tmp: Path) -> dict[str, int | None]:
                     "-o", str(tmp / "patch.zst")], check=True, capture_output=True)
     out["zstd_patch_from"] = (tmp / "patch.zst").stat().st_size
     if shutil.which("xdelta3"):
-        subprocess.run(["xdelta3", "-q", "-e", "-9", "-f", "-s", str(old), str(new), str(tmp / "patch.vcdiff")],
-                       check=True)
+        subprocess.run(["xdelta3", "-q", "-e", "-9", "-f", "-B", str(1 << 30), "-s", str(old), str(new),
+                        str(tmp / "patch.vcdiff")], check=True)
         out["xdelta3"] = (tmp / "patch.vcdiff").stat().st_size
-    else:
-        out["xdelta3"] = None
     return out
 
 
 def _install(old: Path, new: Path, work: Path, delta: bool, rate: int) -> dict[str, object]:
     gateway = make_gateway(work / "gw")
-    config = gateway.config_path.read_text()
-    gateway.config_path.write_text(config.replace("[trust]", f"[download]\nrate_limit = {rate}\n\n[trust]"))
     shutil.copyfile(old, gateway.root / "rootfs-a.img")
     with open(gateway.root / "rootfs-b.img", "wb") as slot:
         slot.truncate(old.stat().st_size)
     www = work / "www"
     www.mkdir()
     shutil.copyfile(new, www / "image.img")
-    with nginx_server(www, work / "nginx") as server:
-        component = {"id": ["rootfs"], "file": "image.img", "uri": f"{server.url}/image.img", "version": "2",
+    with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
+        component = {"id": ["rootfs"], "file": "image.img", "uri": f"{proxy.url}/image.img", "version": "2",
                      **({"delta": True} if delta else {})}
         spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
                            "component": [component]}, www)
@@ -163,18 +169,63 @@ def _install(old: Path, new: Path, work: Path, delta: bool, rate: int) -> dict[s
         subprocess.run(["sync"], check=True)
         run = measure([sys.executable, "-c", WITH_RSS, "install", str(gateway.root / "u.suit"), "--no-reboot",
                        "--json", "--config", str(gateway.config_path)], cwd=ROOT)
+        served = (proxy.bytes_served, len(proxy.requests))
     outcome = next(json.loads(line) for line in run.stdout.splitlines() if '"outcome"' in line)
     assert (gateway.root / "rootfs-b.img").read_bytes()[:new.stat().st_size] == new.read_bytes()
-    result: dict[str, object] = {"wall_s": round(run.wall, 2), "cpu_s": round(run.cpu, 2),
-                                 "peak_rss_mib": round(int(run.stderr.strip().splitlines()[-1]) / 1024, 1)}
+    result = _figures(run, served, int(run.stderr.strip().splitlines()[-1]))
     if delta:
         stats = outcome["delta"]["rootfs.B"]
-        result.update(fetched=stats["fetched"], requests=stats["requests"], mode=stats["mode"],
-                      frames_file=(www / "image.img.frames").stat().st_size,
+        result.update(mode=stats["mode"], frames_file=(www / "image.img.frames").stat().st_size,
                       index=(www / "image.img.index").stat().st_size)
-    else:
-        result.update(fetched=new.stat().st_size, requests=1)
     return result
+
+
+def _zchunk(old: Path, new: Path, work: Path, rate: int) -> dict[str, object]:
+    """The release makes NEW.zck; the device has OLD.zck (zck of its image) and fetches by range."""
+    www = work / "www"
+    www.mkdir(parents=True)
+    for image, out in ((old, work / "old.img.zck"), (new, www / "new.img.zck")):
+        subprocess.run(["zck", "-o", str(out), str(image)], check=True, capture_output=True)
+    with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
+        runs = [_timed(["zckdl", "-q", "-s", str(work / "old.img.zck"), f"{proxy.url}/new.img.zck"], cwd=work),
+                _timed(["unzck", "-o", str(work / "got.img"), str(work / "new.img.zck")])]
+        served = (proxy.bytes_served, len(proxy.requests))
+    assert (work / "got.img").read_bytes() == new.read_bytes()
+    return _combined(runs, served)
+
+
+def _casync(old: Path, new: Path, work: Path, rate: int) -> dict[str, object]:
+    www = work / "www"
+    (www / "store").mkdir(parents=True)
+    subprocess.run(["casync", "make", f"--store={www / 'store'}", str(www / "new.caibx"), str(new)],
+                   check=True, capture_output=True)
+    with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
+        runs = [_timed(["casync", "extract", f"--store={proxy.url}/store", f"--seed={old}",
+                        f"{proxy.url}/new.caibx", str(work / "got.img")])]
+        served = (proxy.bytes_served, len(proxy.requests))
+    assert (work / "got.img").read_bytes() == new.read_bytes()
+    return _combined(runs, served)
+
+
+def _timed(command: list[str], cwd: Path | None = None) -> tuple[Run, int]:
+    """A run and its peak RSS in KiB (GNU time's %M)."""
+    run = measure(["/usr/bin/time", "-f", "%M", *command], cwd=cwd)
+    return run, int(run.stderr.strip().splitlines()[-1])
+
+
+def _combined(runs: list[tuple[Run, int]], served: tuple[int, int]) -> dict[str, object]:
+    total = Run(sum(r.wall for r, _ in runs), sum(r.cpu for r, _ in runs), "", "")
+    return _figures(total, served, max(rss for _, rss in runs))
+
+
+def _figures(run: Run, served: tuple[int, int], rss_kib: int) -> dict[str, object]:
+    return {"fetched": served[0], "requests": served[1], "wall_s": round(run.wall, 2), "cpu_s": round(run.cpu, 2),
+            "peak_rss_mib": round(rss_kib / 1024, 1)}
+
+
+def _throttled(port: int, rate: int) -> FaultProxy:
+    """A proxy that relays every answer at ``rate`` bytes/s (one connection per request)."""
+    return FaultProxy(port, [Drip(rate)] * 100_000)
 
 
 if __name__ == "__main__":
