@@ -188,9 +188,9 @@ def _zchunk(old: Path, new: Path, work: Path, rate: int) -> dict[str, object]:
         subprocess.run(["zck", "-o", str(out), str(image)], check=True, capture_output=True)
     with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
         runs = [_timed(["zckdl", "-q", "-s", str(work / "old.img.zck"), f"{proxy.url}/new.img.zck"], cwd=work),
-                _timed(["unzck", "-o", str(work / "got.img"), str(work / "new.img.zck")])]
+                _timed(["unzck", "new.img.zck"], cwd=work)]          # writes new.img
         served = (proxy.bytes_served, len(proxy.requests))
-    assert (work / "got.img").read_bytes() == new.read_bytes()
+    assert (work / "new.img").read_bytes() == new.read_bytes()
     return _combined(runs, served)
 
 
