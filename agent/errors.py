@@ -115,6 +115,16 @@ class BundleError(FwagentError, ValueError):
     code = "bundle"
 
 
+# --- delta updates (agent/delta/) -----------------------------------------
+
+
+class DeltaError(FwagentError, ValueError):
+    """A delta index or frame is malformed or does not match what the signed manifest says;
+    the device then installs the solid payload."""
+
+    code = "delta"
+
+
 # --- bootloaders (bootloader_bridge/) --------------------------------------
 
 

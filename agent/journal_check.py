@@ -76,6 +76,7 @@ def update_problem(update: Any) -> str | None:
         ("things_only", _bool, "true or false"), ("downloads", _downloads, "a table of download positions"),
         ("stream", _stream, "a bundle stream's position: validator and written bytes per slot"),
         ("things", lambda v: isinstance(v, dict), "a table"),
+        ("delta", _table_or_none, "a table or null"),
     ]
     found = _check(update, "update", required, optional)
     if found:
@@ -116,7 +117,7 @@ def outcome_problem(outcome: Any, where: str) -> str | None:
                     ("state", _name, "a non-empty string")],
                    [("reason", _str, "a string"), ("code", _str, "a string"),
                     ("version", _str_or_none, "a string or null"), ("origin", _table_or_none, "a table or null"),
-                    ("things", _table_or_none, "a table or null")])
+                    ("things", _table_or_none, "a table or null"), ("delta", _table_or_none, "a table or null")])
     if found:
         return found
     for name, thing in (outcome.get("things") or {}).items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,51 @@ def test_a_server_certificate_not_trusted_is_a_tls_error(tmp_path: Path) -> None
             assert answer.status_code == 200 and answer.read1(10) == b"ok"
     finally:
         listener.close()
+
+
+def serving(requests_per_connection: int, connections: list[int], head: bytes = b"") -> Any:
+    """Answers up to ``requests_per_connection`` GETs on each connection with "ok", then closes it."""
+    def answer(connection: socket.socket) -> None:
+        connections.append(0)
+        with connection:
+            for _ in range(requests_per_connection):
+                if not connection.recv(65536):
+                    return
+                connections[-1] += 1
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + head + b"\r\nok")
+    return answer
+
+
+def read_all(link: HttpLink, url: str) -> bytes:
+    with link.get(url, timeout=(2, 2), deadline=5) as answer:
+        return answer.read1(10) + answer.read1(10)
+
+
+def test_a_connection_read_to_its_end_carries_the_next_get(raw_server: Any) -> None:
+    connections: list[int] = []
+    url = raw_server(serving(10, connections))
+    link = HttpLink()
+    assert [read_all(link, url) for _ in range(4)] == [b"ok"] * 4
+    assert connections == [4]
+
+
+def test_a_kept_connection_the_server_closed_is_replaced(raw_server: Any) -> None:
+    """The server ends each connection after one answer without saying so: the next GET sees it
+    closed and opens another; one that says ``Connection: close`` is never kept."""
+    for head in (b"", b"Connection: close\r\n"):
+        connections: list[int] = []
+        url = raw_server(serving(1, connections, head))
+        link = HttpLink()
+        for _ in range(3):
+            assert read_all(link, url) == b"ok"
+            time.sleep(0.1)             # the server's close reaches this side
+        assert connections == [1, 1, 1]
+
+
+def test_an_answer_not_read_to_its_end_is_not_kept(raw_server: Any) -> None:
+    connections: list[int] = []
+    url = raw_server(serving(10, connections))
+    link = HttpLink()
+    with link.get(url, timeout=(2, 2), deadline=5) as answer:
+        assert answer.read1(1) == b"o"
+    assert read_all(link, url) == b"ok" and connections == [1, 1]

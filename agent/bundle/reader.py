@@ -334,12 +334,14 @@ def verify_bundle(path: Path, trust: Trust, *, device: DeviceIdentity = DeviceId
 
 def bundle_info(path: Path) -> dict[str, Any]:
     """What a bundle holds, for display. Nothing in it is verified: its signature is not checked."""
+    from agent.delta.param import delta_references
     with _open(path) as f:
         reader = BundleReader(f)
         reader._skim()
     text = reader.sw_description.decode("utf-8", "replace")
     manifest = inspect_envelope(reader.manifest)
     names = {m.name for m in reader.members[2:]}
+    deltas = delta_references(reader.manifest)
     return {
         "format": reader.format,
         "members": [{"name": m.name, "size": m.size, "offset": m.offset, "data_offset": m.data_offset}
@@ -350,7 +352,8 @@ def bundle_info(path: Path) -> dict[str, Any]:
         "manifest_sequence": manifest.sequence,
         "payloads": [{"component": component_label(ref.component), "uri": ref.uri,
                       "digest": ref.digest.hex() if ref.digest else None, "size": ref.size,
-                      "carried": ref.integrated_name in names}
+                      "carried": ref.integrated_name in names,
+                      "delta": deltas[ref.component].as_dict() if ref.component in deltas else None}
                      for ref in payload_references(reader.manifest)],
     }
 

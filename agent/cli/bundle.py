@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.bundle.reader import bundle_info, verify_bundle
 from agent.bundle.writer import bundle_version, create_bundle
+from agent.delta.param import delta_references
 from agent.cli.output import EXIT_OK, emit_json
 from agent.errors import UsageError
 from agent.files import read_input
@@ -26,6 +27,8 @@ def create(args: argparse.Namespace) -> int:
     print(f"{args.out}: {info.size} bytes, {len(info.members)} members ({info.format} cpio), version {version}")
     for ref in info.remote:
         print(f"not carried, fetched by the device: {ref.uri}")
+    for delta in delta_references(manifest).values():
+        print(f"not carried, fetched by a device that installs by delta: {delta.frames.uri}, {delta.index.uri}")
     return EXIT_OK
 
 
@@ -42,6 +45,8 @@ def show(args: argparse.Namespace) -> int:
     for payload in info["payloads"]:
         where = "carried" if payload["carried"] else "not carried"
         print(f"  {payload['component']} <- {payload['uri']} ({payload['size']} bytes, {where})")
+        if payload["delta"]:
+            print("    " + delta_line(payload["delta"], payload["size"]))
     return EXIT_OK
 
 
@@ -58,6 +63,13 @@ def verify(args: argparse.Namespace) -> int:
         print(f"payload {member.name}: {member.size} bytes, SHA-256 matches the manifest")
     print("accepted")
     return EXIT_OK
+
+
+def delta_line(delta: dict, size: int | None) -> str:
+    frames, index = delta["frames"], delta["index"]
+    share = f" ({frames['size'] / size:.0%} and {index['size'] / size:.2%} of the image)" if size else ""
+    return (f"delta: frames {frames['uri']} ({frames['size']} bytes), index {index['uri']} "
+            f"({index['size']} bytes){share}; not carried, fetched by the device")
 
 
 def _payload(text: str) -> tuple[str, Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.output import EXIT_FAILED, EXIT_OK, emit_json
+from agent.delta.report import summary
 from agent.config import Config, config_path, load_config
 from agent.errors import UsageError
 
@@ -72,6 +73,9 @@ def _report(outcome: Outcome | None, as_json: bool) -> int:
         print(f"update {outcome.id[:8]}: {done}" + (f", version {outcome.version}" if outcome.version else ""))
     else:
         print(f"update {outcome.id[:8]}: {outcome.state}: {outcome.code}: {outcome.reason}")
+    if not as_json:
+        for label, stats in (outcome.delta or {}).items():
+            print(f"{label}: {summary(stats)}")
     return EXIT_FAILED if outcome.result == "failure" else EXIT_OK
 
 

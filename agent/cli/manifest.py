@@ -37,6 +37,10 @@ def create(args: argparse.Namespace) -> int:
     write_output(args.out, envelope)
     print(f"{args.out}: unsigned manifest, sequence {spec.sequence}, {len(spec.components)} component(s), "
           f"{len(envelope)} bytes")
+    for component in spec.components:
+        if component.delta_frame_size is not None:
+            print(f"{component.file}.frames, {component.file}.index: the image's delta frames and index; "
+                  f"serve them beside {component.uri}")
     for component in unversioned_slot_components(inspect_envelope(envelope)):
         print(f"warning: component {component} goes to a slot and has no version: after the update the device "
               "reports none, and a bundle of it cannot be labelled with the device's version", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.ddi.client import DdiClient, DdiError
 from agent.ddi.codec import feedback
+from agent.delta.report import summary
 from agent.journal import Journal
 
 GONE = ("ddi-gone", "ddi-http-404")   # the action is closed, or no longer exists: nothing to tell
@@ -40,6 +41,8 @@ def outcome_feedback(outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for name, thing in (outcome.get("things") or {}).items():     # one line per Thing: what became of it
         why = " ".join(thing[key] for key in ("code", "reason") if thing.get(key))
         details.append(f"Thing {name}: {thing['result']}" + (f": {why}" if why else ""))
+    for label, stats in (outcome.get("delta") or {}).items():     # bytes fetched against the full image
+        details.append(f"{label}: {summary(stats)}")
     success = outcome["result"] == "success"
     return "deploymentBase", feedback("closed", "success" if success else "failure", details=details,
                                       code=0 if success else STATUS_CODES.get(outcome["state"], 1))

@@ -421,14 +421,14 @@ class CancelWatch:
 
 
 def ranged_get(link: HttpLink, url: str, config: DownloadConfig, offset: int, validator: str | None,
-               shown: str) -> Any:
-    """The GET of a download from ``offset`` (Range, with If-Range when a validator is known), its
-    answer's head within one stall time after connecting, however slowly it drips in (the body is
-    watched for stalls as it arrives); a failure as a DownloadError, transient where a retry may
-    help."""
+               shown: str, end: int | None = None) -> Any:
+    """The GET of a download from ``offset`` (Range, with If-Range when a validator is known), or
+    of bytes ``offset`` to ``end`` (exclusive) when given, its answer's head within one stall time
+    after connecting, however slowly it drips in (the body is watched for stalls as it arrives); a
+    failure as a DownloadError, transient where a retry may help."""
     headers = {"Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
+    if offset or end is not None:
+        headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
         if validator:
             headers["If-Range"] = validator
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import ProcessingError
@@ -18,6 +18,7 @@ from agent.install.slots import SLOT_INDEX, Slot, SlotWriter, WriteBehind, buffe
 from agent.manifest.targets import target_of
 
 if TYPE_CHECKING:
+    from agent.delta.param import DeltaRef
     from agent.manifest.processor import Component, Digest
 
 Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, total or None)
@@ -69,8 +70,9 @@ class SlotExecutor:
     slots: dict[str, Slot]
     source: PayloadSource
     progress: Progress | None = None
-    # http(s) payloads go straight into the slot through this, resumable (see Installer._download)
-    download: Callable[[str, Slot, int | None, bytes | None], tuple[bytes, int]] | None = None
+    # http(s) payloads go straight into the slot through this, resumable, by delta when the
+    # manifest names delta files for the payload (see Installer._download)
+    download: Callable[[str, Slot, int | None, bytes | None, DeltaRef | None], tuple[bytes, int]] | None = None
     links: dict[str, str] = field(default_factory=dict)   # "#name" -> the URL it is downloaded from
     things: dict[str, Slot] = field(default_factory=dict)  # Thing name -> where its image is kept
     written: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # slot label -> (sha256, size)
@@ -80,6 +82,8 @@ class SlotExecutor:
     resume: dict[str, int] = field(default_factory=dict)
     checkpoint: Callable[[str, int], None] | None = None
     clock: Callable[[], float] = time.monotonic
+    # The processor's parameters of each component (Processor.parameters), for the private ones
+    parameters: list[dict[int, Any]] = field(default_factory=list)
 
     def enter(self, sequence: str) -> None:
         self.sequence = sequence
@@ -97,7 +101,7 @@ class SlotExecutor:
         slot = self.slot_for(component)
         url = self.links.get(uri, uri)
         if self.download is not None and url.startswith(("http://", "https://")):
-            written = self.download(url, slot, size, digest.value if digest else None)
+            written = self.download(url, slot, size, digest.value if digest else None, self._delta(component))
         else:
             written = self._stream(slot, url, size)     # a bundle's member, a file beside, a fetched file
         # Checked here, whether or not the manifest asks for image-match afterwards.
@@ -105,6 +109,20 @@ class SlotExecutor:
             raise ProcessingError(f"{slot.label}: {uri} is not the image the manifest describes "
                                   f"({written[1]} bytes written)", code="image-mismatch")
         self.written[slot.label] = written
+
+    def _delta(self, component: Component) -> DeltaRef | None:
+        """The payload's delta files, when the manifest names them for a slot and both can be
+        fetched over http(s) (a ``#name`` through the links the server gave)."""
+        from agent.delta.param import P_DELTA, DeltaRef, decode
+
+        params = self.parameters[component.index] if component.index < len(self.parameters) else {}
+        if P_DELTA not in params or target_of(component.id).kind != "slot":
+            return None         # a Thing's image is small, and there is no old one on the gateway
+        ref = decode(params[P_DELTA])
+        frames, index = (replace(a, uri=self.links.get(a.uri, a.uri)) for a in (ref.frames, ref.index))
+        if not all(a.uri.startswith(("http://", "https://")) for a in (frames, index)):
+            return None
+        return DeltaRef(frames, index)
 
     def _stream(self, slot: Slot, uri: str, size: int | None) -> tuple[bytes, int]:
         payload = self.source.open(uri, size)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agent.download.downloader import Downloader
     from agent.download.downloader import Progress as DownloadProgress
     from agent.download.downloader import Resume
+    from agent.delta.param import DeltaRef
     from agent.manifest.check import CheckResult
     from agent.manifest.processor import DeviceIdentity
     from agent.manifest.verify import Trust, VerifiedManifest
@@ -65,6 +66,7 @@ class Outcome:
     version: str | None = None
     origin: dict[str, Any] | None = None   # who asked for the update (e.g. a DDI action), for reporting
     things: dict[str, dict[str, Any]] | None = None   # each Thing's result: success, failure, offline or skipped
+    delta: dict[str, dict[str, Any]] | None = None    # slot label -> what its delta fetched (agent/delta/fetch.py)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -405,12 +407,14 @@ class Installer:
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
             payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
             executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
-                                    download=lambda uri, slot, size, digest: self._download(
-                                        update, uri, slot, size, digest), links=update.get("links") or {},
+                                    download=lambda uri, slot, size, digest, delta: self._download(
+                                        update, uri, slot, size, digest, delta), links=update.get("links") or {},
                                     things=things)
             if getattr(source, "streamed", False):
                 self._resume_stream(update, source, executor)
-            Processor(manifest, self.device, executor).run("update")
+            processor = Processor(manifest, self.device, executor)
+            executor.parameters = processor.parameters
+            processor.run("update")
             payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
@@ -435,10 +439,15 @@ class Installer:
     _stash = _write     # Things only: the same processing; no slot component is written
 
     def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
-                  digest: bytes | None) -> tuple[bytes, int]:
-        """Fetch into the slot, resuming where an earlier process left off (the journal says)."""
+                  digest: bytes | None, delta: DeltaRef | None) -> tuple[bytes, int]:
+        """Fetch into the slot, resuming where an earlier process left off (the journal says); by
+        delta when the manifest offers it and no full download of this payload was begun."""
         from agent.download.downloader import Resume
         downloads = update.setdefault("downloads", {})
+        if delta is not None and size is not None and not downloads.get(slot.label):
+            written = self._delta(update, delta, slot, size)
+            if written is not None:
+                return written
 
         def checkpoint(resume: Resume) -> None:
             downloads[slot.label] = resume.as_dict()
@@ -456,6 +465,29 @@ class Installer:
         finally:
             sink.close()
         return result.digest, result.size
+
+    def _delta(self, update: dict[str, Any], delta: DeltaRef, slot: Slot, size: int) -> tuple[bytes, int] | None:
+        """The image by delta from the booted slot of the same class; None when the solid payload
+        must be fetched instead (the reason is kept for the outcome)."""
+        from agent.delta.fetch import DeltaStats, Fallback, install_delta
+
+        old = self._slots(update["previous"])[slot.slot_class]
+
+        def progress(done: int, total: int) -> None:
+            if self.progress:
+                self.progress(slot.label, done, total)
+
+        report = update.setdefault("delta", {})
+        try:
+            written, stats = install_delta(self.downloader, delta, old, slot, size, cancel=self.cancel,
+                                           progress=progress)
+        except Fallback as fallback:
+            stats = DeltaStats("full", size, fetched=fallback.fetched, reason=fallback.reason)
+            self.log(f"{slot.label}: fetching the full image: {fallback.reason}")
+            written = None
+        report[slot.label] = stats.as_dict()
+        self.journal.save(self._record)
+        return written
 
     def _switch(self, update: dict[str, Any]) -> Event:
         # The boot this switch happens in; saved with the next state, before any reboot,
@@ -584,7 +616,7 @@ class Installer:
         things = {name: {k: v for k, v in t.items() if k not in ("size", "digest", "tried")}
                   for name, t in (update.get("things") or {}).items()} or None
         return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
-                       origin=update.get("origin"), things=things,
+                       origin=update.get("origin"), things=things, delta=update.get("delta") or None,
                        code=update.get("code", ""), version=update.get("version"))
 
     # --- helpers ------------------------------------------------------------------------

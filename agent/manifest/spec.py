@@ -34,7 +34,7 @@ REPORT_ALL = 15       # reporting policy: record and sysinfo on success and fail
 REPORT_FAILURE = 2
 _TOP_KEYS = {"sequence", "vendor_id", "vendor_domain", "class_id", "class_name", "description",
              "component"}
-_COMPONENT_KEYS = {"id", "file", "uri", "slot", "version", "text"}
+_COMPONENT_KEYS = {"id", "file", "uri", "slot", "version", "text", "delta", "delta_frame_size"}
 _HASH_CHUNK = 1 << 20
 
 
@@ -46,6 +46,7 @@ class ComponentSpec:
     slot: int | None = None
     version: str | None = None
     text: str | None = None
+    delta_frame_size: int | None = None     # set: the image is also offered as delta frames
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,28 @@ def parse_spec(data: dict[str, Any], base: Path, where: str = "spec") -> Manifes
             raise ConfigError(f"{label}.slot must not be negative")
         components.append(ComponentSpec(id=tuple(ident), file=base / _typed(raw, "file", str, label, required=True),
                                         uri=uri, slot=slot, version=_typed(raw, "version", str, label),
-                                        text=_typed(raw, "text", str, label)))
+                                        text=_typed(raw, "text", str, label),
+                                        delta_frame_size=_delta(raw, label)))
     ids = [c.id for c in components]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: two components have the same id")
     return ManifestSpec(sequence=sequence, vendor_id=vendor, class_id=klass, components=tuple(components),
                         description=_typed(data, "description", str, where))
+
+
+def _delta(raw: dict[str, Any], label: str) -> int | None:
+    from agent.delta.frames import DEFAULT_FRAME_SIZE, check_frame_size
+    from agent.errors import DeltaError
+
+    frame_size = _typed(raw, "delta_frame_size", int, label)
+    if not _typed(raw, "delta", bool, label):
+        if frame_size is not None:
+            raise ConfigError(f"{label}.delta_frame_size is only meaningful with delta = true")
+        return None
+    try:
+        return check_frame_size(DEFAULT_FRAME_SIZE if frame_size is None else frame_size)
+    except DeltaError as err:
+        raise ConfigError(f"{label}.delta_frame_size: {err.detail}") from None
 
 
 def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -160,7 +177,7 @@ def build_manifest(spec: ManifestSpec) -> bytes:
             params[P_COMPONENT_SLOT] = component.slot
             checks += [COND_COMPONENT_SLOT, REPORT_ALL]
         shared += [DIR_SET_COMPONENT_INDEX, index, DIR_OVERRIDE_PARAMETERS, params, *checks]
-        install += [DIR_SET_COMPONENT_INDEX, index, DIR_OVERRIDE_PARAMETERS, {P_URI: component.uri},
+        install += [DIR_SET_COMPONENT_INDEX, index, DIR_OVERRIDE_PARAMETERS, _fetch_parameters(component),
                     DIR_FETCH, REPORT_FAILURE, COND_IMAGE_MATCH, REPORT_ALL]
         validate += [DIR_SET_COMPONENT_INDEX, index, COND_IMAGE_MATCH, REPORT_ALL]
     common = {C_COMPONENTS: components, C_SHARED_SEQUENCE: cbor2.dumps(shared)}
@@ -171,6 +188,20 @@ def build_manifest(spec: ManifestSpec) -> bytes:
     if text:
         manifest[M_TEXT] = cbor2.dumps(text, canonical=True)
     return cbor2.dumps(manifest, canonical=True)
+
+
+def _fetch_parameters(component: ComponentSpec) -> dict[int, Any]:
+    """The uri; with delta, the frames file and index too (written beside the image now)."""
+    if component.delta_frame_size is None:
+        return {P_URI: component.uri}
+    from agent.delta.build import Artifact, write_delta
+    from agent.delta.param import P_DELTA, DeltaRef, delta_uris
+
+    files = write_delta(component.file, component.delta_frame_size)
+    frames_uri, index_uri = delta_uris(component.uri)
+    ref = DeltaRef(Artifact(frames_uri, files.frames_digest, files.frames_size),
+                   Artifact(index_uri, files.index_digest, files.index_size))
+    return {P_URI: component.uri, P_DELTA: ref.encode()}
 
 
 def _text(spec: ManifestSpec) -> dict[str, Any] | None:

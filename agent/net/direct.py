@@ -1,11 +1,12 @@
-"""One HTTP/1.1 GET on a socket of its own, for downloads that are streamed: no requests, no urllib3.
+"""HTTP/1.1 GETs on sockets of their own, for downloads that are streamed: no requests, no urllib3.
 
 A bundle streamed into its slots is the largest thing fwagent reads, and the
 install that reads it should be small: requests and urllib3 cost about 12 MiB
 of a process that otherwise needs under 30. A direct connection (no proxy)
-needs none of what they do: this module sends one GET and reads its answer,
+needs none of what they do: this module sends a GET and reads its answer,
 ``Content-Length``, chunked or close-delimited, and imports ``ssl`` only for
-https. HttpLink (http.py) decides which hop goes here and keeps every rule:
+https. A connection whose answer was read to its framed end may carry the
+next GET to the same origin (a delta's ranges). HttpLink (http.py) decides which hop goes here and keeps every rule:
 the policy admits each hop, credentials and TLS settings per origin,
 redirects, the deadline watch.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,9 +74,11 @@ class DirectAnswer:
     """The answer to one GET, its head read; ``read1`` returns the body as it arrives."""
 
     def __init__(self, sock: socket.socket, url: str, status: int, reason: str, headers: Headers,
-                 rest: bytes) -> None:
+                 rest: bytes, *, keep: Callable[[socket.socket], None] | None = None) -> None:
         self.sock, self.url = sock, url
         self.status_code, self.reason, self.headers = status, reason, headers
+        # Once the body is read to its framed end, the connection may serve the next GET.
+        self._keep = keep if "close" not in headers.get("Connection", "").lower() else None
         self._buffer = rest                 # bytes received after the head, not yet handed out
         self._chunk_begun = False
         self._chunked = headers.get("Transfer-Encoding", "").strip().lower() == "chunked"
@@ -89,6 +92,8 @@ class DirectAnswer:
                 raise TransferError(f"{url}: Content-Length {length[:40]!r} is not a number", code="transfer")
             self._left = int(length)
             self._ended = self._ended or self._left == 0
+        elif not self._ended:
+            self._keep = None               # close-delimited: the connection ends with the body
 
     def read1(self, size: int) -> bytes:
         """Up to ``size`` bytes of the body, at most one receive's worth; b"" at its end. A body cut
@@ -122,13 +127,20 @@ class DirectAnswer:
 
     def interrupt(self) -> None:
         """From another thread: a read blocked on the socket returns (at its end)."""
+        self._keep = None
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """The connection goes back to ``keep`` when the body was read to its end and nothing
+        more came; otherwise it is closed."""
+        keep, self._keep = self._keep, None
+        if keep is not None and self._ended and not self._buffer:
+            keep(self.sock)
+        else:
+            with contextlib.suppress(OSError):
+                self.sock.close()
         self._ended = True
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
     def __enter__(self) -> "DirectAnswer":
         return self
@@ -175,18 +187,43 @@ class DirectAnswer:
 
 
 def get(url: str, headers: Mapping[str, str], *, timeout: tuple[float, float], tls: Any = None,
-        on_socket: Any = None) -> DirectAnswer:
-    """GET ``url`` (http, or https with ``tls``: an ssl.SSLContext) on a connection of its own.
+        on_socket: Callable[[socket.socket], None] | None = None, idle: socket.socket | None = None,
+        keep: Callable[[socket.socket], None] | None = None) -> DirectAnswer:
+    """GET ``url`` (http, or https with ``tls``: an ssl.SSLContext), on ``idle`` (a kept
+    connection to the same origin, with the same TLS) when it is still open, else on a new one.
     ``timeout``: (connect, read) seconds; ``on_socket(sock)`` as soon as it is connected (the
-    deadline watch takes it there)."""
+    deadline watch takes it there); ``keep(sock)`` takes the connection back once the answer
+    is read to its end."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {_authority(host, parts.port)}", "Connection: close"]
+    lines = [f"GET {target} HTTP/1.1", f"Host: {_authority(host, parts.port)}"]
     for name, value in headers.items():
         if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
+            if idle is not None:
+                idle.close()
             raise TransferError(f"{url}: header {name[:40]!r} would not be one line", code="transfer")
         lines.append(f"{name}: {value}")
+    sock = idle if idle is not None and _still_open(idle) else _connect(host, port, timeout, tls, on_socket)
+    try:
+        sock.settimeout(timeout[1])
+        if on_socket is not None and sock is idle:
+            on_socket(sock)
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        rest = b""
+        for _ in range(MAX_HEADERS):
+            status, reason, fields, rest = _read_head(sock, url, rest)
+            if not 100 <= status < 200 or status == 101:
+                return DirectAnswer(sock, url, status, reason, Headers(fields), rest, keep=keep)
+            # an interim answer (100 Continue): the real one follows
+        raise TransferError(f"{url}: more than {MAX_HEADERS} interim answers", code="transfer")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect(host: str, port: int, timeout: tuple[float, float], tls: Any,
+             on_socket: Callable[[socket.socket], None] | None) -> socket.socket:
     sock = socket.create_connection((host.encode("ascii"), port), timeout=timeout[0])   # no idna codec: ASCII
     try:
         sock.settimeout(timeout[1])
@@ -201,17 +238,26 @@ def get(url: str, headers: Mapping[str, str], *, timeout: tuple[float, float], t
                 raise TlsError(f"TLS: {exc}", code="tls") from None
             if on_socket is not None:
                 on_socket(sock)
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
-        rest = b""
-        for _ in range(MAX_HEADERS):
-            status, reason, fields, rest = _read_head(sock, url, rest)
-            if not 100 <= status < 200 or status == 101:
-                return DirectAnswer(sock, url, status, reason, Headers(fields), rest)
-            # an interim answer (100 Continue): the real one follows
-        raise TransferError(f"{url}: more than {MAX_HEADERS} interim answers", code="transfer")
+        return sock
     except BaseException:
         sock.close()
         raise
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """A kept connection the server has not closed (nor sent anything on) meanwhile; closed if not."""
+    try:
+        sock.settimeout(0)                  # a look, not a wait
+        if not socket.socket.recv(sock, 1, socket.MSG_PEEK):
+            sock.close()
+            return False
+    except BlockingIOError:
+        return True                         # nothing to read: open and quiet
+    except OSError:
+        sock.close()
+        return False
+    sock.close()                            # bytes nobody asked for
+    return False
 
 
 def tls_context(verify: str | bool, cert: tuple[str, str] | None) -> Any:

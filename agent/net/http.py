@@ -32,7 +32,7 @@ from urllib.parse import urljoin
 from agent import __version__
 from agent.errors import FwagentError
 from agent.log import redact
-from agent.net.policy import LinkError, LinkPolicy
+from agent.net.policy import LinkError, LinkPolicy, origin_of
 
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -83,6 +83,7 @@ class HttpLink:
         self.proxy = proxy
         self._session: Any = None
         self._contexts: dict[Tls, Any] = {}
+        self._idle: dict[Any, socket.socket] = {}      # kept connections of direct GETs
         self._lock = threading.Lock()
 
     @property
@@ -181,7 +182,19 @@ class HttpLink:
                 **(self.credentials if to_server else {})}
         context = self._tls_context(tls) if url[:6].lower() == "https:" else None
         watch = _Watch.current()
-        return direct.get(url, sent, timeout=timeout, tls=context, on_socket=watch.arm if watch else None)
+        key = (origin_of(url), tls)
+        with self._lock:
+            idle = self._idle.pop(key, None)
+        return direct.get(url, sent, timeout=timeout, tls=context, on_socket=watch.arm if watch else None,
+                          idle=idle, keep=lambda sock: self._keep(key, sock))
+
+    def _keep(self, key: Any, sock: socket.socket) -> None:
+        """One idle connection per origin and TLS setting: the next GET there takes it."""
+        with self._lock:
+            old = self._idle.pop(key, None)
+            self._idle[key] = sock
+        if old is not None:
+            old.close()
 
     def _tls_context(self, tls: Tls) -> Any:
         """One SSL context per TLS setting, made on first use (loading CAs costs)."""

@@ -1,0 +1,124 @@
+"""The delta format and planner, with byte vectors: no file system, no network."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+
+import pytest
+import zstandard
+
+from agent.delta.frames import (BLOCK, ENTRY, HEADER, Index, block_hashes, decode_index, decompress_frame,
+                                encode_index, frame_id)
+from agent.delta.param import DeltaRef, decode, delta_uris
+from agent.delta.build import Artifact
+from agent.delta.plan import make_plan, matches, present
+from agent.errors import DeltaError
+
+FRAME = 16384
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _blob(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _index(image: bytes, frame_size: int = FRAME) -> tuple[Index, bytes]:
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=True)
+    frames = [compressor.compress(image[i:i + frame_size]) for i in range(0, len(image), frame_size)]
+    ids = tuple(frame_id(image[i:i + frame_size]) for i in range(0, len(image), frame_size))
+    return Index(frame_size, len(image), ids, tuple(map(len, frames))), b"".join(frames)
+
+
+def test_frame_id_is_sha256_over_the_block_hashes() -> None:
+    zeros = bytes(FRAME)
+    assert frame_id(zeros).hex() == "73760eab76e1fee567933f149aaee59f3697361bbe37d02df542ec3549f83a57"
+    assert frame_id(zeros) == _sha(_sha(bytes(BLOCK)) * 4)
+    # a short last frame: its last block is short too
+    assert frame_id(b"abc") == _sha(_sha(b"abc"))
+    assert frame_id(b"abc").hex() == "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358"
+    assert block_hashes(bytes(BLOCK + 1)) == [_sha(bytes(BLOCK)), _sha(b"\0")]
+
+
+def test_index_layout_and_round_trip() -> None:
+    index = Index(FRAME, 2 * FRAME + 5, (b"\1" * 32, b"\2" * 32, b"\3" * 32), (100, 200, 9))
+    raw = zstandard.ZstdDecompressor().decompress(encode_index(index))
+    assert raw[:HEADER.size] == b"FWDX\x01\0\0\0" + struct.pack(">IIQI", BLOCK, FRAME, 2 * FRAME + 5, 3)
+    assert raw[HEADER.size:HEADER.size + ENTRY.size] == b"\1" * 32 + struct.pack(">I", 100)
+    assert len(raw) == HEADER.size + 3 * ENTRY.size
+    decoded = decode_index(encode_index(index), image_size=2 * FRAME + 5, frames_size=309)
+    assert decoded == index and decoded.offsets == (0, 100, 300, 309) and decoded.plain_length(2) == 5
+
+
+@pytest.mark.parametrize("image_size, frames_size", [(3 * FRAME, 309), (2 * FRAME + 5, 310), (FRAME, 309)])
+def test_an_index_that_does_not_fit_the_manifest_is_refused(image_size: int, frames_size: int) -> None:
+    index = Index(FRAME, 2 * FRAME + 5, (b"\1" * 32, b"\2" * 32, b"\3" * 32), (100, 200, 9))
+    with pytest.raises(DeltaError) as err:
+        decode_index(encode_index(index), image_size=image_size, frames_size=frames_size)
+    assert err.value.code == "delta-index"
+
+
+def test_garbage_and_oversized_indexes_are_refused() -> None:
+    with pytest.raises(DeltaError):
+        decode_index(b"not zstd at all", image_size=FRAME, frames_size=10)
+    huge = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(1 << 20))
+    with pytest.raises(DeltaError, match="at most"):
+        decode_index(huge, image_size=FRAME, frames_size=10)     # never decompressed: too large a claim
+
+
+def test_a_frame_is_checked_against_its_id_and_size() -> None:
+    image = _blob(FRAME, 1) + bytes(100)
+    index, frames = _index(image)
+    first = frames[:index.lengths[0]]
+    assert decompress_frame(first, index, 0) == image[:FRAME]
+    with pytest.raises(DeltaError, match="does not hold"):
+        decompress_frame(first, index, 1)            # another frame's bytes: 16 KiB, not 100
+    other = zstandard.ZstdCompressor(write_content_size=True).compress(_blob(FRAME, 2))
+    with pytest.raises(DeltaError, match="does not match"):
+        decompress_frame(other, index, 0)
+    with pytest.raises(DeltaError, match="not zstd"):
+        decompress_frame(first[:-4], index, 0)
+
+
+def test_frames_are_found_at_any_aligned_offset_of_the_old_image() -> None:
+    new = _blob(4 * FRAME, 3)
+    index, _ = _index(new)
+    # the old image holds frame 1 shifted by one block, frame 3 at the start, frame 0 nowhere
+    old = new[3 * FRAME:] + _blob(BLOCK, 4) + new[FRAME:2 * FRAME] + _blob(2 * BLOCK, 5)
+    found = matches(index, block_hashes(old))
+    assert found == {3: 0, 1: FRAME + BLOCK}
+    assert matches(index, block_hashes(old), frozenset({3})) == {1: FRAME + BLOCK}     # 3 is in place already
+    shifted_by_a_byte = b"x" + new
+    assert matches(index, block_hashes(shifted_by_a_byte)) == {}
+
+
+def test_the_target_slot_keeps_what_is_already_right() -> None:
+    index, _ = _index(_blob(2 * FRAME + 100, 6))
+    assert present(index, [index.ids[0], b"\0" * 32, index.ids[2]]) == frozenset({0, 2})
+    assert present(index, [None, None, None]) == frozenset()
+
+
+def test_plan_merges_close_frames_and_bounds_the_requests() -> None:
+    index = Index(FRAME, 10 * FRAME, tuple(bytes([n]) * 32 for n in range(10)), (1000,) * 10)
+    plan = make_plan(index, frozenset({0}), {0: 0, 2: 0, 5: 0, 6: 0, 7: 0}, merge_gap=1000)
+    # needed: 1, 3, 4, 8, 9; the gap of frame 2 (1000 bytes) is merged, that of 5-7 (3000) is not
+    assert [(f.start, f.end, f.first, f.stop) for f in plan.fetches] == [(1000, 5000, 1, 5), (8000, 10000, 8, 10)]
+    assert plan.fetches[0].wanted == frozenset({1, 3, 4}) and plan.copies == {2: 0, 5: 0, 6: 0, 7: 0}
+    assert plan.fetch_bytes == 6000 and plan.have == frozenset({0})
+    bounded = make_plan(index, frozenset(), {n: 0 for n in range(0, 10, 2)}, merge_gap=0, max_requests=2)
+    assert len(bounded.fetches) <= 2 and {n for f in bounded.fetches for n in f.wanted} == {1, 3, 5, 7, 9}
+    assert make_plan(index, frozenset(range(10)), {}).fetches == ()
+
+
+def test_the_manifest_parameter() -> None:
+    ref = DeltaRef(Artifact("https://h/i.frames", b"\1" * 32, 10), Artifact("https://h/i.index", b"\2" * 32, 5))
+    assert decode(ref.encode()) == ref
+    assert delta_uris("#rootfs.img") == ("#rootfs.img.frames", "#rootfs.img.index")
+    for bad in ({1: ["u", b"\1" * 32, 10]}, {1: ["u", b"\1", 10], 2: ["u", b"\1" * 32, 1]},
+                {1: ["u", b"\1" * 32, 0], 2: ["u", b"\1" * 32, 1]}, [1, 2]):
+        with pytest.raises(DeltaError):
+            decode(bad)
