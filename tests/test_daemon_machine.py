@@ -214,7 +214,8 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
     ("a cancel confirmed, not cancelling", DOWNLOADING, CancelConfirmed("7"), Facts(), DOWNLOADING, []),
     # --- downloads
     ("a checkpoint", DOWNLOADING, Checkpoint("7", "u.fwb", {"at": 5}), Facts(),
-     replace(DOWNLOADING, resume={"u.fwb": {"at": 5}}), [fx.Persist(replace(DOWNLOADING, resume={"u.fwb": {"at": 5}}))]),
+     replace(DOWNLOADING, resume={"u.fwb": {"at": 5}}),
+     [fx.Persist(replace(DOWNLOADING, resume={"u.fwb": {"at": 5}}))]),
     ("a checkpoint of an ended action", DOWNLOADING, Checkpoint("5", "u.fwb", {"at": 5}), Facts(), DOWNLOADING, []),
     ("a file fetched", replace(CLOSED, resume={"u.fwb": {"at": 5}}), Fetched("7", "u.fwb", "/s/a/artifact-0"),
      Facts(), replace(CLOSED, fetched={"u.fwb": "/s/a/artifact-0"}),

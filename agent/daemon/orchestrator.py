@@ -599,7 +599,7 @@ class Daemon:
             self.notifier.ready()
             self.log.info("ready", phase=self.phase.value, action=self.record.action)
 
-    # --- action bookkeeping ----------------------------------------------------------------------
+    # --- the cancel's confirmation, the state directory, the outbox --------------------------------
 
     def _confirm_cancel_job(self, cancel: str) -> None:
         assert self.client is not None
