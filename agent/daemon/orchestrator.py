@@ -18,7 +18,6 @@ has them (agent/ddi/outbox.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import random
@@ -58,23 +57,21 @@ from agent.daemon.events import (
     Timer,
     Wakeup,
 )
+from agent.daemon.downloads import download_action
 from agent.daemon.jobs import JobWorker
 from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
 from agent.daemon.machine import Facts, advance
 from agent.daemon.notify import Notifier
-from agent.daemon.plan import ActionPlan, PlanError, check_payloads, download_dir, plan_action, strongest_hash
+from agent.daemon.plan import PlanError, download_dir, plan_action
 from agent.daemon.record import ActionRecord
 from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
 from agent.ddi.codec import DdiFormatError, config_data, feedback
 from agent.ddi.outbox import GONE, deliver, enqueue
-from agent.download.downloader import DownloadError, Downloader, Resume
-from agent.download.sinks import FileSink
+from agent.download.downloader import Downloader
 from agent.errors import code_and_detail
-from agent.files import private_dir
 from agent.install.installer import Installer, Outcome
-from agent.install.slots import read_chunks
 from agent.log import Log, Throttle
 
 STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
@@ -466,7 +463,8 @@ class Daemon:
         self.download_cancel = cancel = threading.Event()
         action, resumes = record.action, dict(record.resume or {})    # the worker's own copies
         assert action is not None
-        self._spawn("fwagent-download", lambda: self._download_worker(action, plan, artifacts, resumes, cancel))
+        self._spawn("fwagent-download", lambda: download_action(self.events.put, self.downloader, self.installer,
+                                                                self.incoming, action, plan, artifacts, resumes, cancel))
 
     def _on_download_progress(self, event: DownloadProgress) -> None:
         action, name, done, total = event.action, event.name, event.done, event.total
@@ -479,47 +477,6 @@ class Daemon:
         if self.mqtt:
             self.mqtt.publish_progress(action=self.record.action, stage="download", file=name, done=done,
                                        total=total)
-
-    def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
-                         resumes: dict[str, Any], cancel: threading.Event) -> None:
-        directory = download_dir(self.incoming, action)
-        names = plan.local_names()
-        try:
-            private_dir(self.incoming)
-            private_dir(directory)
-            for artifact in artifacts:
-                path = directory / names[artifact.filename]
-                self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
-                self.events.put(Fetched(action, artifact.filename, str(path)))
-            # A bundle that streams at the install: its manifest is checked from the stream's head.
-            main = directory / names[plan.main.filename]
-            _, checked = self.installer.check_source(str(main) if main.exists() else plan.main.url)
-            check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
-            from agent.manifest.describe import manifest_version     # with the manifest machinery
-            self.events.put(Downloaded(action, manifest_version(checked.manifest)))
-        except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
-            self.events.put(DownloadFailed(action, err))
-
-    def _fetch(self, action: str, artifact: Any, path: Path, resume: Resume | None,
-               cancel: threading.Event) -> None:
-        """One artifact into a file; the server's hash checked (SHA-256 by the downloader itself)."""
-        algorithm, expected = strongest_hash(artifact)
-        with FileSink(path, artifact.size) as sink:
-            self.downloader.fetch(
-                artifact.url, sink, size=artifact.size,
-                digest=bytes.fromhex(expected) if algorithm == "sha256" else None, resume=resume,
-                checkpoint=lambda r: self.events.put(Checkpoint(action, artifact.filename, r.as_dict())),
-                cancel=cancel,
-                progress=lambda p: self.events.put(DownloadProgress(action, artifact.filename, p.done, p.total)))
-        if algorithm != "sha256":
-            digest = hashlib.new(algorithm, usedforsecurity=False)
-            with open(path, "rb") as stream:
-                for chunk in read_chunks(stream.fileno(), artifact.size, str(path)):
-                    digest.update(chunk)
-            if digest.hexdigest() != expected:
-                path.unlink(missing_ok=True)
-                raise DownloadError(f"{artifact.filename}: its {algorithm} is not the server's",
-                                    code="ddi-hash-mismatch")
 
     # --- install ----------------------------------------------------------------------------
 
