@@ -309,6 +309,17 @@ def test_every_event_the_machine_takes_has_cases_and_every_effect_is_used() -> N
     assert used == set(fx.Effect.__args__)
 
 
+def test_the_outbox_is_read_only_for_the_events_that_look_at_it() -> None:
+    """Every case whose outcome depends on what waits in the outbox is one the runner reads it for;
+    a start with nothing in hand never reads it (the journal may be damaged, being recovered)."""
+    for name, record, event, facts, _after, effects in CASES:
+        if facts.reported and list(advance(record, event, replace(facts, reported={})).effects) != effects:
+            assert machine.reads_outbox(record, event), name
+    assert not machine.reads_outbox(IDLE, Started()) and not machine.reads_outbox(CANCELLING, Started())
+    assert not machine.reads_outbox(DOWNLOADING, Checkpoint("7", "u.fwb", {}))
+    assert not machine.reads_outbox(DOWNLOADING, polled())        # nothing fetched: nothing to look up
+
+
 def test_the_deployment_link_in_hand_is_remembered_not_persisted() -> None:
     result = advance(IDLE, polled(deployment()), Facts())
     assert result.record.href == HREF and "href" not in result.record.as_dict()

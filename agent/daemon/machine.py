@@ -149,6 +149,17 @@ class Decision:
         self.do(StartInstall())
 
 
+def reads_outbox(record: ActionRecord, event: DaemonEvent) -> bool:
+    """Whether ``facts.reported`` matters for ``event``: the runner reads the journal's outbox only
+    then. At a start the journal may be damaged, left for the install worker to recover; with
+    nothing in hand the start must not touch it. Nor is it read for each download checkpoint."""
+    if isinstance(event, Started):
+        return record.phase in IN_HAND
+    if isinstance(event, Polled):
+        return event.cancel is not None or event.refused is not None or event.deployment is not None
+    return False
+
+
 def advance(record: ActionRecord, event: DaemonEvent, facts: Facts) -> Step:
     """The record after ``event``, and what to do, in order."""
     decision = Decision(record, facts)

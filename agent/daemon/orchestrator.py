@@ -60,7 +60,7 @@ from agent.daemon.events import (
 from agent.daemon.downloads import download_action
 from agent.daemon.jobs import JobWorker
 from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
-from agent.daemon.machine import Facts, advance
+from agent.daemon.machine import Facts, advance, reads_outbox
 from agent.daemon.notify import Notifier
 from agent.daemon.plan import PlanError, download_dir, plan_action
 from agent.daemon.record import ActionRecord
@@ -232,9 +232,8 @@ class Daemon:
     # --- the machine ----------------------------------------------------------------------
 
     def _advance(self, event: DaemonEvent, install_ids: dict[str, str] | None = None) -> None:
-        """The machine's decision on ``event``, carried out effect by effect. The outbox is read
-        (the journal loaded) only for the events that look at it, not for each download checkpoint."""
-        reported = self._reported_actions() if isinstance(event, (Started, Polled)) else {}
+        """The machine's decision on ``event``, carried out effect by effect."""
+        reported = self._reported_actions() if reads_outbox(self.record, event) else {}
         facts = Facts(reported=reported, installing=self.install_running,
                       downloading=any(w.name == "fwagent-download" and w.is_alive() for w in self.workers),
                       starting=self.starting, stopping=self.stopping, install_ids=install_ids or {})
