@@ -100,6 +100,41 @@ def test_the_phase_table_of_docs_daemon_md_is_the_codes() -> None:
         assert named and named <= reachable, (phase, named, reachable)
 
 
+def docs_section(title: str) -> str:
+    text = (ROOT / "docs/daemon.md").read_text()
+    start = text.index(title)
+    end = text.find("\n#", start + len(title))
+    return text[start:end if end != -1 else None]
+
+
+def event_kinds() -> set[str]:
+    from agent.daemon import events
+
+    return {cls.kind for cls in vars(events).values()
+            if isinstance(cls, type) and issubclass(cls, events.DaemonEvent) and cls is not events.DaemonEvent}
+
+
+def test_the_events_of_docs_daemon_md_are_the_codes() -> None:
+    """The thread table names every event a thread posts; with the start and the timer, that is
+    every kind of event there is."""
+    section = docs_section("## Threads and events")
+    posted = {name for line in section.splitlines() if line.startswith("| ") and not line.startswith("| thread")
+              for name in re.findall(r"`([a-z-]+)`", line.split("|")[3])}
+    assert posted | {"start", "timer"} == event_kinds()
+    assert "(`timer`)" in section and "(`start`)" in section
+
+
+def test_the_machine_of_docs_daemon_md_is_the_codes() -> None:
+    """The events the runner hands the machine and the effects table, as the code has them."""
+    from agent.daemon import effects, machine
+
+    section = docs_section("### The machine and its runner")
+    handed = section[section.index("The runner hands the machine"):section.index("and carries out")]
+    assert set(re.findall(r"`([a-z-]+)`", handed)) == {cls.kind for cls in machine.HANDLERS}
+    rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if re.match(r"\| `[A-Z]", line)]
+    assert rows == [cls.__name__ for cls in effects.Effect.__args__]
+
+
 def test_starts_in_a_row_count_only_while_nothing_gets_done() -> None:
     assert starts_after(Phase.DOWNLOAD, 3, "same", "same") == 4
     assert starts_after(Phase.DOWNLOAD, 3, "more", "less") == 1        # the download got further

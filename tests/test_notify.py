@@ -26,6 +26,7 @@ from daemon_process import ROOT, DaemonProcess
 from install_bench import Gateway, make_gateway
 
 from agent.daemon import status
+from agent.daemon.events import Wakeup
 from agent.daemon.notify import (START_EXTEND_BY, Notifier, message, run_starting, socket_address, status_text,
                                  watchdog_interval)
 from agent.journal import Journal
@@ -271,8 +272,8 @@ def test_the_loop_pings_the_watchdog_and_a_hung_loop_stops_pinging(tmp_path: Pat
             hanging.set()
             release.wait(10)
 
-        running.daemon._on_hang = hang                      # type: ignore[attr-defined]
-        running.daemon.events.put(("hang", None))
+        running.daemon._on_wakeup = lambda event: hang()    # type: ignore[method-assign]
+        running.daemon.events.put(Wakeup("hang"))
         assert hanging.wait(5)
         listener.read(0.15)                                 # a ping already on its way
         assert pings(listener.read(1.0)) == 0               # the loop hangs: no ping for ten intervals

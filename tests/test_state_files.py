@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.daemon.record import ActionRecord
 from agent.daemon.store import ActionStore
 from agent.download.sinks import FileSink
 from agent.errors import FwagentError, UsageError
@@ -32,7 +33,7 @@ def test_an_install_keeps_its_state_private(tmp_path: Path) -> None:
 
 
 def test_a_new_state_directory_is_private(tmp_path: Path) -> None:
-    ActionStore(tmp_path / "state").save({"schema": 1, "phase": "idle", "action": None})
+    ActionStore(tmp_path / "state").save(ActionRecord())
     assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state/ddi-action.json") == 0o600
 
 

@@ -1,10 +1,13 @@
-"""The daemon's one orchestrator thread: events in, decisions out.
+"""The daemon's one orchestrator thread: the runner of its machine.
 
-Everything that waits runs elsewhere and posts an event to ``events``: the
-job worker (every request to the DDI server), the download worker, the
-install worker, the MQTT network thread (wake-ups) and the signal handler
-(stop). The orchestrator alone changes the action's phase (agent/daemon/
-actions.py), persisting it before acting on it, and decides what to report.
+Everything that waits runs elsewhere and posts a typed event (agent/daemon/events.py) to
+``events``: the job worker (every request to the DDI server), the download worker, the
+install worker, the MQTT network thread (wake-ups) and the signal handler (stop). The
+runner pops them one at a time. What concerns the action in hand it hands to the machine
+(agent/daemon/machine.py), which alone decides its phase, and carries out the effects the
+machine returns (agent/daemon/effects.py), in order: the record persisted before anything
+acts on it. Its own bookkeeping is the rest: when to poll, the link's status, report
+retries, wake-ups, progress and the status line.
 
 Reports: progress goes out as ``proceeding`` feedback, best effort (a newer
 one replaces an unsent older one). Final results are durable: the install
@@ -15,7 +18,6 @@ has them (agent/ddi/outbox.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import random
@@ -24,28 +26,52 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.config import Config
 from agent.daemon import status
-from agent.daemon.actions import MAX_STARTS, RESUME, Event, Phase, forced, progress_mark, starts_after, step
+from agent.daemon import effects as fx
+from agent.daemon.actions import RESUME, Phase
+from agent.daemon.events import (
+    CancelConfirmed,
+    Checkpoint,
+    DaemonEvent,
+    Downloaded,
+    DownloadFailed,
+    DownloadProgress,
+    Fetched,
+    Installed,
+    InstallError,
+    InstallProgress,
+    InstallStep,
+    JobFailed,
+    Polled,
+    PollFailed,
+    ReportsSent,
+    ReportsStalled,
+    Started,
+    Stop,
+    Timer,
+    Wakeup,
+)
+from agent.daemon.downloads import download_action
 from agent.daemon.jobs import JobWorker
 from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
+from agent.daemon.machine import Facts, advance, reads_outbox
 from agent.daemon.notify import Notifier
-from agent.daemon.plan import ActionPlan, PlanError, check_payloads, download_dir, plan_action, strongest_hash
+from agent.daemon.plan import PlanError, download_dir, plan_action
+from agent.daemon.record import ActionRecord
 from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
-from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll, action_id_of, config_data, feedback
+from agent.ddi.codec import DdiFormatError, config_data, feedback
 from agent.ddi.outbox import GONE, deliver, enqueue
-from agent.download.downloader import DownloadError, Downloader, Resume
-from agent.download.sinks import FileSink
-from agent.errors import FwagentError, code_and_detail
-from agent.files import private_dir
+from agent.download.downloader import Downloader
+from agent.errors import code_and_detail
 from agent.install.installer import Installer, Outcome
-from agent.install.slots import read_chunks
 from agent.log import Log, Throttle
 
 STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
@@ -74,13 +100,13 @@ class Daemon:
         self.notifier = notifier or Notifier()     # systemd's notifications; none outside systemd
         self.starting = True                       # the start-up work (the update in flight) runs
         self.install_ids: dict[str, str] = {}      # the install in flight: its update id and action
-        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()   # put() is signal-safe
+        self.events: queue.SimpleQueue[DaemonEvent] = queue.SimpleQueue()   # put() is signal-safe
         self.store = ActionStore(config.device.state_dir)
         self.incoming = config.device.state_dir / "incoming"
         server = config.server
         self.policy = PollPolicy(minimum=server.poll_min, maximum=server.poll_max, default=server.poll_default,
                                  startup_spread=server.startup_spread) if server else PollPolicy()
-        self.jobs = JobWorker("fwagent-link", lambda key, exc: self.events.put(("job-failed", (key, exc))))
+        self.jobs = JobWorker("fwagent-link", lambda key, exc: self.events.put(JobFailed(key, exc)))
         self.mqtt = mqtt_factory(config.mqtt, self.wakeup, log=log) if (mqtt_factory and config.mqtt) else None
         self.wake_posted = threading.Event()        # a wake-up is in the queue: more are folded into it
         self.wakeups = 0                            # wake-ups received (any thread) since the last log line
@@ -89,13 +115,12 @@ class Daemon:
         self.reports_retry_at = float("inf")
         self.report_failures = 0
         self.record = self._load_record()
-        self.phase = RESUME[Phase(self.record["phase"])]
+        self.record = replace(self.record, phase=RESUME[self.record.phase])
         self.next_poll_at = float("inf")
         self.poll_in_flight = False
         self.poll_failures = 0
         self.wake_pending = False
         self.last_poll_at = float("-inf")
-        self.deployment_href: str | None = None     # the action in hand's deploymentBase link, as last fetched
         self.config_due = False
         self.stopping = False
         self.download_cancel = threading.Event()
@@ -114,7 +139,11 @@ class Daemon:
         installer.progress = self._install_progress
         installer.log = lambda message: log.info("install", msg=message, **self.install_ids)
 
-    def _load_record(self) -> dict[str, Any]:
+    @property
+    def phase(self) -> Phase:
+        return self.record.phase
+
+    def _load_record(self) -> ActionRecord:
         """The action in hand; a damaged record starts idle: the server offers the action again,
         and every result already reached is safe in the journal's outbox."""
         try:
@@ -131,11 +160,11 @@ class Daemon:
         self.wakeups += 1
         if not self.wake_posted.is_set():
             self.wake_posted.set()
-            self.events.put(("wakeup", reason))
+            self.events.put(Wakeup(reason))
 
     def stop(self) -> None:
         """Stop soon (signal-safe: only posts)."""
-        self.events.put(("stop", None))
+        self.events.put(Stop())
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -153,10 +182,10 @@ class Daemon:
             wait = max(0.0, min(self.next_poll_at - now, self.reports_retry_at - now, self.notifier.wait(),
                                 LONGEST_WAIT))
             try:
-                kind, data = self.events.get(timeout=wait)
+                event = self.events.get(timeout=wait)
             except queue.Empty:
-                kind, data = "timer", None
-            self._handle(kind, data)
+                event = Timer()
+            self._handle(event)
             if self.clock() >= self.reports_retry_at:
                 self.reports_retry_at = float("inf")
                 self.jobs.submit("reports", self._send_reports_job)
@@ -164,20 +193,104 @@ class Daemon:
                 self._poll()
         self._shutdown()
 
-    def _handle(self, kind: str, data: Any) -> None:
+    def _handle(self, event: DaemonEvent) -> None:
         """One event. A handler's error is logged and the daemon goes on: what was persisted
         before the error is where a restart (or the next poll) takes over. That holds for an
         error no check foresaw too: the service stays up and keeps polling."""
-        handler = getattr(self, "_on_" + kind.replace("-", "_"))
         try:
-            handler(data) if data is not None else handler()
+            match event:
+                case Polled():
+                    self._on_polled(event)
+                case Installed() | InstallError():
+                    self._on_install_ended(event)
+                case CancelConfirmed() | Checkpoint() | Fetched() | Downloaded() | DownloadFailed():
+                    self._advance(event)
+                case PollFailed():
+                    self._on_poll_failed(event.error)
+                case JobFailed():
+                    self._on_job_failed(event)
+                case DownloadProgress():
+                    self._on_download_progress(event)
+                case InstallStep():
+                    self._on_install_step(event)
+                case InstallProgress():
+                    self._on_install_progress(event)
+                case Wakeup():
+                    self._on_wakeup(event)
+                case ReportsSent():
+                    self.report_failures, self.reports_retry_at = 0, float("inf")
+                case ReportsStalled():
+                    self._on_reports_stalled()
+                case Stop():
+                    self.stopping = True
+                case Timer():
+                    pass                           # the loop polls, or sends reports again, when due
         except Exception as err:   # noqa: BLE001 - a defect must not end the service
             code, detail = code_and_detail(err)
-            self.log.error("event-failed", event=kind, code=code, msg=detail[:500])
+            self.log.error("event-failed", event=event.kind, code=code, msg=detail[:500])
+
+    # --- the machine ----------------------------------------------------------------------
+
+    def _advance(self, event: DaemonEvent, install_ids: dict[str, str] | None = None) -> None:
+        """The machine's decision on ``event``, carried out effect by effect."""
+        reported = self._reported_actions() if reads_outbox(self.record, event) else {}
+        facts = Facts(reported=reported, installing=self.install_running,
+                      downloading=any(w.name == "fwagent-download" and w.is_alive() for w in self.workers),
+                      starting=self.starting, stopping=self.stopping, install_ids=install_ids or {})
+        step = advance(self.record, event, facts)
+        for effect in step.effects:
+            self._carry_out(effect)
+        self.record = step.record
+
+    def _carry_out(self, effect: fx.Effect) -> None:
+        match effect:
+            case fx.Persist(record):
+                self.record = record
+                self.store.save(record)
+            case fx.Announce(on):
+                self.log.info("phase", phase=self.phase.value, on=on.value, action=self.record.action)
+                self._write_link()
+                self._publish_state()
+                idle = self.phase is Phase.IDLE
+                self._show(status.phase_text(self.phase.value, self.record.window),
+                           action=None if idle else self.record.action)
+            case fx.Log(level, name, fields):
+                self.log.write(level, name, **fields)
+            case fx.Feedback():
+                self._feedback(effect.execution, effect.text, finished=effect.finished, kind=effect.kind,
+                               action=effect.action, progress=effect.progress)
+            case fx.Show(activity, action, update):
+                self._show(activity, action=action, update=update)
+            case fx.StartDownload():
+                self._start_download()
+            case fx.StopDownload():
+                self.download_cancel.set()
+            case fx.RemoveDownloads(action):
+                shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
+            case fx.ConfirmCancel(cancel):
+                if self.client:
+                    self.jobs.submit("cancel", lambda: self._confirm_cancel_job(cancel))
+            case fx.CancelInstall(refused):
+                if not self.installer.request_cancel():
+                    self._carry_out(refused)
+            case fx.StartInstall():
+                self._install()
+            case fx.QueueResult(action, code, reason, version):
+                enqueue(self.installer.journal, {
+                    "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": reason,
+                    "version": version, "origin": {"ddi_action": action}})
+            case fx.Deliver():
+                if self.client:
+                    self.jobs.submit("deliver", self._deliver_job)
+            case fx.SendConfig():
+                if self.client:
+                    self.jobs.submit("config", self._send_config_job)
+            case fx.Ready():
+                self._started()
 
     def _start(self) -> None:
         self.log.info("start", version=__version__, device=self.config.device.id, phase=self.phase.value,
-                      action=self.record.get("action"), server=self.config.server.url if self.config.server else None,
+                      action=self.record.action, server=self.config.server.url if self.config.server else None,
                       mqtt=self.config.mqtt.url if self.config.mqtt else None)
         for variable in IGNORED_ENVIRONMENT:
             if os.environ.get(variable):
@@ -196,13 +309,7 @@ class Daemon:
         # Finish an update in flight (or confirm the booted slot) before anything else touches the journal.
         self._spawn("fwagent-install", self._resume_worker)
         self.install_running = True
-        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and self.record["action"] in self._reported_actions():
-            self._end_action(Event.FAILED)        # its failure was queued just before a restart
-        self._count_start()
-        if self.phase is Phase.DOWNLOAD:
-            self._start_download()
-        elif self.phase is Phase.CANCEL:
-            self._finish_cancel()
+        self._advance(Started())
         if self.client:
             self.config_due = True             # with the first poll: spread like the polls themselves
             in_hand = self.phase in (Phase.DOWNLOAD, Phase.WAIT, Phase.CANCEL)
@@ -214,26 +321,8 @@ class Daemon:
                 self.log.info("first-poll", wait=duration(delay), msg=note)
         self._write_link()
 
-    def _count_start(self) -> None:
-        """One more start with the action in its phase; a crash loop (MAX_STARTS starts without
-        progress) ends the action down its failure path, reported."""
-        if self.phase is Phase.IDLE:
-            return
-        done = progress_mark(self.record.get("fetched"), self.record.get("resume"))
-        starts = starts_after(self.phase, self.record.get("starts", 0), done, self.record.get("done"))
-        self._move_fields(starts=starts, done=done)
-        if not forced(self.phase, starts):
-            return
-        error = FwagentError(f"started {starts} times in phase {self.phase.value} without getting further "
-                             f"(more than {MAX_STARTS}): given up", code="restart-limit")
-        if self.phase is Phase.DOWNLOAD:
-            self._fail_action(error, Event.TOO_MANY_STARTS)
-        else:
-            self.log.error("action-failed", action=self.record["action"], code=error.code, msg=error.detail)
-            self._end_action(Event.TOO_MANY_STARTS)
-
     def _shutdown(self) -> None:
-        self.log.info("stopping", phase=self.phase.value, action=self.record.get("action"))
+        self.log.info("stopping", phase=self.phase.value, action=self.record.action)
         self.link.path.unlink(missing_ok=True)          # no service: nothing to show of its link
         self.notifier.stopping("stopping: leaving the update where it is, sending what is queued")
         self.download_cancel.set()
@@ -251,19 +340,13 @@ class Daemon:
         self.log.info("stopped")
         self.notifier.close()
 
-    # --- events ---------------------------------------------------------------------------
+    # --- polls and wake-ups (the runner's own) ---------------------------------------------
 
-    def _on_timer(self) -> None:
-        """The poll timer: the loop polls when it is due."""
-
-    def _on_stop(self) -> None:
-        self.stopping = True
-
-    def _on_wakeup(self, reason: str) -> None:
+    def _on_wakeup(self, event: Wakeup) -> None:
         self.wake_posted.clear()
         if self.wakeup_log.due():
             received, self.wakeups = self.wakeups, 0
-            self.log.info("wakeup", reason=reason, received=received if received > 1 else None)
+            self.log.info("wakeup", reason=event.reason, received=received if received > 1 else None)
         if self.client:
             self.next_poll_at = min(self.next_poll_at, self._wakeup_poll_at())
             self.wake_pending = self.poll_in_flight     # a poll on its way may have missed the news
@@ -279,13 +362,14 @@ class Daemon:
         self.poll_in_flight = True
         self.last_poll_at = self.clock()
         self.next_poll_at = float("inf")
-        known = self.deployment_href if self.phase is not Phase.IDLE else None
+        known = self.record.href if self.phase is not Phase.IDLE else None
         self.jobs.submit("poll", lambda: self._poll_job(known))
         if self.phase is Phase.IDLE and not self.install_running:
             self._show("idle; polling the server")
 
-    def _on_polled(self, data: tuple[RootPoll, Deployment | None, Cancel | None, DdiFormatError | None]) -> None:
-        root, deployment, cancel, refused = data
+    def _on_polled(self, event: Polled) -> None:
+        """The poll's bookkeeping here; what the answer means for the action, the machine's."""
+        root = event.root
         self.poll_in_flight = False
         self.poll_failures = 0
         if self.phase is Phase.IDLE and not self.install_running:
@@ -299,23 +383,7 @@ class Daemon:
             self.jobs.submit("config", self._send_config_job)
         if len(self.reports):
             self.jobs.submit("reports", self._send_reports_job)   # the server answers again: what waits goes
-        if cancel is not None:
-            self._on_cancel(cancel)
-        elif refused is not None and root.deployment is not None:
-            self._refuse_deployment(root.deployment, refused)
-        elif deployment is not None and not (self.install_running and self.phase is Phase.IDLE):
-            self._on_deployment(deployment)       # (not while the start-up work still holds the journal)
-            if self.phase is not Phase.IDLE and self.record.get("action") == deployment.action_id:
-                self.deployment_href = root.deployment
-        elif root.deployment is not None and root.deployment == self.deployment_href:
-            pass                                   # the action in hand, unchanged: not fetched again
-        elif self.phase in (Phase.DOWNLOAD, Phase.WAIT):
-            self.log.info("action-withdrawn", action=self.record["action"])
-            self._end_action(Event.WITHDRAWN)
-        elif self.phase is Phase.CANCEL:           # the server holds no cancel any more: it took ours
-            self._end_action(Event.CLEANED)
-        if self.phase is not Phase.INSTALL and not self.install_running:
-            self.jobs.submit("deliver", self._deliver_job)
+        self._advance(event)
 
     def _on_poll_failed(self, error: DdiError | DdiFormatError) -> None:
         self.poll_in_flight = False
@@ -356,7 +424,7 @@ class Daemon:
     def _write_link(self) -> None:
         """link.json for ``fwagent status``; a runtime directory that cannot be written is said once."""
         status = self.link_status
-        status.phase, status.action = self.phase.value, self.record.get("action")
+        status.phase, status.action = self.phase.value, self.record.action
         status.next_poll = time.time() + (self.next_poll_at - self.clock()) if self.next_poll_at != float("inf") \
             else None
         status.mqtt = None if self.mqtt is None else ("connected" if self.mqtt.connected.is_set() else "disconnected")
@@ -368,11 +436,11 @@ class Daemon:
                 self.link_unwritable = True
                 self.log.warning("link-status-unwritable", path=str(self.link.path), msg=err.strerror or str(err))
 
-    def _on_job_failed(self, data: tuple[str, BaseException]) -> None:
+    def _on_job_failed(self, event: JobFailed) -> None:
         """A job's error that no check foresaw: logged with its code; a poll's counts as a failed
         poll (the back-off grows)."""
-        key, exc = data
-        code, detail = code_and_detail(exc)
+        key = event.key
+        code, detail = code_and_detail(event.error)
         if key == "poll":
             self._on_poll_failed(DdiError(detail, code=code, transient=True))
         else:
@@ -384,163 +452,38 @@ class Daemon:
         self.report_failures += 1
         self.reports_retry_at = self.clock() + min(first * 2 ** (self.report_failures - 1), most)
 
-    def _on_reports_sent(self) -> None:
-        self.report_failures = 0
-        self.reports_retry_at = float("inf")
-
-    # --- deployments ------------------------------------------------------------------------
-
-    def _on_deployment(self, deployment: Deployment) -> None:
-        action = deployment.action_id
-        if self.phase is Phase.WAIT and action == self.record["action"]:
-            if deployment.may_install:
-                self._install()
-            return
-        if self.phase is Phase.DOWNLOAD and action == self.record["action"]:
-            if deployment.may_install != self.record["may_install"]:    # the window opened or closed
-                self._move_fields(may_install=deployment.may_install)
-            return
-        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and action != self.record["action"]:
-            # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
-            self.log.info("action-replaced", action=self.record["action"], by=action)
-            self._end_action(Event.WITHDRAWN)
-        if self.phase is not Phase.IDLE:
-            return                                     # one action at a time, as the server assigns them
-        if action in self._reported_actions() or deployment.download == "skip":
-            return                                     # its result is on its way; or not to be fetched yet
-        self.log.info("deployment", action=action, download=deployment.download, update=deployment.update,
-                      window=deployment.maintenance_window)
-        try:
-            plan = plan_action(deployment, self.downloader.link.policy)
-        except PlanError as err:
-            self._move(Event.DEPLOYMENT, action=action, plan=None)
-            self._fail_action(err)
-            return
-        self._move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
-                   window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-        first = plan.fetch_first(deployment.may_install)
-        self._feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
-                       f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
-                       progress=(0, 100))
-        self._start_download()
-
-    def _refuse_deployment(self, href: str, error: DdiFormatError) -> None:
-        """A deployment this device cannot read (an id that is no action id, a field out of shape):
-        nothing of it is acted on. The action its link names is closed as failed, with the reason."""
-        action = action_id_of(href)
-        self.log.error("deployment-refused", action=action, code=error.code, msg=error.detail)
-        if action is None or self.phase is not Phase.IDLE or self.install_running \
-                or action in self._reported_actions():
-            return
-        self._move(Event.DEPLOYMENT, action=action, plan=None)
-        self._fail_action(error)
+    # --- downloads -------------------------------------------------------------------------
 
     def _start_download(self) -> None:
-        plan = ActionPlan.from_dict(self.record["plan"])
-        artifacts = [a for a in plan.fetch_first(self.record["may_install"]) if a.filename not in self.record["fetched"]]
+        record = self.record
+        plan = record.action_plan()
+        fetched = record.fetched or {}
+        artifacts = [a for a in plan.fetch_first(bool(record.may_install)) if a.filename not in fetched]
         self.download_cancel = cancel = threading.Event()
-        action, resumes = self.record["action"], dict(self.record["resume"])    # the worker's own copies
-        self._spawn("fwagent-download", lambda: self._download_worker(action, plan, artifacts, resumes, cancel))
+        action, resumes = record.action, dict(record.resume or {})    # the worker's own copies
+        assert action is not None
+        self._spawn("fwagent-download", lambda: download_action(self.events.put, self.downloader, self.installer,
+                                                                self.incoming, action, plan, artifacts, resumes, cancel))
 
-    def _on_checkpoint(self, data: tuple[str, str, dict[str, Any]]) -> None:
-        action, name, resume = data
-        if self.phase is Phase.DOWNLOAD and self.record["action"] == action:
-            self.record["resume"][name] = resume
-            self.store.save(self.record)
-
-    def _on_fetched(self, data: tuple[str, str, str]) -> None:
-        action, name, path = data
-        if self.phase is Phase.DOWNLOAD and self.record["action"] == action:
-            self.record["fetched"][name] = path
-            self.record["resume"].pop(name, None)
-            self.store.save(self.record)
-
-    def _on_download_progress(self, data: tuple[str, str, int, int | None]) -> None:
-        action, name, done, total = data
-        if action != self.record.get("action"):
+    def _on_download_progress(self, event: DownloadProgress) -> None:
+        action, name, done, total = event.action, event.name, event.done, event.total
+        if action != self.record.action:
             return                             # a worker of an action that has ended
         percent = int(done * 100 / total) if total else 0
         self._feedback("proceeding", f"Downloaded {percent}% of {name}", progress=(percent, 100), throttle="download")
         if self.phase is Phase.DOWNLOAD:
             self._show(status.downloading(name, done, total), action=action)
         if self.mqtt:
-            self.mqtt.publish_progress(action=self.record.get("action"), stage="download", file=name, done=done,
+            self.mqtt.publish_progress(action=self.record.action, stage="download", file=name, done=done,
                                        total=total)
-
-    def _on_downloaded(self, data: tuple[str, str | None]) -> None:
-        action, version = data
-        if self.phase is Phase.CANCEL and self.record["action"] == action:
-            self._finish_cancel()              # the cancel came while the files were being checked
-        if self.phase is not Phase.DOWNLOAD or self.record["action"] != action:
-            return
-        self._move(Event.DOWNLOADED, version=version or self.record.get("version"))
-        streams = self._streamed_bundle() is not None
-        self._feedback("downloaded", f"the signed manifest verified, version {self.record['version']}; the "
-                       "bundle streams into the slots" if streams else
-                       f"downloaded and verified, version {self.record['version']}", progress=(100, 100))
-        if self.record["may_install"]:
-            self._install()
-        elif self.record.get("window") == "unavailable":
-            self._feedback("scheduled", "waiting for the maintenance window", progress=(100, 100))
-
-    def _on_download_failed(self, data: tuple[str, BaseException]) -> None:
-        action, error = data
-        if self.stopping or self.record.get("action") != action:
-            return
-        if self.phase is Phase.CANCEL:
-            self._finish_cancel()
-        elif self.phase is Phase.DOWNLOAD:
-            self._fail_action(error)
-
-    def _download_worker(self, action: str, plan: ActionPlan, artifacts: list[Any],
-                         resumes: dict[str, Any], cancel: threading.Event) -> None:
-        directory = download_dir(self.incoming, action)
-        names = plan.local_names()
-        try:
-            private_dir(self.incoming)
-            private_dir(directory)
-            for artifact in artifacts:
-                path = directory / names[artifact.filename]
-                self._fetch(action, artifact, path, Resume.from_dict(resumes.get(artifact.filename)), cancel)
-                self.events.put(("fetched", (action, artifact.filename, str(path))))
-            # A bundle that streams at the install: its manifest is checked from the stream's head.
-            main = directory / names[plan.main.filename]
-            _, checked = self.installer.check_source(str(main) if main.exists() else plan.main.url)
-            check_payloads(plan, [(ref.uri, ref.digest) for ref in checked.payloads])
-            from agent.manifest.describe import manifest_version     # with the manifest machinery
-            self.events.put(("downloaded", (action, manifest_version(checked.manifest))))
-        except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
-            self.events.put(("download-failed", (action, err)))
-
-    def _fetch(self, action: str, artifact: Any, path: Path, resume: Resume | None,
-               cancel: threading.Event) -> None:
-        """One artifact into a file; the server's hash checked (SHA-256 by the downloader itself)."""
-        algorithm, expected = strongest_hash(artifact)
-        with FileSink(path, artifact.size) as sink:
-            self.downloader.fetch(
-                artifact.url, sink, size=artifact.size,
-                digest=bytes.fromhex(expected) if algorithm == "sha256" else None, resume=resume,
-                checkpoint=lambda r: self.events.put(("checkpoint", (action, artifact.filename, r.as_dict()))),
-                cancel=cancel,
-                progress=lambda p: self.events.put(("download-progress", (action, artifact.filename, p.done, p.total))))
-        if algorithm != "sha256":
-            digest = hashlib.new(algorithm, usedforsecurity=False)
-            with open(path, "rb") as stream:
-                for chunk in read_chunks(stream.fileno(), artifact.size, str(path)):
-                    digest.update(chunk)
-            if digest.hexdigest() != expected:
-                path.unlink(missing_ok=True)
-                raise DownloadError(f"{artifact.filename}: its {algorithm} is not the server's",
-                                    code="ddi-hash-mismatch")
 
     # --- install ----------------------------------------------------------------------------
 
     def _install(self) -> None:
-        self._move(Event.WINDOW_OPEN)
-        plan = ActionPlan.from_dict(self.record["plan"])
-        source = self.record["fetched"].get(plan.main.filename) or plan.main.url    # a bundle URL streams
-        links = plan.links(self.record["fetched"])
-        origin = {"ddi_action": self.record["action"]}
+        plan, fetched = self.record.action_plan(), self.record.fetched or {}
+        source = fetched.get(plan.main.filename) or plan.main.url    # a bundle URL streams
+        links = plan.links(fetched)
+        origin = {"ddi_action": self.record.action}
         self.install_running = True
         self.reboot_reported.clear()
         self._spawn("fwagent-install", lambda: self._install_worker(
@@ -551,23 +494,23 @@ class Daemon:
 
     def _install_worker(self, run: Callable[[], Outcome | None]) -> None:
         try:
-            self.events.put(("installed", run()))
+            self.events.put(Installed(run()))
         except Exception as err:   # noqa: BLE001 - whatever it was, the orchestrator must hear of it
-            self.events.put(("install-error", err))
+            self.events.put(InstallError(err))
 
     def _install_step(self, state: str, update: dict[str, Any]) -> None:
         """From the install worker: report the step; wait (bounded) for "rebooting" to be sent.
         The installer's own log lines from now on name the update and its action."""
         self.install_ids = status.ids(update)
-        self.events.put(("install-step", (state, dict(update))))
+        self.events.put(InstallStep(state, dict(update)))
         if state == "reboot" and self.client:
             self.reboot_reported.wait(REBOOT_FEEDBACK_WAIT)
 
     def _install_progress(self, slot: str, done: int, total: int | None) -> None:
-        self.events.put(("install-progress", (slot, done, total)))
+        self.events.put(InstallProgress(slot, done, total))
 
-    def _on_install_step(self, data: tuple[str, dict[str, Any]]) -> None:
-        state, update = data
+    def _on_install_step(self, event: InstallStep) -> None:
+        state, update = event.state, event.update
         self.install_step = state
         ids = status.ids(update)
         self.log.info("install-step", step=state, target=update.get("target"), **ids)
@@ -582,63 +525,27 @@ class Daemon:
         elif state == "reboot":
             self.reboot_reported.set()
 
-    def _on_install_progress(self, data: tuple[str, int, int | None]) -> None:
-        slot, done, total = data
+    def _on_install_progress(self, event: InstallProgress) -> None:
+        slot, done, total = event.slot, event.done, event.total
         percent = int(done * 100 / total) if total else 0
         if self.phase is Phase.INSTALL:
             # While a streamed bundle is written its download is the install: said in SWUpdate's
             # words. Flashing the Things afterwards downloads nothing.
-            streamed = self._streamed_bundle() if self.install_step in STREAMING_STEPS else None
+            streamed = self.record.streamed_bundle() if self.install_step in STREAMING_STEPS else None
             text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
             self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:
-            self.mqtt.publish_progress(action=self.record.get("action"), stage="install", slot=slot, done=done,
+            self.mqtt.publish_progress(action=self.record.action, stage="install", slot=slot, done=done,
                                        total=total)
 
-    def _streamed_bundle(self) -> str | None:
-        """The file name of the action's bundle when it streams into the slots (not fetched first)."""
-        if not self.record.get("plan"):
-            return None
-        plan = ActionPlan.from_dict(self.record["plan"])
-        fetched = self.record.get("fetched") or {}
-        return plan.main.filename if plan.kind == "bundle" and plan.main.filename not in fetched else None
-
-    def _on_installed(self, outcome: Outcome | None = None) -> None:
+    def _on_install_ended(self, event: Installed | InstallError) -> None:
+        """The install worker is done: the runner's install state is cleared, the machine decides."""
         self.install_running = False
-        self.installer.cancel.clear()      # a cancel that came after the end is moot
+        if isinstance(event, Installed):
+            self.installer.cancel.clear()      # a cancel that came after the end is moot
         ids, self.install_ids = self.install_ids, {}
-        if outcome is not None:
-            ids = status.ids(outcome.as_dict())
-            self.log.info("install-ended", result=outcome.result, state=outcome.state, code=outcome.code or None,
-                          msg=outcome.reason or None, version=outcome.version, **ids)
-        if outcome is not None and outcome.result == "pending":
-            self._show(status.outcome(outcome.result, outcome.state), **ids)
-            self._started()
-            return                         # a reboot is on its way; the next start goes on
-        if self.phase is Phase.INSTALL:
-            self._end_action(Event.INSTALLED)
-        if self.phase is Phase.IDLE and outcome is None:
-            self._show("idle")
-        elif self.phase is Phase.IDLE:
-            self._show("idle; " + status.outcome(outcome.result, outcome.state, outcome.code, outcome.version), **ids)
-        self._started()
-        if self.client:
-            self.jobs.submit("deliver", self._deliver_job)
-            self.jobs.submit("config", self._send_config_job)
-
-    def _on_install_error(self, error: Exception) -> None:
-        """The install was refused before it started (another update in progress, unreadable files),
-        or broke off with an error of its own; the journal has what it reached."""
-        self.install_running = False
-        ids, self.install_ids = self.install_ids, {}
-        code, detail = code_and_detail(error)
-        self.log.error("install-refused", code=code, msg=detail, **ids)
-        if self.phase is Phase.INSTALL:
-            self._fail_action(error)
-        elif self.starting:
-            self._show(f"started, but the update in flight could not be finished: {code}", **ids)
-        self._started()
+        self._advance(event, install_ids=ids)
 
     def _started(self) -> None:
         """The start-up work has ended (the update in flight finished, or the booted slot
@@ -646,105 +553,26 @@ class Daemon:
         if self.starting:
             self.starting = False
             self.notifier.ready()
-            self.log.info("ready", phase=self.phase.value, action=self.record.get("action"))
+            self.log.info("ready", phase=self.phase.value, action=self.record.action)
 
-    # --- cancel ---------------------------------------------------------------------------------
+    # --- the cancel's confirmation, the state directory, the outbox --------------------------------
 
-    def _on_cancel(self, cancel: Cancel) -> None:
-        current = self.record.get("action")
-        self.log.info("cancel", action=cancel.stop_id, phase=self.phase.value)
-        ended = self._reported_actions()
-        if cancel.stop_id in ended and ended[cancel.stop_id] != "cancelled":
-            # The update ended on the device and its result waits in the outbox: the cancel comes
-            # too late. Refused, so that the server keeps the action for the result that follows.
-            self._feedback("rejected", "the update has ended on the device; its result follows",
-                           kind="cancelAction", action=cancel.action_id)
-            self.jobs.submit("deliver", self._deliver_job)
-            return
-        if self.phase is Phase.INSTALL and cancel.stop_id == current:
-            if not self.installer.request_cancel():
-                self._feedback("rejected", "the update is past the switch to the new slot; it cannot be cancelled",
-                               kind="cancelAction", action=cancel.action_id)
-            return                         # accepted: the outcome (cancelled) is reported from the outbox
-        if self.phase in (Phase.DOWNLOAD, Phase.WAIT) and cancel.stop_id == current:
-            self._move(Event.CANCEL, cancel=cancel.action_id)
-            self.download_cancel.set()
-            if self.phase is Phase.CANCEL and not any(w.name == "fwagent-download" and w.is_alive()
-                                                      for w in self.workers):
-                self._finish_cancel()
-            return
-        if self.phase is Phase.CANCEL:
-            self._finish_cancel()
-            return
-        # Nothing of that action runs here (never started, or already over): the cancel holds.
-        self._feedback("closed", "nothing of this action is in progress on the device", finished="success",
-                       kind="cancelAction", action=cancel.action_id)
-
-    def _finish_cancel(self) -> None:
-        action, cancel = self.record["action"], self.record.get("cancel") or self.record["action"]
-        shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
-
-        def confirm() -> None:
-            try:
-                self.client.send_feedback("cancelAction", cancel, feedback(
-                    "closed", "success", details=["fwagent: cancelled; downloads removed, nothing was installed"]))
-            except DdiError as err:        # closed there already (a confirmation sent before a restart)
-                if err.code not in GONE and err.status != 405:
-                    raise
-            self.events.put(("cancel-confirmed", cancel))
-
-        if self.client:
-            self.jobs.submit("cancel", confirm)
-
-    def _on_cancel_confirmed(self, cancel: str) -> None:
-        if self.phase is Phase.CANCEL and (self.record.get("cancel") or self.record["action"]) == cancel:
-            self._end_action(Event.CLEANED)
-
-    # --- action bookkeeping ----------------------------------------------------------------------
-
-    def _move(self, event: Event, **fields: Any) -> None:
-        """Step the action's phase; persisted before anything acts on it."""
-        self.phase = step(self.phase, event)
-        self.record = {**self.record, **fields, "phase": self.phase.value, "starts": 0}
-        self.store.save(self.record)
-        self.log.info("phase", phase=self.phase.value, on=event.value, action=self.record.get("action"))
-        self._write_link()
-        self._publish_state()
-        idle = self.phase is Phase.IDLE
-        self._show(status.phase_text(self.phase.value, self.record.get("window")),
-                   action=None if idle else self.record.get("action"))
-
-    def _move_fields(self, **fields: Any) -> None:
-        """Persist more about the action in hand, in the same phase."""
-        self.record = {**self.record, **fields}
-        self.store.save(self.record)
-
-    def _end_action(self, event: Event) -> None:
-        action = self.record.get("action")
-        self.download_cancel.set()
-        self.deployment_href = None
-        self._move(event)
-        if action:
-            shutil.rmtree(download_dir(self.incoming, action), ignore_errors=True)
-        self.record = self.store.reset()
-
-    def _fail_action(self, error: BaseException, event: Event = Event.FAILED) -> None:
-        """The action failed before the install: its result joins the outbox, as an install's would."""
-        code, detail = code_and_detail(error)
-        self.log.error("action-failed", action=self.record["action"], code=code, msg=detail)
-        enqueue(self.installer.journal, {
-            "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": detail,
-            "version": self.record.get("version") or None, "origin": {"ddi_action": self.record["action"]}})
-        self._end_action(event)
-        if self.client:
-            self.jobs.submit("deliver", self._deliver_job)
+    def _confirm_cancel_job(self, cancel: str) -> None:
+        assert self.client is not None
+        try:
+            self.client.send_feedback("cancelAction", cancel, feedback(
+                "closed", "success", details=["fwagent: cancelled; downloads removed, nothing was installed"]))
+        except DdiError as err:        # closed there already (a confirmation sent before a restart)
+            if err.code not in GONE and err.status != 405:
+                raise
+        self.events.put(CancelConfirmed(cancel))
 
     def _sweep_incoming(self) -> None:
         """At a start: remove the download directories of actions that are no longer in hand
         (ended while the daemon was down, or left by an earlier version). Names come from
         listing the directory, never from the server."""
-        keep = {download_dir(self.incoming, self.record["action"])} if self.record.get("action") else set()
-        keep |= {Path(path).parent for path in (self.record.get("fetched") or {}).values()}
+        keep = {download_dir(self.incoming, self.record.action)} if self.record.action else set()
+        keep |= {Path(path).parent for path in (self.record.fetched or {}).values()}
         if self.incoming.is_dir():
             for entry in self.incoming.iterdir():
                 if entry.is_dir() and not entry.is_symlink() and entry not in keep:
@@ -762,7 +590,7 @@ class Daemon:
                   done: Callable[[], None] | None = None) -> None:
         """``throttle`` names a stream of progress (download, install): its first report, then one per
         interval, and always its last; a newer one replaces an unsent older one of the same stream."""
-        action = action or self.record.get("action")
+        action = action or self.record.action
         if self.client is None or action is None:
             if done:
                 done()
@@ -787,7 +615,7 @@ class Daemon:
 
     def _publish_state(self, **details: Any) -> None:
         if self.mqtt:
-            self.mqtt.publish_state(self.phase.value, action=self.record.get("action"), **details)
+            self.mqtt.publish_state(self.phase.value, action=self.record.action, **details)
 
     def attributes(self) -> dict[str, str]:
         """What configData reports: hardware, installed version, booted slot, agent, custom attributes."""
@@ -805,7 +633,7 @@ class Daemon:
         RETRIEVED status at each fetch after another status, and its link's ``c=`` changes when
         the action does)."""
         assert self.client is not None
-        refused = None
+        refused = plan = plan_error = None
         try:
             root = self.client.poll()
             cancel = self.client.cancel_action(root.cancel) if root.cancel else None
@@ -815,15 +643,20 @@ class Daemon:
             except DdiFormatError as err:       # the server answered, with something not to act on
                 deployment, refused = None, err
         except (DdiError, DdiFormatError) as err:
-            self.events.put(("poll-failed", err))
+            self.events.put(PollFailed(err))
             return
-        self.events.put(("polled", (root, deployment, cancel, refused)))
+        if deployment is not None:
+            try:
+                plan = plan_action(deployment, self.downloader.link.policy)
+            except PlanError as err:
+                plan_error = err
+        self.events.put(Polled(root, deployment, cancel, refused, plan, plan_error))
 
     def _send_reports_job(self) -> None:
         assert self.client is not None
         sent = self.reports.send(self.client, lambda report, err: self.log.warning(
             "report-refused", action=report.action, code=err.code, msg=err.detail))
-        self.events.put(("reports-sent", None) if sent else ("reports-stalled", None))
+        self.events.put(ReportsSent() if sent else ReportsStalled())
 
     def _send_config_job(self) -> None:
         assert self.client is not None

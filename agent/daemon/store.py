@@ -1,5 +1,5 @@
 """The server action in hand, persisted: one JSON file beside the journal, kept as
-agent/state_file.py keeps a record.
+agent/state_file.py keeps a record; read and written as an ActionRecord (agent/daemon/record.py).
 
 Written only by the orchestrator thread, before it acts on a new phase. Kept apart from the
 journal, which the install owns while it runs: neither ever overwrites the other's latest
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon.actions import Phase
+from agent.daemon.record import IDLE, SCHEMA, ActionRecord
 from agent.errors import FwagentError
 from agent.state_file import StateFile
 
-SCHEMA = 1
 FILENAME = "ddi-action.json"
 LOCKNAME = "daemon.lock"
 
@@ -27,7 +27,7 @@ class ActionStoreError(FwagentError, ValueError):
 
 
 def idle_record() -> dict[str, Any]:
-    return {"schema": SCHEMA, "phase": Phase.IDLE.value, "action": None}
+    return IDLE.as_dict()
 
 
 def problem(record: Any) -> str | None:
@@ -46,16 +46,15 @@ class ActionStore:
                               damaged=lambda path, found: ActionStoreError(f"{path}: {found}"),
                               failed=ActionStoreError)
 
-    def load(self) -> dict[str, Any]:
-        return self.file.load()
+    def load(self) -> ActionRecord:
+        return ActionRecord.from_dict(self.file.load())
 
-    def save(self, record: dict[str, Any]) -> None:
-        self.file.save(record)
+    def save(self, record: ActionRecord) -> None:
+        self.file.save(record.as_dict())
 
-    def reset(self) -> dict[str, Any]:
-        record = idle_record()
-        self.save(record)
-        return record
+    def reset(self) -> ActionRecord:
+        self.save(IDLE)
+        return IDLE
 
     @contextmanager
     def owned(self) -> Iterator[None]:

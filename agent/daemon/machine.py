@@ -1,0 +1,394 @@
+"""The daemon's decisions about the action in hand, as one pure function:
+``advance(record, event, facts) -> Step(record, effects)``.
+
+No I/O, no threads, no clock: the runner (agent/daemon/orchestrator.py) feeds it the events
+its workers post, with ``facts`` (what the runner alone knows: the results waiting in the
+outbox, whether an install or a download runs), and carries out the effects it returns, in
+order. The phase is the record's; every change of phase goes through actions.step (the
+table of agent/daemon/actions.py), persisted before anything acts on it.
+
+    event             phase                what the machine decides
+    ---------------   ------------------   ------------------------------------------------------
+    Started           download, wait       its result already in the outbox -> idle (failed)
+                      download, cancel     too many starts without progress -> idle (too-many-starts)
+                      download             resume the download
+                      cancel               remove the files, confirm the cancel again
+    Polled + cancel   any                  result already queued: refused; install: ask the
+                                           installer; download, wait: -> cancel; cancel: again;
+                                           else: nothing runs here, confirmed
+    Polled, refused   idle                 the action its link names -> download -> idle (failed)
+    Polled + deploy.  idle                 -> download (plan refused: -> idle, failed); not when its
+                                           result is queued, download is skip, or the start-up
+                                           install still runs
+                      download (same)      the window opened or closed: remembered
+                      wait (same)          the server allows it now -> install
+                      download, wait       another action: this one -> idle (withdrawn), then as idle
+    Polled, no deployment  download, wait  -> idle (withdrawn); cancel: -> idle (cleaned)
+    Checkpoint, Fetched  download          remembered (resumed from after a restart)
+    Downloaded        download             -> wait; may install: -> install
+                      cancel               remove the files, confirm the cancel
+    DownloadFailed    download             -> idle (failed); cancel: confirm the cancel
+    CancelConfirmed   cancel               -> idle (cleaned)
+    Installed         install              -> idle (installed); pending (a reboot comes): nothing
+    InstallError      install              -> idle (failed)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.daemon import status
+from agent.daemon.actions import MAX_STARTS, Event, Phase, forced, progress_mark, starts_after, step
+from agent.daemon.effects import (
+    Announce,
+    CancelInstall,
+    ConfirmCancel,
+    Deliver,
+    Effect,
+    Feedback,
+    Log,
+    Persist,
+    QueueResult,
+    Ready,
+    RemoveDownloads,
+    SendConfig,
+    Show,
+    StartDownload,
+    StartInstall,
+    StopDownload,
+)
+from agent.daemon.events import (
+    CancelConfirmed,
+    Checkpoint,
+    DaemonEvent,
+    Downloaded,
+    DownloadFailed,
+    Fetched,
+    Installed,
+    InstallError,
+    Polled,
+    Started,
+)
+from agent.daemon.record import IDLE, ActionRecord
+from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
+from agent.errors import FwagentError, code_and_detail
+
+IN_HAND = (Phase.DOWNLOAD, Phase.WAIT)     # an action fetched or waiting, its install not begun
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the runner knows that the record does not, as the event is handled."""
+
+    reported: Mapping[str, str] = field(default_factory=dict)   # actions whose result waits in the outbox -> code
+    installing: bool = False        # an install (or the start's resume) runs
+    downloading: bool = False       # the download worker runs
+    starting: bool = False          # the start-up work has not ended
+    stopping: bool = False
+    install_ids: Mapping[str, str] = field(default_factory=dict)   # how the log names the install that ran
+
+
+@dataclass(frozen=True)
+class Step:
+    record: ActionRecord
+    effects: tuple[Effect, ...]
+
+
+class Decision:
+    """One event's decision as it is built: the record so far and the effects so far."""
+
+    def __init__(self, record: ActionRecord, facts: Facts) -> None:
+        self.record, self.facts, self.effects = record, facts, list[Effect]()
+
+    @property
+    def phase(self) -> Phase:
+        return self.record.phase
+
+    def do(self, *effects: Effect) -> None:
+        self.effects.extend(effects)
+
+    def move(self, event: Event, **fields: Any) -> None:
+        """Step the phase (the table of actions.py); persisted before anything acts on it."""
+        self.record = self.record.moved(step(self.phase, event), **fields)
+        self.do(Persist(self.record), Announce(event))
+
+    def keep(self, **fields: Any) -> None:
+        """Persist more about the action in hand, in the same phase."""
+        self.record = self.record.with_fields(**fields)
+        self.do(Persist(self.record))
+
+    def end_action(self, event: Event) -> None:
+        action = self.record.action
+        self.do(StopDownload())
+        self.record = self.record.with_fields(href=None)
+        self.move(event)
+        if action:
+            self.do(RemoveDownloads(action))
+        self.record = IDLE
+        self.do(Persist(IDLE))
+
+    def fail_action(self, error: BaseException, event: Event = Event.FAILED) -> None:
+        """The action failed before the install: its result joins the outbox, as an install's would."""
+        code, detail = code_and_detail(error)
+        action = self.record.action
+        assert action is not None
+        self.do(Log("error", "action-failed", {"action": action, "code": code, "msg": detail}),
+                QueueResult(action, code, detail, self.record.version or None))
+        self.end_action(event)
+        self.do(Deliver())
+
+    def finish_cancel(self) -> None:
+        action = self.record.action
+        assert action is not None
+        self.do(RemoveDownloads(action), ConfirmCancel(self.record.cancel or action))
+
+    def install(self) -> None:
+        self.move(Event.WINDOW_OPEN)
+        self.do(StartInstall())
+
+
+def reads_outbox(record: ActionRecord, event: DaemonEvent) -> bool:
+    """Whether ``facts.reported`` matters for ``event``: the runner reads the journal's outbox only
+    then. At a start the journal may be damaged, left for the install worker to recover; with
+    nothing in hand the start must not touch it. Nor is it read for each download checkpoint."""
+    if isinstance(event, Started):
+        return record.phase in IN_HAND
+    if isinstance(event, Polled):
+        return event.cancel is not None or event.refused is not None or event.deployment is not None
+    return False
+
+
+def advance(record: ActionRecord, event: DaemonEvent, facts: Facts) -> Step:
+    """The record after ``event``, and what to do, in order."""
+    decision = Decision(record, facts)
+    HANDLERS[type(event)](decision, event)
+    return Step(decision.record, tuple(decision.effects))
+
+
+# --- the start -----------------------------------------------------------------------------
+
+
+def started(d: Decision, _event: Started) -> None:
+    if d.phase in IN_HAND and d.record.action in d.facts.reported:
+        d.end_action(Event.FAILED)            # its failure was queued just before a restart
+    count_start(d)
+    if d.phase is Phase.DOWNLOAD:
+        d.do(StartDownload())
+    elif d.phase is Phase.CANCEL:
+        d.finish_cancel()
+
+
+def count_start(d: Decision) -> None:
+    """One more start with the action in its phase; a crash loop (MAX_STARTS starts without
+    progress) ends the action down its failure path, reported."""
+    if d.phase is Phase.IDLE:
+        return
+    done = progress_mark(d.record.fetched, d.record.resume)
+    starts = starts_after(d.phase, d.record.starts, done, d.record.done)
+    d.keep(starts=starts, done=done)
+    if not forced(d.phase, starts):
+        return
+    error = FwagentError(f"started {starts} times in phase {d.phase.value} without getting further "
+                         f"(more than {MAX_STARTS}): given up", code="restart-limit")
+    if d.phase is Phase.DOWNLOAD:
+        d.fail_action(error, Event.TOO_MANY_STARTS)
+    else:
+        d.do(Log("error", "action-failed", {"action": d.record.action, "code": error.code, "msg": error.detail}))
+        d.end_action(Event.TOO_MANY_STARTS)
+
+
+# --- polls -----------------------------------------------------------------------------------
+
+
+def polled(d: Decision, event: Polled) -> None:
+    root, deployment = event.root, event.deployment
+    if event.cancel is not None:
+        cancel(d, event.cancel)
+    elif event.refused is not None and root.deployment is not None:
+        refuse_deployment(d, root.deployment, event.refused)
+    elif deployment is not None and not (d.facts.installing and d.phase is Phase.IDLE):
+        deployment_seen(d, deployment, event)  # (not while the start-up work still holds the journal)
+        if d.phase is not Phase.IDLE and d.record.action == deployment.action_id:
+            d.record = d.record.with_fields(href=root.deployment)
+    elif root.deployment is not None and root.deployment == d.record.href:
+        pass                                   # the action in hand, unchanged: not fetched again
+    elif d.phase in IN_HAND:
+        d.do(Log("info", "action-withdrawn", {"action": d.record.action}))
+        d.end_action(Event.WITHDRAWN)
+    elif d.phase is Phase.CANCEL:              # the server holds no cancel any more: it took ours
+        d.end_action(Event.CLEANED)
+    if d.phase is not Phase.INSTALL and not d.facts.installing:
+        d.do(Deliver())
+
+
+def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
+    action = deployment.action_id
+    if d.phase is Phase.WAIT and action == d.record.action:
+        if deployment.may_install:
+            d.install()
+        return
+    if d.phase is Phase.DOWNLOAD and action == d.record.action:
+        if deployment.may_install != d.record.may_install:      # the window opened or closed
+            d.keep(may_install=deployment.may_install)
+        return
+    if d.phase in IN_HAND and action != d.record.action:
+        # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
+        d.do(Log("info", "action-replaced", {"action": d.record.action, "by": action}))
+        d.end_action(Event.WITHDRAWN)
+    if d.phase is not Phase.IDLE:
+        return                                 # one action at a time, as the server assigns them
+    if action in d.facts.reported or deployment.download == "skip":
+        return                                 # its result is on its way; or not to be fetched yet
+    d.do(Log("info", "deployment", {"action": action, "download": deployment.download,
+                                    "update": deployment.update, "window": deployment.maintenance_window}))
+    plan = event.plan
+    if plan is None:
+        d.move(Event.DEPLOYMENT, action=action, plan=None)
+        d.fail_action(event.plan_error or FwagentError("no plan for the deployment", code="internal"))
+        return
+    d.move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
+           window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
+    first = plan.fetch_first(deployment.may_install)
+    d.do(Feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                  f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
+                  progress=(0, 100)),
+         StartDownload())
+
+
+def refuse_deployment(d: Decision, href: str, error: DdiFormatError) -> None:
+    """A deployment this device cannot read (an id that is no action id, a field out of shape):
+    nothing of it is acted on. The action its link names is closed as failed, with the reason."""
+    action = action_id_of(href)
+    d.do(Log("error", "deployment-refused", {"action": action, "code": error.code, "msg": error.detail}))
+    if action is None or d.phase is not Phase.IDLE or d.facts.installing or action in d.facts.reported:
+        return
+    d.move(Event.DEPLOYMENT, action=action, plan=None)
+    d.fail_action(error)
+
+
+# --- cancels -------------------------------------------------------------------------------------
+
+
+def cancel(d: Decision, cancel: Cancel) -> None:
+    current = d.record.action
+    d.do(Log("info", "cancel", {"action": cancel.stop_id, "phase": d.phase.value}))
+    reported = d.facts.reported
+    if cancel.stop_id in reported and reported[cancel.stop_id] != "cancelled":
+        # The update ended on the device and its result waits in the outbox: the cancel comes
+        # too late. Refused, so that the server keeps the action for the result that follows.
+        d.do(Feedback("rejected", "the update has ended on the device; its result follows",
+                      kind="cancelAction", action=cancel.action_id),
+             Deliver())
+        return
+    if d.phase is Phase.INSTALL and cancel.stop_id == current:
+        # Accepted: the outcome (cancelled) is reported from the outbox.
+        d.do(CancelInstall(Feedback("rejected", "the update is past the switch to the new slot; it cannot be "
+                                    "cancelled", kind="cancelAction", action=cancel.action_id)))
+        return
+    if d.phase in IN_HAND and cancel.stop_id == current:
+        d.move(Event.CANCEL, cancel=cancel.action_id)
+        d.do(StopDownload())
+        if not d.facts.downloading:
+            d.finish_cancel()                  # else once the download worker has stopped
+        return
+    if d.phase is Phase.CANCEL:
+        d.finish_cancel()
+        return
+    # Nothing of that action runs here (never started, or already over): the cancel holds.
+    d.do(Feedback("closed", "nothing of this action is in progress on the device", finished="success",
+                  kind="cancelAction", action=cancel.action_id))
+
+
+def cancel_confirmed(d: Decision, event: CancelConfirmed) -> None:
+    if d.phase is Phase.CANCEL and (d.record.cancel or d.record.action) == event.cancel:
+        d.end_action(Event.CLEANED)
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+
+def checkpoint(d: Decision, event: Checkpoint) -> None:
+    if d.phase is Phase.DOWNLOAD and d.record.action == event.action:
+        d.keep(resume={**(d.record.resume or {}), event.name: event.resume})
+
+
+def fetched(d: Decision, event: Fetched) -> None:
+    if d.phase is Phase.DOWNLOAD and d.record.action == event.action:
+        resume = {name: r for name, r in (d.record.resume or {}).items() if name != event.name}
+        d.keep(fetched={**(d.record.fetched or {}), event.name: event.path}, resume=resume)
+
+
+def downloaded(d: Decision, event: Downloaded) -> None:
+    if d.phase is Phase.CANCEL and d.record.action == event.action:
+        d.finish_cancel()                      # the cancel came while the files were being checked
+    if d.phase is not Phase.DOWNLOAD or d.record.action != event.action:
+        return
+    d.move(Event.DOWNLOADED, version=event.version or d.record.version)
+    version = d.record.version
+    d.do(Feedback("downloaded", f"the signed manifest verified, version {version}; the bundle streams into "
+                  "the slots" if d.record.streamed_bundle() is not None else
+                  f"downloaded and verified, version {version}", progress=(100, 100)))
+    if d.record.may_install:
+        d.install()
+    elif d.record.window == "unavailable":
+        d.do(Feedback("scheduled", "waiting for the maintenance window", progress=(100, 100)))
+
+
+def download_failed(d: Decision, event: DownloadFailed) -> None:
+    if d.facts.stopping or d.record.action != event.action:
+        return
+    if d.phase is Phase.CANCEL:
+        d.finish_cancel()
+    elif d.phase is Phase.DOWNLOAD:
+        d.fail_action(event.error)
+
+
+# --- installs ----------------------------------------------------------------------------------
+
+
+def installed(d: Decision, event: Installed) -> None:
+    outcome = event.outcome
+    ids: dict[str, str] = {}
+    if outcome is not None:
+        ids = status.ids(outcome.as_dict())
+        d.do(Log("info", "install-ended", {"result": outcome.result, "state": outcome.state,
+                                           "code": outcome.code or None, "msg": outcome.reason or None,
+                                           "version": outcome.version, **ids}))
+    if outcome is not None and outcome.result == "pending":
+        d.do(Show(status.outcome(outcome.result, outcome.state), **ids), Ready())
+        return                                 # a reboot is on its way; the next start goes on
+    if d.phase is Phase.INSTALL:
+        d.end_action(Event.INSTALLED)
+    if d.phase is Phase.IDLE and outcome is None:
+        d.do(Show("idle"))
+    elif d.phase is Phase.IDLE:
+        d.do(Show("idle; " + status.outcome(outcome.result, outcome.state, outcome.code, outcome.version), **ids))
+    d.do(Ready(), Deliver(), SendConfig())
+
+
+def install_error(d: Decision, event: InstallError) -> None:
+    """The install was refused before it started (another update in progress, unreadable files),
+    or broke off with an error of its own; the journal has what it reached."""
+    ids = dict(d.facts.install_ids)
+    code, detail = code_and_detail(event.error)
+    d.do(Log("error", "install-refused", {"code": code, "msg": detail, **ids}))
+    if d.phase is Phase.INSTALL:
+        d.fail_action(event.error)
+    elif d.facts.starting:
+        d.do(Show(f"started, but the update in flight could not be finished: {code}", **ids))
+    d.do(Ready())
+
+
+HANDLERS: dict[type[DaemonEvent], Callable[[Decision, Any], None]] = {
+    Started: started,
+    Polled: polled,
+    CancelConfirmed: cancel_confirmed,
+    Checkpoint: checkpoint,
+    Fetched: fetched,
+    Downloaded: downloaded,
+    DownloadFailed: download_failed,
+    Installed: installed,
+    InstallError: install_error,
+}
