@@ -25,6 +25,7 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
+from agent.policy.windows import Window, parse_windows
 from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.base import SLOTS
 from bootloader_bridge.options import Option, declared
@@ -112,6 +113,19 @@ class ServerConfig:
     max_answer: int = 1 << 20                  # bytes of one JSON answer; a longer one is refused
 
 
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Local control of updates (docs/daemon.md, "Local control"): gates the daemon waits at."""
+
+    approve: tuple[tuple[str, ...], ...] | str = ()   # commands (each must say go), or "manual"
+    install_windows: tuple[Window, ...] = ()        # local time; none: any time
+    when: str = "now"                               # now | online: a gate opens only after a poll answered
+
+    @property
+    def manual(self) -> bool:
+        return self.approve == "manual"
+
+
 THING_PARITY = ("none", "even", "odd")
 
 
@@ -154,6 +168,7 @@ class Config:
     server: ServerConfig | None = None
     mqtt: MqttConfig | None = None
     things: dict[str, ThingConfig] = field(default_factory=dict)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     path: Path | None = None
 
 
@@ -256,10 +271,11 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     mqtt = top.get("mqtt", dict)
     mqtt_config = _mqtt(_Table(mqtt, "mqtt", base), device.id) if mqtt is not None else None
     things = _things(top.get("things", dict, {}), base)
+    policy = _policy(_Table(top.get("policy", dict, {}), "policy", base))
     top.done()
     return Config(device=device, trust=trust, bootloader=bootloader, slots=slots,
-                  min_image_sizes=min_image_sizes, health=health,
-                  download=download, server=server_config, mqtt=mqtt_config, things=things, path=path)
+                  min_image_sizes=min_image_sizes, health=health, download=download, server=server_config,
+                  mqtt=mqtt_config, things=things, policy=policy, path=path)
 
 
 def _device(table: _Table) -> DeviceConfig:
@@ -409,6 +425,22 @@ def parse_download(table: _Table) -> DownloadConfig:
     table.done()
     return DownloadConfig(**numbers, **integers, **paths, proxy=proxy,
                           hosts=tuple(h.lower() for h in hosts))
+
+
+def _policy(table: _Table) -> PolicyConfig:
+    approve = table.get("approve", (list, str), [])
+    if isinstance(approve, str):
+        if approve != "manual":
+            raise ConfigError(f"[policy].approve must be \"manual\" or a list of commands, got {approve!r}")
+    elif not all(isinstance(c, list) and c and all(isinstance(a, str) and a for a in c) for c in approve):
+        raise ConfigError("[policy].approve must be a list of commands (each a list of strings), or \"manual\"")
+    windows = parse_windows(table.get("install_windows", list, []))
+    when = table.get("when", str, "now")
+    if when not in ("now", "online"):
+        raise ConfigError(f"[policy].when must be \"now\" or \"online\", got {when!r}")
+    table.done()
+    return PolicyConfig(approve=approve if isinstance(approve, str) else tuple(tuple(c) for c in approve),
+                        install_windows=windows, when=when)
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:
