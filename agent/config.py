@@ -25,7 +25,8 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
-from agent.policy.windows import Window, parse_windows
+from agent.policy.gates import PolicyConfig
+from agent.policy.windows import parse_windows
 from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.base import SLOTS
 from bootloader_bridge.options import Option, declared
@@ -111,19 +112,6 @@ class ServerConfig:
     timeout: float = 30.0                      # seconds for one request's answer
     progress_interval: float = 5.0             # seconds between two progress feedbacks of an action
     max_answer: int = 1 << 20                  # bytes of one JSON answer; a longer one is refused
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Local control of updates (docs/daemon.md, "Local control"): gates the daemon waits at."""
-
-    approve: tuple[tuple[str, ...], ...] | str = ()   # commands (each must say go), or "manual"
-    install_windows: tuple[Window, ...] = ()        # local time; none: any time
-    when: str = "now"                               # now | online: a gate opens only after a poll answered
-
-    @property
-    def manual(self) -> bool:
-        return self.approve == "manual"
 
 
 THING_PARITY = ("none", "even", "odd")

@@ -40,11 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_persisted_phase_names_never_change() -> None:
-    assert [p.value for p in Phase] == ["idle", "download", "wait-window", "install", "cancel"]
+    assert [p.value for p in Phase] == ["idle", "wait-approval", "download", "wait-window", "install", "cancel"]
 
 
 @pytest.mark.parametrize(("phase", "event", "expected"), [
     (Phase.IDLE, Event.DEPLOYMENT, Phase.DOWNLOAD),
+    (Phase.IDLE, Event.HELD, Phase.APPROVAL),
+    (Phase.APPROVAL, Event.APPROVED, Phase.DOWNLOAD),
+    (Phase.APPROVAL, Event.CANCEL, Phase.CANCEL),
+    (Phase.APPROVAL, Event.FAILED, Phase.IDLE),
+    (Phase.APPROVAL, Event.WITHDRAWN, Phase.IDLE),
     (Phase.DOWNLOAD, Event.DOWNLOADED, Phase.WAIT),
     (Phase.DOWNLOAD, Event.FAILED, Phase.IDLE),
     (Phase.DOWNLOAD, Event.CANCEL, Phase.CANCEL),
@@ -71,7 +76,7 @@ def test_what_the_table_does_not_allow_is_a_bug_not_a_guess() -> None:
                 with pytest.raises(ActionFlowError, match=f"from {phase.value} on {event.value}"):
                     step(phase, event)
     # No deployment is taken while another is in hand.
-    assert not any(p is not Phase.IDLE and e is Event.DEPLOYMENT for p, e in allowed)
+    assert not any(p is not Phase.IDLE and e in (Event.DEPLOYMENT, Event.HELD) for p, e in allowed)
 
 
 def test_every_phase_resumes_and_every_phase_reaches_idle() -> None:
@@ -146,6 +151,7 @@ def test_starts_in_a_row_count_only_while_nothing_gets_done() -> None:
     (Phase.DOWNLOAD, MAX_STARTS + 1, True),       # a crash loop in the download: given up, reported
     (Phase.CANCEL, MAX_STARTS + 1, True),
     (Phase.WAIT, 1000, False),                    # waiting for a window through power cuts is no loop
+    (Phase.APPROVAL, 1000, False),                # nor is waiting for approval
     (Phase.INSTALL, 1000, False),                 # the install's own flow bounds its restarts
     (Phase.IDLE, 1000, False),
 ])

@@ -4,6 +4,7 @@ record and every effect out, compared whole. No threads, no sleeps, no files."""
 from __future__ import annotations
 
 import ast
+from datetime import datetime
 import inspect
 from dataclasses import replace
 from typing import Any
@@ -14,12 +15,14 @@ from agent.daemon import effects as fx
 from agent.daemon import machine
 from agent.daemon.actions import MAX_STARTS, TRANSITIONS, Event, Phase, progress_mark, step
 from agent.daemon.events import (
+    Approval,
     CancelConfirmed,
     Checkpoint,
     DaemonEvent,
     Downloaded,
     DownloadFailed,
     Fetched,
+    GateCheck,
     Installed,
     InstallError,
     Polled,
@@ -32,6 +35,9 @@ from agent.ddi.codec import Artifact, Cancel, Chunk, DdiFormatError, Deployment,
 from agent.errors import FwagentError
 from agent.install.installer import Outcome
 from agent.net.policy import LinkPolicy
+from agent.policy.approval import GO, REFUSE, WAIT, Verdict
+from agent.policy.gates import Choice, Moment, PolicyConfig
+from agent.policy.windows import parse_windows
 
 HREF = "https://s/DEFAULT/controller/v1/gw/deploymentBase/7?c=1"
 OTHER_HREF = "https://s/DEFAULT/controller/v1/gw/deploymentBase/8?c=1"
@@ -101,6 +107,122 @@ LIMIT = FwagentError(f"started {MAX_STARTS + 1} times in phase download without 
 CANCEL_LIMIT = FwagentError(f"started {MAX_STARTS + 1} times in phase cancel without getting further "
                             f"(more than {MAX_STARTS}): given up", code="restart-limit")
 
+# --- [policy]: local gates ---------------------------------------------------------------------
+
+NOON = Moment(1_000_000.0, datetime(2026, 12, 7, 12, 0))        # a Monday
+NIGHT = Moment(1_000_000.0, datetime(2026, 12, 8, 2, 30))       # Tuesday, in the window
+COMMANDS = PolicyConfig(approve=(("/usr/lib/app/may-update",),))
+MANUAL = PolicyConfig(approve="manual")
+WINDOWED = PolicyConfig(install_windows=parse_windows(["Mon-Fri 02:00-04:00"]))
+ASKING = Facts(policy=COMMANDS, moment=NOON)
+HELD = replace(DOWNLOADING, phase=Phase.APPROVAL)
+APPROVING = replace(HELD, waiting="waiting for approval")
+IN_WAIT = replace(WAITING, may_install=True, window=None)
+
+
+def waits(record: ActionRecord, gate: str, reason: str, *more: fx.Effect) -> list[fx.Effect]:
+    """What a gate that starts to hold the action does."""
+    return [fx.Persist(replace(record, waiting=reason)),
+            fx.Log("info", "waiting", {"action": record.action, "gate": gate, "msg": reason}),
+            fx.Waiting(), fx.Feedback("scheduled", reason), *more]
+
+
+def downloads(record: ActionRecord) -> list[fx.Effect]:
+    moved = replace(record, phase=Phase.DOWNLOAD, waiting=None, retry_at=None)
+    return [fx.Persist(moved), fx.Announce(Event.APPROVED),
+            fx.Feedback("proceeding", "checking the signed manifest of u.fwb; it streams into the slots",
+                        progress=(0, 100)), fx.StartDownload()]
+
+
+def installs(record: ActionRecord) -> list[fx.Effect]:
+    return [fx.Persist(replace(record, phase=Phase.INSTALL, waiting=None, retry_at=None)),
+            fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]
+
+
+GONE_AT_DOWNLOAD = replace(DOWNLOADING, waiting=None)
+POLICY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("approval commands: a deployment is held before its download", IDLE, polled(deployment()), ASKING, APPROVING,
+     [fx.Log("info", "deployment", {"action": "7", "download": "forced", "update": "forced", "window": None}),
+      fx.Persist(HELD), fx.Announce(Event.HELD),
+      *waits(HELD, "download", "waiting for approval", fx.RunApproval("download"), fx.Recheck(1_000_060.0)),
+      fx.Deliver()]),
+    ("the approval says go: the download starts", APPROVING, Approval("7", "download", Verdict(GO)), ASKING,
+     GONE_AT_DOWNLOAD, downloads(APPROVING)),
+    ("the approval asks to wait: held until then", APPROVING,
+     Approval("7", "download", Verdict(WAIT, "may-update asks to wait", 30)), ASKING,
+     replace(APPROVING, retry_at=1_000_030.0, waiting="the approval command asked to wait until 12:00:30"),
+     [fx.Persist(replace(APPROVING, retry_at=1_000_030.0)),
+      *waits(replace(APPROVING, retry_at=1_000_030.0), "download",
+             "the approval command asked to wait until 12:00:30", fx.Recheck(1_000_030.0))]),
+    ("a look while the approval waits: nothing new", replace(APPROVING, retry_at=1_000_030.0,
+                                                            waiting="the approval command asked to wait until 12:00:30"),
+     GateCheck(), ASKING, replace(APPROVING, retry_at=1_000_030.0,
+                                  waiting="the approval command asked to wait until 12:00:30"),
+     [fx.Recheck(1_000_030.0)]),
+    ("the wait asked for is over: the commands asked again", replace(APPROVING, retry_at=999_000.0),
+     GateCheck(), ASKING, replace(APPROVING, retry_at=999_000.0),
+     [fx.RunApproval("download"), fx.Recheck(1_000_060.0)]),
+    ("a look while the commands run: they are not started twice", APPROVING, GateCheck(),
+     replace(ASKING, approving=True), APPROVING, [fx.Recheck(1_000_060.0)]),
+    ("the approval refuses: closed as rejected with its reason", APPROVING,
+     Approval("7", "download", Verdict(REFUSE, "battery low")), ASKING, IDLE,
+     failed(HELD, "rejected", "battery low")),
+    ("a verdict on another action is moot", APPROVING, Approval("8", "download", Verdict(GO)), ASKING, APPROVING, []),
+    ("a verdict for another gate is moot", APPROVING, Approval("7", "install", Verdict(GO)), ASKING, APPROVING, []),
+    ("manual: waiting for fwagent approve, looked at again soon", HELD, GateCheck(),
+     Facts(policy=MANUAL, moment=NOON), replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     waits(HELD, "download", "waiting for approval (fwagent approve)", fx.Recheck(1_000_002.0))),
+    ("manual: fwagent approve opens the gate", replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     GateCheck(), Facts(policy=MANUAL, moment=NOON, choice=Choice("7", "approve")), GONE_AT_DOWNLOAD,
+     downloads(HELD)),
+    ("an approval of another action opens nothing", replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     GateCheck(), Facts(policy=MANUAL, moment=NOON, choice=Choice("8", "approve")),
+     replace(HELD, waiting="waiting for approval (fwagent approve)"), [fx.Recheck(1_000_002.0)]),
+    ("fwagent defer holds it until then, looked at again within a minute", HELD, GateCheck(),
+     Facts(policy=MANUAL, moment=NOON, choice=Choice("7", "defer", 1_003_600.0)),
+     replace(HELD, waiting="deferred until 13:00:00"),
+     waits(HELD, "download", "deferred until 13:00:00", fx.Recheck(1_000_060.0))),
+    ("a start waiting for approval: the gate looked at again", APPROVING, Started(), ASKING,
+     replace(APPROVING, starts=1, done=MARK),
+     [fx.Persist(replace(APPROVING, starts=1, done=MARK)), fx.Recheck(0.0)]),
+    ("a cancel while waiting for approval", APPROVING, polled(cancel=CANCEL), ASKING,
+     replace(APPROVING, phase=Phase.CANCEL, cancel="9", waiting=None),
+     [cancel_seen(phase=Phase.APPROVAL), fx.Persist(replace(APPROVING, phase=Phase.CANCEL, cancel="9", waiting=None)),
+      fx.Announce(Event.CANCEL), fx.StopDownload(), *confirm(replace(APPROVING, cancel="9")), fx.Deliver()]),
+    ("the server drops an action waiting for approval", APPROVING, polled(href=None), ASKING, IDLE,
+     [fx.Log("info", "action-withdrawn", {"action": "7"}), *ended(replace(APPROVING, waiting=None), Event.WITHDRAWN),
+      fx.Deliver()]),
+    ("outside the install window: held, with the next opening", IN_WAIT, polled(deployment()),
+     Facts(policy=WINDOWED, moment=NOON), replace(IN_WAIT, waiting="outside the install window until 02:00"),
+     [*waits(IN_WAIT, "install", "outside the install window until 02:00", fx.Recheck(1_000_060.0)), fx.Deliver()]),
+    ("downloaded outside the install window", replace(DOWNLOADING, fetched={"u.fwb": "/f"}), Downloaded("7", None),
+     Facts(policy=WINDOWED, moment=NOON),
+     replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"}, waiting="outside the install window until 02:00"),
+     [fx.Persist(replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"})), fx.Announce(Event.DOWNLOADED),
+      fx.Feedback("downloaded", "downloaded and verified, version 2.0", progress=(100, 100)),
+      *waits(replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"}), "install",
+             "outside the install window until 02:00", fx.Recheck(1_000_060.0))]),
+    ("the install window opens", replace(IN_WAIT, waiting="outside the install window until 02:00"), GateCheck(),
+     Facts(policy=WINDOWED, moment=NIGHT), replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="outside the install window until 02:00"))),
+    ("the install window is open but the server's is not", replace(IN_WAIT, may_install=False), GateCheck(),
+     Facts(policy=WINDOWED, moment=NIGHT), replace(IN_WAIT, may_install=False), []),
+    ("approval commands at the install gate", IN_WAIT, GateCheck(), ASKING,
+     replace(IN_WAIT, waiting="waiting for approval"),
+     waits(IN_WAIT, "install", "waiting for approval", fx.RunApproval("install"), fx.Recheck(1_000_060.0))),
+    ("the approval at the install gate says go", replace(IN_WAIT, waiting="waiting for approval"),
+     Approval("7", "install", Verdict(GO)), ASKING, replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="waiting for approval"))),
+    ("when = online: no gate opens before a poll is answered", IN_WAIT, GateCheck(),
+     Facts(policy=PolicyConfig(when="online"), moment=NIGHT),
+     replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"),
+     waits(IN_WAIT, "install", "waiting to be online: no poll answered since the start")),
+    ("when = online, once online", replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"),
+     polled(deployment()), Facts(policy=PolicyConfig(when="online"), moment=NIGHT, online=True),
+     replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"))),
+]
+
 # (name, record before, event, facts, record after, effects)
 CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
     # --- the start
@@ -167,8 +289,9 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
     ("downloading, the known link: not fetched again", replace(DOWNLOADING, href=HREF), polled(), Facts(),
      DOWNLOADING, [fx.Deliver()]),
     ("waiting, the window opens", WAITING, polled(deployment(window="available")), Facts(),
-     replace(WAITING, phase=Phase.INSTALL),
-     [fx.Persist(replace(WAITING, phase=Phase.INSTALL)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
+     replace(WAITING, phase=Phase.INSTALL, may_install=True),
+     [fx.Persist(replace(WAITING, may_install=True)), fx.Persist(replace(WAITING, phase=Phase.INSTALL, may_install=True)),
+      fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
     ("waiting, the window stays closed", WAITING, polled(deployment(window="unavailable")), Facts(), WAITING,
      [fx.Deliver()]),
     ("waiting, the server drops the action", WAITING, polled(href=None), Facts(), IDLE,
@@ -272,6 +395,7 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
       fx.Show("started, but the update in flight could not be finished: io", **IDS), fx.Ready()]),
     ("an install error later, idle", IDLE, InstallError(OSError(5, "I/O error")), Facts(), IDLE,
      [fx.Log("error", "install-refused", {"code": "io", "msg": "I/O error"}), fx.Ready()]),
+    *POLICY_CASES,
 ]
 
 

@@ -57,6 +57,27 @@ class Show:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why a local gate holds the action changed (the record's ``waiting``): link.json, the MQTT
+    state and the status line say it."""
+
+
+@dataclass(frozen=True)
+class RunApproval:
+    """Run the approval commands of ``[policy]`` for the action in hand at ``gate`` (on a worker,
+    which posts the verdict: Approval)."""
+
+    gate: str
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Post GateCheck at ``at`` (epoch seconds; one past: at once): a gate is to be looked at again."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class StartDownload:
     """Fetch what the record's plan needs first and is not fetched yet, resuming from its checkpoints."""
 
@@ -116,5 +137,5 @@ class Ready:
     """The start-up work has ended (systemd's READY=1), if it had not yet."""
 
 
-Effect = (Persist | Announce | Log | Feedback | Show | StartDownload | StopDownload | RemoveDownloads
-          | ConfirmCancel | CancelInstall | StartInstall | QueueResult | Deliver | SendConfig | Ready)
+Effect = (Persist | Announce | Log | Feedback | Show | Waiting | RunApproval | Recheck | StartDownload | StopDownload
+          | RemoveDownloads | ConfirmCancel | CancelInstall | StartInstall | QueueResult | Deliver | SendConfig | Ready)

@@ -40,6 +40,8 @@ def link_lines(view: dict[str, Any] | None, config: Config, now: float | None = 
             error = view["last_error"]
             lines.append(f"  last error: {error['code']}: {error['detail']} ({_when(error['at'], now)})")
     lines.append(f"  action:     {view['action'] + ', ' if view['action'] else ''}{view['phase']}")
+    if view.get("waiting"):
+        lines.append(f"  waiting:    {view['waiting']}")
     if view["mqtt"] is not None:
         lines.append(f"  MQTT:       {view['mqtt']}")
     lines.append(f"  step reports waiting: {view['reports_waiting']}")

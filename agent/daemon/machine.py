@@ -9,28 +9,41 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
 
     event             phase                what the machine decides
     ---------------   ------------------   ------------------------------------------------------
-    Started           download, wait       its result already in the outbox -> idle (failed)
+    Started           approval, download,  its result already in the outbox -> idle (failed)
+                        wait
                       download, cancel     too many starts without progress -> idle (too-many-starts)
                       download             resume the download
                       cancel               remove the files, confirm the cancel again
+                      approval, wait held  look at the gate again (Recheck)
     Polled + cancel   any                  result already queued: refused; install: ask the
                                            installer; download, wait: -> cancel; cancel: again;
                                            else: nothing runs here, confirmed
     Polled, refused   idle                 the action its link names -> download -> idle (failed)
-    Polled + deploy.  idle                 -> download (plan refused: -> idle, failed); not when its
-                                           result is queued, download is skip, or the start-up
-                                           install still runs
+    Polled + deploy.  idle                 -> download, or with [policy].approve -> approval (plan
+                                           refused: -> idle, failed); not when its result is queued,
+                                           download is skip, or the start-up install still runs
+                      approval (same)      the gate: approved -> download; else held, with its reason
                       download (same)      the window opened or closed: remembered
-                      wait (same)          the server allows it now -> install
-                      download, wait       another action: this one -> idle (withdrawn), then as idle
-    Polled, no deployment  download, wait  -> idle (withdrawn); cancel: -> idle (cleaned)
+                      wait (same)          the server allows it and no local gate holds it -> install
+                      approval, download,  another action: this one -> idle (withdrawn), then as idle
+                        wait
+    Polled, no deployment  approval,       -> idle (withdrawn); cancel: -> idle (cleaned)
+                      download, wait
     Checkpoint, Fetched  download          remembered (resumed from after a restart)
-    Downloaded        download             -> wait; may install: -> install
+    Downloaded        download             -> wait; may install and no local gate holds it: -> install
                       cancel               remove the files, confirm the cancel
     DownloadFailed    download             -> idle (failed); cancel: confirm the cancel
     CancelConfirmed   cancel               -> idle (cleaned)
     Installed         install              -> idle (installed); pending (a reboot comes): nothing
     InstallError      install              -> idle (failed)
+    GateCheck         approval, wait       the gate looked at again (a window opened, a decision came)
+    Approval          approval, wait       go: the gate opens (if nothing else holds it); wait: held
+                                           until the time asked; refuse: -> idle (failed, rejected)
+
+A local gate ([policy], agent/policy/gates.py) that holds the action persists the reason
+(``waiting``), announces it (Waiting), reports it (``scheduled``) once per change, starts the
+approval commands when they are to decide (RunApproval), and asks to be looked at again
+(Recheck): the machine keeps no clock, the runner hands in the time (``facts.moment``).
 """
 
 from __future__ import annotations
@@ -52,20 +65,25 @@ from agent.daemon.effects import (
     Persist,
     QueueResult,
     Ready,
+    Recheck,
     RemoveDownloads,
+    RunApproval,
     SendConfig,
     Show,
     StartDownload,
     StartInstall,
     StopDownload,
+    Waiting,
 )
 from agent.daemon.events import (
+    Approval,
     CancelConfirmed,
     Checkpoint,
     DaemonEvent,
     Downloaded,
     DownloadFailed,
     Fetched,
+    GateCheck,
     Installed,
     InstallError,
     Polled,
@@ -74,8 +92,11 @@ from agent.daemon.events import (
 from agent.daemon.record import IDLE, ActionRecord
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
 from agent.errors import FwagentError, code_and_detail
+from agent.policy.approval import GO, REFUSE, WAIT
+from agent.policy.gates import DOWNLOAD, INSTALL, RECHECK_MAX, Choice, Moment, PolicyConfig, hold
 
-IN_HAND = (Phase.DOWNLOAD, Phase.WAIT)     # an action fetched or waiting, its install not begun
+IN_HAND = (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT)     # an action taken, its install not begun
+GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL}      # the local gate each waiting phase is held at
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,11 @@ class Facts:
     starting: bool = False          # the start-up work has not ended
     stopping: bool = False
     install_ids: Mapping[str, str] = field(default_factory=dict)   # how the log names the install that ran
+    policy: PolicyConfig = PolicyConfig()       # [policy]: the local gates
+    moment: Moment | None = None    # now, for the gates (epoch seconds and local wall time)
+    online: bool = False            # a poll has been answered since the start
+    choice: Choice | None = None    # the operator's decision on the action in hand (fwagent approve/defer)
+    approving: bool = False         # the approval commands run
 
 
 @dataclass(frozen=True)
@@ -144,9 +170,48 @@ class Decision:
         assert action is not None
         self.do(RemoveDownloads(action), ConfirmCancel(self.record.cancel or action))
 
-    def install(self) -> None:
-        self.move(Event.WINDOW_OPEN)
-        self.do(StartInstall())
+    def start_download(self) -> None:
+        plan = self.record.action_plan()
+        first = plan.fetch_first(bool(self.record.may_install))
+        self.do(Feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                         f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
+                         progress=(0, 100)),
+                StartDownload())
+
+    def open_gate(self, approved: bool = False) -> None:
+        """Past the local gate of the phase ([policy]) when nothing holds the action there; the
+        reason persisted, shown and reported when it holds it (agent/policy/gates.py)."""
+        gate = GATES[self.phase]
+        if gate == INSTALL and not self.record.may_install:
+            return                             # the server's window first
+        if self.held(gate, approved):
+            return
+        if gate == DOWNLOAD:
+            self.move(Event.APPROVED)
+            self.start_download()
+        else:
+            self.move(Event.WINDOW_OPEN)
+            self.do(StartInstall())
+
+    def held(self, gate: str, approved: bool) -> bool:
+        f = self.facts
+        if f.moment is None:                   # no time given: only a device without [policy] gates
+            assert f.policy == PolicyConfig() and f.choice is None, "the runner gives the time for a gate"
+            return False
+        choice = f.choice if f.choice is not None and f.choice.action == self.record.action else None
+        why = hold(f.policy, gate, f.moment, online=f.online, choice=choice, retry_at=self.record.retry_at,
+                   approved=approved)
+        if why is None:
+            return False
+        if why.reason != self.record.waiting:
+            self.keep(waiting=why.reason)
+            self.do(Log("info", "waiting", {"action": self.record.action, "gate": gate, "msg": why.reason}),
+                    Waiting(), Feedback("scheduled", why.reason))
+        if why.ask and not f.approving:
+            self.do(RunApproval(gate))
+        if why.recheck is not None:
+            self.do(Recheck(min(why.recheck, f.moment.now + RECHECK_MAX)))
+        return True
 
 
 def reads_outbox(record: ActionRecord, event: DaemonEvent) -> bool:
@@ -178,6 +243,8 @@ def started(d: Decision, _event: Started) -> None:
         d.do(StartDownload())
     elif d.phase is Phase.CANCEL:
         d.finish_cancel()
+    elif d.phase is Phase.APPROVAL or (d.phase is Phase.WAIT and d.record.waiting):
+        d.do(Recheck(0.0))                     # its gate looked at again, at once
 
 
 def count_start(d: Decision) -> None:
@@ -225,13 +292,11 @@ def polled(d: Decision, event: Polled) -> None:
 
 def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
     action = deployment.action_id
-    if d.phase is Phase.WAIT and action == d.record.action:
-        if deployment.may_install:
-            d.install()
-        return
-    if d.phase is Phase.DOWNLOAD and action == d.record.action:
+    if d.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT) and action == d.record.action:
         if deployment.may_install != d.record.may_install:      # the window opened or closed
             d.keep(may_install=deployment.may_install)
+        if d.phase in GATES:
+            d.open_gate()
         return
     if d.phase in IN_HAND and action != d.record.action:
         # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
@@ -248,13 +313,14 @@ def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
         d.move(Event.DEPLOYMENT, action=action, plan=None)
         d.fail_action(event.plan_error or FwagentError("no plan for the deployment", code="internal"))
         return
-    d.move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
-           window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-    first = plan.fetch_first(deployment.may_install)
-    d.do(Feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
-                  f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
-                  progress=(0, 100)),
-         StartDownload())
+    gated = bool(d.facts.policy.approve)      # approval comes before anything is fetched
+    d.move(Event.HELD if gated else Event.DEPLOYMENT, action=action, plan=plan.as_dict(),
+           may_install=deployment.may_install, window=deployment.maintenance_window, fetched={}, resume={},
+           version=plan.version)
+    if gated:
+        d.open_gate()
+    else:
+        d.start_download()
 
 
 def refuse_deployment(d: Decision, href: str, error: DdiFormatError) -> None:
@@ -331,7 +397,7 @@ def downloaded(d: Decision, event: Downloaded) -> None:
                   "the slots" if d.record.streamed_bundle() is not None else
                   f"downloaded and verified, version {version}", progress=(100, 100)))
     if d.record.may_install:
-        d.install()
+        d.open_gate()
     elif d.record.window == "unavailable":
         d.do(Feedback("scheduled", "waiting for the maintenance window", progress=(100, 100)))
 
@@ -381,6 +447,29 @@ def install_error(d: Decision, event: InstallError) -> None:
     d.do(Ready())
 
 
+# --- local gates ([policy]) ----------------------------------------------------------------------
+
+
+def gate_check(d: Decision, _event: GateCheck) -> None:
+    if d.phase in GATES:
+        d.open_gate()
+
+
+def approval(d: Decision, event: Approval) -> None:
+    """The approval commands' verdict: go opens the gate (if nothing else holds it), wait holds
+    it until the time they asked for, refuse closes the action as rejected with their reason."""
+    if d.record.action != event.action or GATES.get(d.phase) != event.gate:
+        return                                 # the action moved on (cancelled, withdrawn) meanwhile
+    verdict = event.verdict
+    if verdict.decision == REFUSE:
+        d.fail_action(FwagentError(verdict.reason, code="rejected"))
+        return
+    if verdict.decision == WAIT:
+        assert d.facts.moment is not None
+        d.keep(retry_at=d.facts.moment.now + verdict.wait)
+    d.open_gate(approved=verdict.decision == GO)
+
+
 HANDLERS: dict[type[DaemonEvent], Callable[[Decision, Any], None]] = {
     Started: started,
     Polled: polled,
@@ -391,4 +480,6 @@ HANDLERS: dict[type[DaemonEvent], Callable[[Decision, Any], None]] = {
     DownloadFailed: download_failed,
     Installed: installed,
     InstallError: install_error,
+    GateCheck: gate_check,
+    Approval: approval,
 }

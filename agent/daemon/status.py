@@ -22,6 +22,7 @@ PHASE_TEXT = {
     "idle": "idle",
     "download": "downloading",
     "wait-window": "downloaded; waiting for the server to allow the install",
+    "wait-approval": "waiting for approval before the download",
     "install": "installing",
     "cancel": "cancelling; removing the downloads",
 }
@@ -33,8 +34,11 @@ def step_text(state: str, update: dict[str, Any]) -> str | None:
     return text.format(target=update.get("target"), previous=update.get("previous")) if text else None
 
 
-def phase_text(phase: str, window: str | None = None) -> str:
-    """What a phase of a server action does, before anything more precise is known."""
+def phase_text(phase: str, window: str | None = None, waiting: str | None = None) -> str:
+    """What a phase of a server action does, before anything more precise is known; ``waiting``:
+    why a local gate ([policy]) holds it."""
+    if waiting:
+        return f"{'downloaded; ' if phase == 'wait-window' else ''}{waiting}"
     if phase == "wait-window" and window == "unavailable":
         return "downloaded; waiting for the maintenance window"
     return PHASE_TEXT.get(phase, phase)

@@ -2,7 +2,8 @@
 (with a timeout and bounded output; called on a worker thread, never the orchestrator's).
 
 0 = go; 21 = wait (Mender's state-script "retry later" code): its output may give the seconds
-to wait, bounded; anything else = refuse, the reason the first line of its output. The command
+to wait, bounded; anything else = refuse, the reason the first line of its output (else the command's name
+and exit status). The command
 learns the gate, the action and the version from its environment: FWAGENT_GATE (download |
 install | reboot), FWAGENT_ACTION, FWAGENT_VERSION.
 """
@@ -46,8 +47,10 @@ def verdict(command: str, status: int, output: bytes) -> Verdict:
             seconds = DEFAULT_WAIT
         low, high = WAIT_BOUNDS
         return Verdict(WAIT, f"{command} asks to wait", min(max(seconds, low), high))
-    why = first or (f"exit status {status}" if status >= 0 else f"killed by signal {-status}")
-    return Verdict(REFUSE, f"{command} refused: {why}")
+    if first:
+        return Verdict(REFUSE, first)
+    return Verdict(REFUSE, f"{command} refused: " + (f"exit status {status}" if status >= 0 else
+                                                     f"killed by signal {-status}"))
 
 
 def run_approval(argv: tuple[str, ...], gate: str, action: str, version: str | None,
