@@ -426,9 +426,16 @@ def _policy(table: _Table) -> PolicyConfig:
     when = table.get("when", str, "now")
     if when not in ("now", "online"):
         raise ConfigError(f"[policy].when must be \"now\" or \"online\", got {when!r}")
+    reboot = table.get("reboot", str, "immediate")
+    if reboot not in ("immediate", "window", "approve"):
+        raise ConfigError(f"[policy].reboot must be \"immediate\", \"window\" or \"approve\", got {reboot!r}")
+    if reboot == "window" and not windows:
+        raise ConfigError("[policy].reboot = \"window\" needs [policy].install_windows")
+    if reboot == "approve" and not approve:
+        raise ConfigError("[policy].reboot = \"approve\" needs [policy].approve (commands, or \"manual\")")
     table.done()
     return PolicyConfig(approve=approve if isinstance(approve, str) else tuple(tuple(c) for c in approve),
-                        install_windows=windows, when=when)
+                        install_windows=windows, when=when, reboot=reboot)
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:

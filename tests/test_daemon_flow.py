@@ -120,13 +120,13 @@ def event_kinds() -> set[str]:
 
 
 def test_the_events_of_docs_daemon_md_are_the_codes() -> None:
-    """The thread table names every event a thread posts; with the start and the timer, that is
-    every kind of event there is."""
+    """The thread table names every event a thread posts; with the start, the timer and the look
+    at a gate, that is every kind of event there is."""
     section = docs_section("## Threads and events")
     posted = {name for line in section.splitlines() if line.startswith("| ") and not line.startswith("| thread")
               for name in re.findall(r"`([a-z-]+)`", line.split("|")[3])}
-    assert posted | {"start", "timer"} == event_kinds()
-    assert "(`timer`)" in section and "(`start`)" in section
+    assert posted | {"start", "timer", "gate-check"} == event_kinds()
+    assert "(`timer`)" in section and "(`start`)" in section and "(`gate-check`" in section
 
 
 def test_the_machine_of_docs_daemon_md_is_the_codes() -> None:

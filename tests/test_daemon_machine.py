@@ -223,6 +223,53 @@ POLICY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, li
      installs(replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"))),
 ]
 
+# --- [policy].reboot: the staged install's switch waits at its own gate ----------------------------
+
+STAGED = Outcome("d4b33c09aa", "pending", "staged", origin={"ddi_action": "7"})
+REBOOTING = replace(INSTALLING, phase=Phase.REBOOT_WAIT)
+MANUAL_REBOOT = PolicyConfig(approve="manual", reboot="approve")
+REBOOT_WINDOW = PolicyConfig(install_windows=parse_windows(["Mon-Fri 02:00-04:00"]), reboot="window")
+FOR_REBOOT = "staged; the switch and reboot wait: waiting for approval (fwagent approve)"
+STAGED_FACTS = Facts(policy=MANUAL_REBOOT, moment=NOON)
+
+REBOOT_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("reboot = window: the install runs outside the window, staged", IN_WAIT, GateCheck(),
+     Facts(policy=REBOOT_WINDOW, moment=NOON), replace(IN_WAIT, phase=Phase.INSTALL),
+     [fx.Persist(replace(IN_WAIT, phase=Phase.INSTALL)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall(stage=True)]),
+    ("the install is staged: the switch waits for approval", INSTALLING, Installed(STAGED), STAGED_FACTS,
+     replace(REBOOTING, waiting=FOR_REBOOT),
+     [fx.Log("info", "install-ended", {"result": "pending", "state": "staged", "code": None, "msg": None,
+                                       "version": None, **IDS}),
+      fx.Show("staged: written and checked; the switch and reboot wait for [policy].reboot", **IDS), fx.Ready(),
+      fx.Persist(REBOOTING), fx.Announce(Event.STAGED), *waits(REBOOTING, "reboot", FOR_REBOOT, fx.Recheck(1_000_002.0))]),
+    ("an approval of the download is none of the reboot", replace(REBOOTING, waiting=FOR_REBOOT), GateCheck(),
+     replace(STAGED_FACTS, choice=Choice("7", "approve")), replace(REBOOTING, waiting=FOR_REBOOT),
+     [fx.Recheck(1_000_002.0)]),
+    ("fwagent approve on the staged action: it switches", replace(REBOOTING, waiting=FOR_REBOOT), GateCheck(),
+     replace(STAGED_FACTS, choice=Choice("7", "approve-reboot")), INSTALLING,
+     [fx.Persist(INSTALLING), fx.Announce(Event.ACTIVATE), fx.Activate()]),
+    ("staged, found by the start-up resume: the gate waits for it to end", REBOOTING, GateCheck(),
+     replace(STAGED_FACTS, installing=True, choice=Choice("7", "approve-reboot")), REBOOTING, []),
+    ("staged, the start-up resume ended: the gate looked at", replace(REBOOTING, waiting=FOR_REBOOT),
+     Installed(STAGED), replace(STAGED_FACTS, choice=Choice("7", "approve-reboot")), INSTALLING,
+     [fx.Log("info", "install-ended", {"result": "pending", "state": "staged", "code": None, "msg": None,
+                                       "version": None, **IDS}),
+      fx.Show("staged: written and checked; the switch and reboot wait for [policy].reboot", **IDS), fx.Ready(),
+      fx.Persist(INSTALLING), fx.Announce(Event.ACTIVATE), fx.Activate()]),
+    ("reboot = window: the switch waits for the window", REBOOTING, GateCheck(), Facts(policy=REBOOT_WINDOW, moment=NOON),
+     replace(REBOOTING, waiting="staged; the switch and reboot wait: outside the install window until 02:00"),
+     waits(REBOOTING, "reboot", "staged; the switch and reboot wait: outside the install window until 02:00",
+           fx.Recheck(1_000_060.0))),
+    ("the approval refuses the reboot: the staged update ends as rejected", replace(REBOOTING, waiting=FOR_REBOOT),
+     Approval("7", "reboot", Verdict(REFUSE, "line busy")), Facts(policy=replace(COMMANDS, reboot="approve"),
+                                                                  moment=NOON), INSTALLING,
+     [fx.Log("error", "action-failed", {"action": "7", "code": "rejected", "msg": "line busy"}),
+      fx.Persist(INSTALLING), fx.Announce(Event.ABANDON), fx.AbortStaged("rejected", "line busy")]),
+    ("a cancel of a staged update: the installer ends it", REBOOTING, polled(cancel=CANCEL), STAGED_FACTS, INSTALLING,
+     [cancel_seen(phase=Phase.REBOOT_WAIT), fx.Persist(INSTALLING), fx.Announce(Event.CANCEL),
+      fx.AbortStaged("cancelled", "cancelled by the server")]),
+]
+
 # (name, record before, event, facts, record after, effects)
 CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
     # --- the start
@@ -396,6 +443,7 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
     ("an install error later, idle", IDLE, InstallError(OSError(5, "I/O error")), Facts(), IDLE,
      [fx.Log("error", "install-refused", {"code": "io", "msg": "I/O error"}), fx.Ready()]),
     *POLICY_CASES,
+    *REBOOT_CASES,
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from daemon_process import DaemonProcess
 from install_bench import Gateway, make_gateway
-from test_daemon import DEVICE, Running, connect, executions, wait_for
+from test_daemon import DEVICE, Running, connect, executions, slot_holds, wait_for
 
 from agent.cli import main
 from agent.demo.ddi_server import DdiServer
@@ -49,7 +49,8 @@ def details(server: DdiServer, action: int) -> str:
 
 
 def record(gateway: Gateway) -> dict:
-    return json.loads((gateway.root / "state/ddi-action.json").read_text())
+    path = gateway.root / "state/ddi-action.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def command(tmp_path: Path, name: str, body: str) -> str:
@@ -211,3 +212,40 @@ def test_a_deployment_of_the_committed_manifest_closes_as_success_without_writin
     assert server.actions[again.id].result == "success", server.statuses(again.id)
     assert "already installed" in details(server, again.id)
     assert gateway.slot_digest("A") == before and gateway.booted() == "B"
+
+
+def journal_state(gateway: Gateway) -> str | None:
+    update = json.loads((gateway.root / "state/journal.json").read_text())["update"]
+    return update["state"] if update else None
+
+
+def test_reboot_approve_stages_the_update_and_switches_only_when_approved_through_a_power_cut(
+        gateway: Gateway, server: DdiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with_policy(gateway, server, 'approve = "manual"\nreboot = "approve"')
+    action = deploy(gateway, server)
+    image = (gateway.root / "u2.img").read_bytes()
+    assert main(["approve", str(action.id), "--config", str(gateway.config_path)]) == 0   # the download and install
+    first = DaemonProcess(gateway.config_path, tmp_path / "daemon.log")
+    first.wait_for(lambda: record(gateway).get("phase") == "wait-reboot", "the update to be staged")
+    assert journal_state(gateway) == "staged" and slot_holds(gateway, "B", image)
+    assert gateway.booted() == "A" and gateway.bootloader().get_primary() == "A"     # nothing switched
+    assert not gateway.bootloader().get_state("B")                                   # still marked bad
+    first.wait_for(lambda: "the switch and reboot wait" in details(server, action.id), "the reason reported")
+    first.process.kill()                      # a power cut while the switch waits
+    first.process.wait(10)
+    first.stop()
+    gateway.power_cycle()
+    second = DaemonProcess(gateway.config_path, tmp_path / "daemon2.log")
+    try:
+        second.wait_for(lambda: "event=ready" in second.log(), "the second start")
+        time.sleep(3)
+        assert record(gateway)["phase"] == "wait-reboot" and journal_state(gateway) == "staged"
+        assert gateway.booted() == "A" and server.actions[action.id].state != "closed"
+        capsys.readouterr()
+        assert main(["approve", "--config", str(gateway.config_path)]) == 0
+        assert "approved (the switch and reboot)" in capsys.readouterr().out
+        second.wait_for(lambda: server.actions[action.id].state == "closed", "the switch after the approval")
+    finally:
+        second.stop()
+    assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+    assert slot_holds(gateway, "B", image)

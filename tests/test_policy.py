@@ -111,7 +111,8 @@ def test_the_policy_section_loads(tmp_path: Path) -> None:
                                'install_windows = ["Mon-Fri 02:00-04:00"]\nwhen = "online"\n'))
     assert config.policy.approve == (("/usr/lib/app/may-update", "-q"),) and not config.policy.manual
     assert len(config.policy.install_windows) == 1 and config.policy.when == "online"
-    assert load_config(write(tmp_path, GOOD + '[policy]\napprove = "manual"\n')).policy.manual
+    manual = load_config(write(tmp_path, GOOD + '[policy]\napprove = "manual"\nreboot = "approve"\n')).policy
+    assert manual.manual and manual.reboot == "approve"
     assert load_config(write(tmp_path, GOOD)).policy.approve == ()
 
 
@@ -123,6 +124,9 @@ def test_the_policy_section_loads(tmp_path: Path) -> None:
     ('install_windows = "Mon 02:00-03:00"', r"\[policy\].install_windows must be list"),
     ('when = "later"', r'\[policy\].when must be "now" or "online"'),
     ('retry = 2', r"\[policy\].retry is not a known key"),
+    ('reboot = "later"', r'\[policy\].reboot must be "immediate", "window" or "approve"'),
+    ('reboot = "window"', r'\[policy\].reboot = "window" needs \[policy\].install_windows'),
+    ('reboot = "approve"', r'\[policy\].reboot = "approve" needs \[policy\].approve'),
 ])
 def test_policy_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from collections.abc import Callable
 
 from agent.cli.output import EXIT_OK, emit_json
 from agent.config import config_path, load_config
+from agent.daemon.actions import Phase
 from agent.daemon.store import ActionStore
 from agent.errors import UsageError
 from agent.policy.decisions import DecisionFile
@@ -32,24 +34,27 @@ def parse_duration(text: str) -> float:
 
 
 def approve(args: argparse.Namespace) -> int:
-    return _decide(args, "approve", None)
+    """Approved; an action staged (wait-reboot) is approved for its switch and reboot too."""
+    return _decide(args, lambda staged: "approve-reboot" if staged else "approve", None)
 
 
 def defer(args: argparse.Namespace) -> int:
-    return _decide(args, "defer", time.time() + parse_duration(args.duration))
+    return _decide(args, lambda _staged: "defer", time.time() + parse_duration(args.duration))
 
 
-def _decide(args: argparse.Namespace, decision: str, until: float | None) -> int:
+def _decide(args: argparse.Namespace, decision_of: Callable[[bool], str], until: float | None) -> int:
     config = load_config(config_path(args.config))
     state_dir = config.device.state_dir
-    action = args.action or ActionStore(state_dir).load().action
+    record = ActionStore(state_dir).load()
+    action = args.action or record.action
     if not action:
         raise UsageError("no server action is in hand: name the action (fwagent status shows it)")
+    decision = decision_of(record.action == action and record.phase is Phase.REBOOT_WAIT)
     DecisionFile(state_dir).decide(Choice(action, decision, until))
     if args.json:
         emit_json({"action": action, "decision": decision, "until": until})
     elif until is None:
-        print(f"action {action}: approved")
+        print(f"action {action}: approved" + (" (the switch and reboot)" if decision == "approve-reboot" else ""))
     else:
         print(f"action {action}: deferred until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}")
     return EXIT_OK

@@ -6,8 +6,8 @@ restart continues where ``RESUME`` says. The names are written to devices in
 the field: never rename one; add new ones.
 
     idle -> [wait-approval ->] download -> wait-window -> install -> idle
-                   |                |             |
-                   +----------------+-------------+--> cancel -> idle
+                   |                |             |          |  ^
+                   +----------------+-------------+--> cancel  [wait-reboot]  (staged: switch held)
 
 * wait-approval: a deployment taken, nothing fetched yet: a local gate of ``[policy]``
   (approval commands, or ``fwagent approve``) holds the download (agent/policy/gates.py).
@@ -20,6 +20,10 @@ the field: never rename one; add new ones.
   ``[policy]`` (install windows, approval); the record says why it waits.
 * install: the A/B install runs (its own table: agent/update/flow.py); it
   ends with its outcome in the journal's outbox, which reports it.
+* wait-reboot: with ``[policy].reboot`` = ``window`` or ``approve`` the install stops after
+  writing and checking the slot (the install flow's ``staged``: nothing the bootloader boots
+  has changed); the switch and the reboot wait for the reboot gate, then the install goes on
+  (or, cancelled or refused, ends as failed).
 * cancel: the server cancelled before the install began: clean up, then
   confirm the cancel.
 
@@ -40,6 +44,7 @@ class Phase(str, Enum):
     DOWNLOAD = "download"
     WAIT = "wait-window"
     INSTALL = "install"
+    REBOOT_WAIT = "wait-reboot"
     CANCEL = "cancel"
 
 
@@ -55,6 +60,9 @@ class Event(str, Enum):
     FAILED = "failed"              # the action failed before the install; its outcome is in the outbox
     WITHDRAWN = "withdrawn"        # the server no longer offers the action (closed there, or download-only)
     TOO_MANY_STARTS = "too-many-starts"   # started again and again in a phase without getting further
+    STAGED = "staged"              # the install wrote and checked the slot; its switch waits
+    ACTIVATE = "activate"          # the reboot gate opened: the staged install goes on
+    ABANDON = "abandon"            # the reboot gate refused: the staged install ends as failed
 
 
 TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
@@ -76,6 +84,10 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.INSTALL, Event.CANCEL): Phase.INSTALL,     # the installer accepts or rejects it
     (Phase.INSTALL, Event.FAILED): Phase.IDLE,        # refused before it began (files unreadable, busy)
     (Phase.CANCEL, Event.CLEANED): Phase.IDLE,
+    (Phase.INSTALL, Event.STAGED): Phase.REBOOT_WAIT,
+    (Phase.REBOOT_WAIT, Event.ACTIVATE): Phase.INSTALL,
+    (Phase.REBOOT_WAIT, Event.ABANDON): Phase.INSTALL,     # the installer ends it, reported from the outbox
+    (Phase.REBOOT_WAIT, Event.CANCEL): Phase.INSTALL,      # likewise, as cancelled
 }
 
 # Started again and again in a phase without getting further (a crash loop): a download,

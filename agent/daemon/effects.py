@@ -108,7 +108,24 @@ class CancelInstall:
 
 @dataclass(frozen=True)
 class StartInstall:
-    """Install what the record's plan names, from the files fetched (a bundle URL streams)."""
+    """Install what the record's plan names, from the files fetched (a bundle URL streams);
+    ``stage``: stop after the write, staged, until Activate."""
+
+    stage: bool = False
+
+
+@dataclass(frozen=True)
+class Activate:
+    """Release the staged install: it switches, reboots and goes on (Installer.release)."""
+
+
+@dataclass(frozen=True)
+class AbortStaged:
+    """End the staged install as failed with ``code`` and ``reason`` (Installer.abort): nothing
+    was activated; the outcome joins the outbox."""
+
+    code: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -138,4 +155,5 @@ class Ready:
 
 
 Effect = (Persist | Announce | Log | Feedback | Show | Waiting | RunApproval | Recheck | StartDownload | StopDownload
-          | RemoveDownloads | ConfirmCancel | CancelInstall | StartInstall | QueueResult | Deliver | SendConfig | Ready)
+          | RemoveDownloads | ConfirmCancel | CancelInstall | StartInstall | Activate | AbortStaged | QueueResult
+          | Deliver | SendConfig | Ready)

@@ -14,9 +14,11 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
                       download, cancel     too many starts without progress -> idle (too-many-starts)
                       download             resume the download
                       cancel               remove the files, confirm the cancel again
-                      approval, wait held  look at the gate again (Recheck)
+                      approval, wait       look at the gate again (Recheck)
+                        held, wait-reboot
     Polled + cancel   any                  result already queued: refused; install: ask the
-                                           installer; download, wait: -> cancel; cancel: again;
+                                           installer; wait-reboot: -> install, the staged update
+                                           ended (cancelled); download, wait: -> cancel; cancel: again;
                                            else: nothing runs here, confirmed
     Polled, refused   idle                 the action its link names -> download -> idle (failed)
     Polled + deploy.  idle                 -> download, or with [policy].approve -> approval (plan
@@ -34,11 +36,15 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
                       cancel               remove the files, confirm the cancel
     DownloadFailed    download             -> idle (failed); cancel: confirm the cancel
     CancelConfirmed   cancel               -> idle (cleaned)
-    Installed         install              -> idle (installed); pending (a reboot comes): nothing
+    Installed         install              -> idle (installed); pending (a reboot comes): nothing;
+                                           pending, staged -> wait-reboot, its gate looked at
+                      wait-reboot          (the start-up resume found it staged) its gate looked at
     InstallError      install              -> idle (failed)
-    GateCheck         approval, wait       the gate looked at again (a window opened, a decision came)
-    Approval          approval, wait       go: the gate opens (if nothing else holds it); wait: held
-                                           until the time asked; refuse: -> idle (failed, rejected)
+    GateCheck         approval, wait,      the gate looked at again (a window opened, a decision came);
+                        wait-reboot        wait-reboot, the gate open: -> install (Activate)
+    Approval          approval, wait,      go: the gate opens (if nothing else holds it); wait: held
+                        wait-reboot        until the time asked; refuse: -> idle (failed, rejected),
+                                           wait-reboot: -> install, the staged update ended (rejected)
 
 A local gate ([policy], agent/policy/gates.py) that holds the action persists the reason
 (``waiting``), announces it (Waiting), reports it (``scheduled``) once per change, starts the
@@ -55,6 +61,8 @@ from typing import Any
 from agent.daemon import status
 from agent.daemon.actions import MAX_STARTS, Event, Phase, forced, progress_mark, starts_after, step
 from agent.daemon.effects import (
+    AbortStaged,
+    Activate,
     Announce,
     CancelInstall,
     ConfirmCancel,
@@ -93,10 +101,10 @@ from agent.daemon.record import IDLE, ActionRecord
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
 from agent.errors import FwagentError, code_and_detail
 from agent.policy.approval import GO, REFUSE, WAIT
-from agent.policy.gates import DOWNLOAD, INSTALL, RECHECK_MAX, Choice, Moment, PolicyConfig, hold
+from agent.policy.gates import DOWNLOAD, INSTALL, REBOOT, RECHECK_MAX, Choice, Moment, PolicyConfig, hold
 
 IN_HAND = (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT)     # an action taken, its install not begun
-GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL}      # the local gate each waiting phase is held at
+GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL, Phase.REBOOT_WAIT: REBOOT}   # the local gate of each wait
 
 
 @dataclass(frozen=True)
@@ -184,14 +192,19 @@ class Decision:
         gate = GATES[self.phase]
         if gate == INSTALL and not self.record.may_install:
             return                             # the server's window first
+        if gate == REBOOT and self.facts.installing:
+            return                             # the start-up resume still holds the journal
         if self.held(gate, approved):
             return
         if gate == DOWNLOAD:
             self.move(Event.APPROVED)
             self.start_download()
-        else:
+        elif gate == INSTALL:
             self.move(Event.WINDOW_OPEN)
-            self.do(StartInstall())
+            self.do(StartInstall(stage=self.facts.policy.reboot != "immediate"))
+        else:
+            self.move(Event.ACTIVATE)
+            self.do(Activate())
 
     def held(self, gate: str, approved: bool) -> bool:
         f = self.facts
@@ -243,7 +256,7 @@ def started(d: Decision, _event: Started) -> None:
         d.do(StartDownload())
     elif d.phase is Phase.CANCEL:
         d.finish_cancel()
-    elif d.phase is Phase.APPROVAL or (d.phase is Phase.WAIT and d.record.waiting):
+    elif d.phase in (Phase.APPROVAL, Phase.REBOOT_WAIT) or (d.phase is Phase.WAIT and d.record.waiting):
         d.do(Recheck(0.0))                     # its gate looked at again, at once
 
 
@@ -292,7 +305,7 @@ def polled(d: Decision, event: Polled) -> None:
 
 def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
     action = deployment.action_id
-    if d.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT) and action == d.record.action:
+    if d.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT, Phase.REBOOT_WAIT) and action == d.record.action:
         if deployment.may_install != d.record.may_install:      # the window opened or closed
             d.keep(may_install=deployment.may_install)
         if d.phase in GATES:
@@ -352,6 +365,10 @@ def cancel(d: Decision, cancel: Cancel) -> None:
         # Accepted: the outcome (cancelled) is reported from the outbox.
         d.do(CancelInstall(Feedback("rejected", "the update is past the switch to the new slot; it cannot be "
                                     "cancelled", kind="cancelAction", action=cancel.action_id)))
+        return
+    if d.phase is Phase.REBOOT_WAIT and cancel.stop_id == current:
+        d.move(Event.CANCEL)                   # staged, nothing activated: the installer ends it
+        d.do(AbortStaged("cancelled", "cancelled by the server"))
         return
     if d.phase in IN_HAND and cancel.stop_id == current:
         d.move(Event.CANCEL, cancel=cancel.action_id)
@@ -424,7 +441,11 @@ def installed(d: Decision, event: Installed) -> None:
                                            "version": outcome.version, **ids}))
     if outcome is not None and outcome.result == "pending":
         d.do(Show(status.outcome(outcome.result, outcome.state), **ids), Ready())
-        return                                 # a reboot is on its way; the next start goes on
+        if outcome.state == "staged" and d.phase is Phase.INSTALL:
+            d.move(Event.STAGED)               # written and checked: the switch waits for its gate
+        if d.phase is Phase.REBOOT_WAIT:
+            d.open_gate()
+        return                                 # else a reboot is on its way; the next start goes on
     if d.phase is Phase.INSTALL:
         d.end_action(Event.INSTALLED)
     if d.phase is Phase.IDLE and outcome is None:
@@ -461,6 +482,11 @@ def approval(d: Decision, event: Approval) -> None:
     if d.record.action != event.action or GATES.get(d.phase) != event.gate:
         return                                 # the action moved on (cancelled, withdrawn) meanwhile
     verdict = event.verdict
+    if verdict.decision == REFUSE and d.phase is Phase.REBOOT_WAIT:
+        d.do(Log("error", "action-failed", {"action": d.record.action, "code": "rejected", "msg": verdict.reason}))
+        d.move(Event.ABANDON)                  # the installer ends the staged update, reported from the outbox
+        d.do(AbortStaged("rejected", verdict.reason))
+        return
     if verdict.decision == REFUSE:
         d.fail_action(FwagentError(verdict.reason, code="rejected"))
         return

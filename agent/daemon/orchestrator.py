@@ -297,8 +297,12 @@ class Daemon:
             case fx.CancelInstall(refused):
                 if not self.installer.request_cancel():
                     self._carry_out(refused)
-            case fx.StartInstall():
-                self._install()
+            case fx.StartInstall(stage):
+                self._install(stage)
+            case fx.Activate():
+                self._spawn_install(self.installer.release)
+            case fx.AbortStaged(code, reason):
+                self._spawn_install(lambda: self.installer.abort(reason, code))
             case fx.QueueResult(action, code, reason, version):
                 enqueue(self.installer.journal, {
                     "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": reason,
@@ -336,7 +340,7 @@ class Daemon:
         self._advance(Started())
         if self.client:
             self.config_due = True             # with the first poll: spread like the polls themselves
-            in_hand = self.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT, Phase.CANCEL)
+            in_hand = self.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT, Phase.REBOOT_WAIT, Phase.CANCEL)
             # With an action in hand, ask at once: it may have been cancelled while the device was off.
             delay = 0.0 if in_hand else first_poll(self.policy, self.rng)
             self.next_poll_at = self.clock() + delay
@@ -533,15 +537,17 @@ class Daemon:
 
     # --- install ----------------------------------------------------------------------------
 
-    def _install(self) -> None:
+    def _install(self, stage: bool) -> None:
         plan, fetched = self.record.action_plan(), self.record.fetched or {}
         source = fetched.get(plan.main.filename) or plan.main.url    # a bundle URL streams
         links = plan.links(fetched)
         origin = {"ddi_action": self.record.action}
+        self._spawn_install(lambda: self.installer.install(source, origin=origin, links=links, stage=stage))
+
+    def _spawn_install(self, run: Callable[[], Outcome | None]) -> None:
         self.install_running = True
         self.reboot_reported.clear()
-        self._spawn("fwagent-install", lambda: self._install_worker(
-            lambda: self.installer.install(source, origin=origin, links=links)))
+        self._spawn("fwagent-install", lambda: self._install_worker(run))
 
     def _resume_worker(self) -> None:
         self._install_worker(self.installer.resume)

@@ -8,6 +8,7 @@ from typing import Any
 STEP_TEXT = {
     "verify": "verifying the signed manifest",
     "write": "installing into slot {target}",
+    "staged": "staged in slot {target}; the switch waits for [policy].reboot",
     "switch": "switching to slot {target}",
     "reboot": "rebooting into slot {target}",
     "check-boot": "checking which slot booted",
@@ -24,6 +25,7 @@ PHASE_TEXT = {
     "wait-window": "downloaded; waiting for the server to allow the install",
     "wait-approval": "waiting for approval before the download",
     "install": "installing",
+    "wait-reboot": "staged; the switch and reboot wait",
     "cancel": "cancelling; removing the downloads",
 }
 
@@ -86,6 +88,8 @@ def ids(update: dict[str, Any]) -> dict[str, str]:
 
 def outcome(result: str, state: str, code: str = "", version: str | None = None) -> str:
     """How an update ended, or where it waits, in words."""
+    if result == "pending" and state == "staged":
+        return "staged: written and checked; the switch and reboot wait for [policy].reboot"
     if result == "pending":
         return f"waiting for the reboot into the new slot (step {state})"
     if state in ("committed", "already-installed"):

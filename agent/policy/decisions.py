@@ -18,7 +18,7 @@ from agent.state_file import StateFile
 FILENAME = "policy-decisions.json"
 SCHEMA = 1
 MAX_KEPT = 16
-DECISIONS = ("approve", "defer")
+DECISIONS = ("approve", "approve-reboot", "defer")
 
 
 class DecisionFileError(FwagentError, ValueError):

@@ -1,8 +1,10 @@
 """Whether a local gate holds an action, and why (pure: the caller hands in the time).
 
-The daemon's machine (agent/daemon/machine.py) asks at two gates: ``download`` (a deployment
-taken, nothing fetched yet: only approval holds it) and ``install`` (everything in hand and the
-server allows the install: the install windows and approval hold it). ``when = "online"`` holds
+The daemon's machine (agent/daemon/machine.py) asks at up to three gates: ``download`` (a
+deployment taken, nothing fetched yet: only approval holds it), ``install`` (everything in hand
+and the server allows the install: the install windows and approval hold it) and, with
+``reboot`` = ``window`` or ``approve``, ``reboot`` (the update staged: the switch and the reboot
+wait for the install windows, or for an approval of their own, instead of the install). ``when = "online"`` holds
 both until a poll has been answered since the start; an operator's ``fwagent defer`` holds both
 until its time.
 """
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 
 from agent.policy.windows import Window, next_opening, opening_text
 
-DOWNLOAD, INSTALL = "download", "install"
+DOWNLOAD, INSTALL, REBOOT = "download", "install", "reboot"
 MANUAL_RECHECK = 2.0       # seconds between two looks at the decision file while it waits for one
 RECHECK_MAX = 60.0         # seconds a gate waits at most before it looks again (clock changes, DST)
 
@@ -26,6 +28,7 @@ class PolicyConfig:
     approve: tuple[tuple[str, ...], ...] | str = ()   # commands (each must say go), or "manual"
     install_windows: tuple[Window, ...] = ()        # local time; none: any time
     when: str = "now"                               # now | online: a gate opens only after a poll answered
+    reboot: str = "immediate"                       # immediate | window | approve: the switch's own gate
 
     @property
     def manual(self) -> bool:
@@ -41,7 +44,7 @@ class Choice:
     """An operator's decision on an action (``fwagent approve`` / ``fwagent defer``)."""
 
     action: str
-    decision: str                # approve | defer
+    decision: str                # approve | approve-reboot (the download, the install and the reboot) | defer
     until: float | None = None   # defer: until then (epoch seconds)
 
 
@@ -65,17 +68,28 @@ def hold(policy: PolicyConfig, gate: str, moment: Moment, *, online: bool, choic
          retry_at: float | None, approved: bool) -> Hold | None:
     """What holds the action at ``gate`` now, or None when it may go. ``approved``: the approval
     commands have just said go; ``retry_at``: one of them asked to wait until then."""
+    why = _hold(policy, gate, moment, online, choice, retry_at, approved)
+    if why is not None and gate == REBOOT:
+        return Hold(f"staged; the switch and reboot wait: {why.reason}", why.recheck, why.ask)
+    return why
+
+
+def _hold(policy: PolicyConfig, gate: str, moment: Moment, online: bool, choice: Choice | None,
+          retry_at: float | None, approved: bool) -> Hold | None:
     now = moment.now
     if policy.when == "online" and not online:
         return Hold("waiting to be online: no poll answered since the start", None)
     if choice is not None and choice.decision == "defer" and choice.until is not None and now < choice.until:
         return Hold(f"deferred until {_clock(moment, choice.until)}", choice.until)
-    if gate == INSTALL:
+    if gate == (REBOOT if policy.reboot == "window" else INSTALL):
         opening = next_opening(policy.install_windows, moment.local)
         if opening is not None:
             return Hold(f"outside the install window until {opening_text(opening, moment.local)}",
                         now + (opening - moment.local).total_seconds())
-    if policy.manual and not (choice is not None and choice.decision == "approve"):
+    if gate == REBOOT and policy.reboot != "approve":
+        return None
+    wanted = ("approve-reboot",) if gate == REBOOT else ("approve", "approve-reboot")
+    if policy.manual and not (choice is not None and choice.decision in wanted):
         return Hold("waiting for approval (fwagent approve)", now + MANUAL_RECHECK)
     if policy.commands and not approved:
         if retry_at is not None and now < retry_at:
