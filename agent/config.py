@@ -433,9 +433,13 @@ def _policy(table: _Table) -> PolicyConfig:
         raise ConfigError("[policy].reboot = \"window\" needs [policy].install_windows")
     if reboot == "approve" and not approve:
         raise ConfigError("[policy].reboot = \"approve\" needs [policy].approve (commands, or \"manual\")")
+    retries = table.get("retries", int, 1)
+    if not 1 <= retries <= 5:
+        raise ConfigError(f"[policy].retries must be from 1 to 5 (1: no retry), got {retries}")
+    delay = table.number("retry_delay", 30, 1, HOUR)
     table.done()
     return PolicyConfig(approve=approve if isinstance(approve, str) else tuple(tuple(c) for c in approve),
-                        install_windows=windows, when=when, reboot=reboot)
+                        install_windows=windows, when=when, reboot=reboot, retries=retries, retry_delay=delay)
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:

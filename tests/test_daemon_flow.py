@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_persisted_phase_names_never_change() -> None:
-    assert [p.value for p in Phase] == ["idle", "wait-approval", "download", "wait-window", "install", "cancel"]
+    assert [p.value for p in Phase] == ["idle", "wait-approval", "download", "wait-window", "install", "wait-reboot",
+                                           "cancel"]
 
 
 @pytest.mark.parametrize(("phase", "event", "expected"), [
@@ -61,6 +62,10 @@ def test_persisted_phase_names_never_change() -> None:
     (Phase.INSTALL, Event.CANCEL, Phase.INSTALL),
     (Phase.INSTALL, Event.FAILED, Phase.IDLE),
     (Phase.CANCEL, Event.CLEANED, Phase.IDLE),
+    (Phase.INSTALL, Event.STAGED, Phase.REBOOT_WAIT),
+    (Phase.REBOOT_WAIT, Event.ACTIVATE, Phase.INSTALL),
+    (Phase.REBOOT_WAIT, Event.ABANDON, Phase.INSTALL),
+    (Phase.REBOOT_WAIT, Event.CANCEL, Phase.INSTALL),
     (Phase.DOWNLOAD, Event.TOO_MANY_STARTS, Phase.IDLE),
     (Phase.CANCEL, Event.TOO_MANY_STARTS, Phase.IDLE),
 ])

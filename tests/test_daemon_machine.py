@@ -270,6 +270,40 @@ REBOOT_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, li
       fx.AbortStaged("cancelled", "cancelled by the server")]),
 ]
 
+# --- [policy].retries: a failed download goes again after a back-off ---------------------------
+
+RETRYING = Facts(policy=PolicyConfig(retries=3), moment=NOON)
+BROKE = "connection reset"
+
+RETRY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("retries left: the failed download goes again after its back-off", DOWNLOADING,
+     DownloadFailed("7", DOWNLOAD_BROKE), RETRYING, replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0),
+     [fx.Persist(replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0)),
+      fx.Log("warning", "download-retry", {"action": "7", "code": "download-io", "msg": BROKE, "attempt": 2,
+                                           "of": 3, "wait": "30s"}),
+      fx.Feedback("proceeding", f"the download failed (download-io: {BROKE}); attempt 2 of 3 in 30 s"),
+      fx.Recheck(1_000_030.0)]),
+    ("the second failure waits twice as long", replace(DOWNLOADING, attempts=1), DownloadFailed("7", DOWNLOAD_BROKE),
+     RETRYING, replace(DOWNLOADING, attempts=2, retry_at=1_000_060.0),
+     [fx.Persist(replace(DOWNLOADING, attempts=2, retry_at=1_000_060.0)),
+      fx.Log("warning", "download-retry", {"action": "7", "code": "download-io", "msg": BROKE, "attempt": 3,
+                                           "of": 3, "wait": "60s"}),
+      fx.Feedback("proceeding", f"the download failed (download-io: {BROKE}); attempt 3 of 3 in 60 s"),
+      fx.Recheck(1_000_060.0)]),
+    ("the last attempt fails: the failure is reported", replace(DOWNLOADING, attempts=2),
+     DownloadFailed("7", DOWNLOAD_BROKE), RETRYING, IDLE,
+     failed(replace(DOWNLOADING, attempts=2), "download-io", BROKE)),
+    ("the back-off is not over", replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0), GateCheck(), RETRYING,
+     replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0), [fx.Recheck(1_000_030.0)]),
+    ("the back-off is over: the download again", replace(DOWNLOADING, attempts=1, retry_at=999_999.0), GateCheck(),
+     RETRYING, replace(DOWNLOADING, attempts=1),
+     [fx.Persist(replace(DOWNLOADING, attempts=1)), fx.StartDownload()]),
+    ("a start during the back-off is the next attempt", replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0),
+     Started(), RETRYING, replace(DOWNLOADING, attempts=1, starts=1, done=MARK),
+     [fx.Persist(replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0, starts=1, done=MARK)),
+      fx.Persist(replace(DOWNLOADING, attempts=1, starts=1, done=MARK)), fx.StartDownload()]),
+]
+
 # (name, record before, event, facts, record after, effects)
 CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
     # --- the start
@@ -444,6 +478,7 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
      [fx.Log("error", "install-refused", {"code": "io", "msg": "I/O error"}), fx.Ready()]),
     *POLICY_CASES,
     *REBOOT_CASES,
+    *RETRY_CASES,
 ]
 
 

@@ -249,3 +249,45 @@ def test_reboot_approve_stages_the_update_and_switches_only_when_approved_throug
         second.stop()
     assert server.actions[action.id].result == "success" and gateway.booted() == "B"
     assert slot_holds(gateway, "B", image)
+
+
+def test_a_download_that_keeps_failing_is_retried_then_reported(gateway: Gateway, server: DdiServer,
+                                                                 tmp_path: Path) -> None:
+    with_policy(gateway, server, "retries = 2\nretry_delay = 1")
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": b"not a bundle at all" * 100}}])
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "failure"
+    assert "attempt 2 of 2 in 1 s" in details(server, action.id)
+    fetched = [path for method, path in server.requests if method == "GET" and path.endswith("/u2.fwb")]
+    assert len(fetched) == 2 and daemon.log().count("event=download-retry") == 1
+    assert gateway.booted() == "A"
+
+
+def test_when_online_an_action_in_hand_goes_on_only_once_the_server_answers(
+        gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
+    with_policy(gateway, server, 'approve = "manual"\nwhen = "online"')
+    action = deploy(gateway, server)
+    first = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: record(gateway).get("phase") == "wait-approval", "the action to wait for approval",
+                 poke=first)
+    finally:
+        first.stop()
+    assert main(["approve", "--config", str(gateway.config_path)]) == 0    # decided while the service is down
+    server.answer_429 = True                  # the device comes back offline: no poll is answered
+    second = Running(gateway, server, tmp_path / "daemon2.log")
+    try:
+        wait_for(lambda: "waiting to be online" in second.log(), "the gate to wait for the link", poke=second)
+        time.sleep(2)
+        assert record(gateway)["phase"] == "wait-approval"
+        assert not [path for method, path in server.requests if method == "GET" and "/artifacts/" in path]
+        server.answer_429 = False
+        wait_for(lambda: server.actions[action.id].state == "closed", "the action once online", poke=second)
+    finally:
+        second.stop()
+    assert server.actions[action.id].result == "success" and gateway.booted() == "B"

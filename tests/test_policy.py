@@ -112,7 +112,8 @@ def test_the_policy_section_loads(tmp_path: Path) -> None:
     assert config.policy.approve == (("/usr/lib/app/may-update", "-q"),) and not config.policy.manual
     assert len(config.policy.install_windows) == 1 and config.policy.when == "online"
     manual = load_config(write(tmp_path, GOOD + '[policy]\napprove = "manual"\nreboot = "approve"\n')).policy
-    assert manual.manual and manual.reboot == "approve"
+    assert manual.manual and manual.reboot == "approve" and manual.retries == 1
+    assert load_config(write(tmp_path, GOOD + '[policy]\nretries = 5\nretry_delay = 2\n')).policy.retries == 5
     assert load_config(write(tmp_path, GOOD)).policy.approve == ()
 
 
@@ -124,6 +125,10 @@ def test_the_policy_section_loads(tmp_path: Path) -> None:
     ('install_windows = "Mon 02:00-03:00"', r"\[policy\].install_windows must be list"),
     ('when = "later"', r'\[policy\].when must be "now" or "online"'),
     ('retry = 2', r"\[policy\].retry is not a known key"),
+    ('retries = 0', r"\[policy\].retries must be from 1 to 5 \(1: no retry\), got 0"),
+    ('retries = 6', r"\[policy\].retries must be from 1 to 5"),
+    ('retries = 2.5', r"\[policy\].retries must be int"),
+    ('retry_delay = 0', r"\[policy\].retry_delay must be a number from 1 to 3600"),
     ('reboot = "later"', r'\[policy\].reboot must be "immediate", "window" or "approve"'),
     ('reboot = "window"', r'\[policy\].reboot = "window" needs \[policy\].install_windows'),
     ('reboot = "approve"', r'\[policy\].reboot = "approve" needs \[policy\].approve'),

@@ -34,7 +34,8 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
     Checkpoint, Fetched  download          remembered (resumed from after a restart)
     Downloaded        download             -> wait; may install and no local gate holds it: -> install
                       cancel               remove the files, confirm the cancel
-    DownloadFailed    download             -> idle (failed); cancel: confirm the cancel
+    DownloadFailed    download             -> idle (failed); attempts left ([policy].retries): retried
+                                           after a back-off (Recheck); cancel: confirm the cancel
     CancelConfirmed   cancel               -> idle (cleaned)
     Installed         install              -> idle (installed); pending (a reboot comes): nothing;
                                            pending, staged -> wait-reboot, its gate looked at
@@ -42,6 +43,7 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
     InstallError      install              -> idle (failed)
     GateCheck         approval, wait,      the gate looked at again (a window opened, a decision came);
                         wait-reboot        wait-reboot, the gate open: -> install (Activate)
+                      download             a retry's back-off over: the download again
     Approval          approval, wait,      go: the gate opens (if nothing else holds it); wait: held
                         wait-reboot        until the time asked; refuse: -> idle (failed, rejected),
                                            wait-reboot: -> install, the staged update ended (rejected)
@@ -101,7 +103,7 @@ from agent.daemon.record import IDLE, ActionRecord
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
 from agent.errors import FwagentError, code_and_detail
 from agent.policy.approval import GO, REFUSE, WAIT
-from agent.policy.gates import DOWNLOAD, INSTALL, REBOOT, RECHECK_MAX, Choice, Moment, PolicyConfig, hold
+from agent.policy.gates import DOWNLOAD, INSTALL, REBOOT, RECHECK_MAX, Choice, Moment, PolicyConfig, hold, retry_delay
 
 IN_HAND = (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT)     # an action taken, its install not begun
 GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL, Phase.REBOOT_WAIT: REBOOT}   # the local gate of each wait
@@ -252,6 +254,8 @@ def started(d: Decision, _event: Started) -> None:
     if d.phase in IN_HAND and d.record.action in d.facts.reported:
         d.end_action(Event.FAILED)            # its failure was queued just before a restart
     count_start(d)
+    if d.phase is Phase.DOWNLOAD and d.record.retry_at is not None:
+        d.keep(retry_at=None)                  # the start is the next attempt
     if d.phase is Phase.DOWNLOAD:
         d.do(StartDownload())
     elif d.phase is Phase.CANCEL:
@@ -424,8 +428,24 @@ def download_failed(d: Decision, event: DownloadFailed) -> None:
         return
     if d.phase is Phase.CANCEL:
         d.finish_cancel()
+    elif d.phase is Phase.DOWNLOAD and d.record.attempts + 1 < d.facts.policy.retries and d.facts.moment:
+        retry_download(d, event.error, d.facts.moment.now)
     elif d.phase is Phase.DOWNLOAD:
         d.fail_action(event.error)
+
+
+def retry_download(d: Decision, error: BaseException, now: float) -> None:
+    """[policy].retries: a failed download goes again after a back-off, its failure reported
+    only when the last attempt fails."""
+    code, detail = code_and_detail(error)
+    policy, attempt = d.facts.policy, d.record.attempts + 1
+    delay = retry_delay(policy, attempt)
+    d.keep(attempts=attempt, retry_at=now + delay)
+    d.do(Log("warning", "download-retry", {"action": d.record.action, "code": code, "msg": detail,
+                                           "attempt": attempt + 1, "of": policy.retries, "wait": f"{delay:.0f}s"}),
+         Feedback("proceeding", f"the download failed ({code}: {detail}); attempt {attempt + 1} of "
+                  f"{policy.retries} in {delay:.0f} s"),
+         Recheck(now + delay))
 
 
 # --- installs ----------------------------------------------------------------------------------
@@ -474,6 +494,12 @@ def install_error(d: Decision, event: InstallError) -> None:
 def gate_check(d: Decision, _event: GateCheck) -> None:
     if d.phase in GATES:
         d.open_gate()
+    elif d.phase is Phase.DOWNLOAD and d.record.retry_at is not None and d.facts.moment and not d.facts.downloading:
+        if d.facts.moment.now < d.record.retry_at:
+            d.do(Recheck(min(d.record.retry_at, d.facts.moment.now + RECHECK_MAX)))
+        else:
+            d.keep(retry_at=None)              # the download's next attempt
+            d.do(StartDownload())
 
 
 def approval(d: Decision, event: Approval) -> None:

@@ -18,6 +18,7 @@ from agent.policy.windows import Window, next_opening, opening_text
 
 DOWNLOAD, INSTALL, REBOOT = "download", "install", "reboot"
 MANUAL_RECHECK = 2.0       # seconds between two looks at the decision file while it waits for one
+RETRY_MAX = 3600.0         # seconds a retry's back-off grows to at most
 RECHECK_MAX = 60.0         # seconds a gate waits at most before it looks again (clock changes, DST)
 
 
@@ -29,6 +30,8 @@ class PolicyConfig:
     install_windows: tuple[Window, ...] = ()        # local time; none: any time
     when: str = "now"                               # now | online: a gate opens only after a poll answered
     reboot: str = "immediate"                       # immediate | window | approve: the switch's own gate
+    retries: int = 1                                # attempts of a download (1: no retry)
+    retry_delay: float = 30.0                       # seconds before the first retry; doubling
 
     @property
     def manual(self) -> bool:
@@ -96,6 +99,11 @@ def _hold(policy: PolicyConfig, gate: str, moment: Moment, online: bool, choice:
             return Hold(f"the approval command asked to wait until {_clock(moment, retry_at)}", retry_at)
         return Hold("waiting for approval", now + RECHECK_MAX, ask=True)     # (again, should the worker die)
     return None
+
+
+def retry_delay(policy: PolicyConfig, attempt: int) -> float:
+    """Seconds before the attempt after failed attempt ``attempt`` (1, 2, ...): doubling, at most an hour."""
+    return min(policy.retry_delay * 2 ** (attempt - 1), RETRY_MAX)
 
 
 def _clock(moment: Moment, epoch: float) -> str:
