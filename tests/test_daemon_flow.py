@@ -63,6 +63,7 @@ def test_persisted_phase_names_never_change() -> None:
     (Phase.INSTALL, Event.FAILED, Phase.IDLE),
     (Phase.CANCEL, Event.CLEANED, Phase.IDLE),
     (Phase.INSTALL, Event.STAGED, Phase.REBOOT_WAIT),
+    (Phase.INSTALL, Event.RETRY, Phase.WAIT),
     (Phase.REBOOT_WAIT, Event.ACTIVATE, Phase.INSTALL),
     (Phase.REBOOT_WAIT, Event.ABANDON, Phase.INSTALL),
     (Phase.REBOOT_WAIT, Event.CANCEL, Phase.INSTALL),

@@ -273,6 +273,9 @@ REBOOT_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, li
 # --- [policy].retries: a failed download goes again after a back-off ---------------------------
 
 RETRYING = Facts(policy=PolicyConfig(retries=3), moment=NOON)
+INSTALL_FAILED = Outcome("d4b33c09aa", "failure", "failed", code="slot-io", reason="EIO", origin={"ddi_action": "7"})
+RETRY_REASON = "the install failed (slot-io); attempt 2 of 3 at 12:00:30"
+RETRY_WAIT = replace(INSTALLING, phase=Phase.WAIT, attempts=1, retry_at=1_000_030.0, waiting=RETRY_REASON)
 BROKE = "connection reset"
 
 RETRY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
@@ -298,6 +301,31 @@ RETRY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, lis
     ("the back-off is over: the download again", replace(DOWNLOADING, attempts=1, retry_at=999_999.0), GateCheck(),
      RETRYING, replace(DOWNLOADING, attempts=1),
      [fx.Persist(replace(DOWNLOADING, attempts=1)), fx.StartDownload()]),
+    ("an install failed with nothing activated: back to wait-window, run again after its back-off", INSTALLING,
+     Installed(INSTALL_FAILED), RETRYING, RETRY_WAIT,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "slot-io", "msg": "EIO",
+                                       "version": None, **IDS}),
+      fx.Log("warning", "install-retry", {"action": "7", "code": "slot-io", "msg": "EIO", "attempt": 2, "of": 3,
+                                          "wait": "30s"}),
+      fx.Persist(RETRY_WAIT), fx.Announce(Event.RETRY), fx.Unqueue("d4b33c09aa"), fx.Waiting(),
+      fx.Feedback("proceeding", RETRY_REASON), fx.Recheck(1_000_030.0), fx.Ready()]),
+    ("a failed install's back-off is not over", RETRY_WAIT, GateCheck(), RETRYING, RETRY_WAIT,
+     [fx.Recheck(1_000_030.0)]),
+    ("a failed install's back-off is over: it runs again", replace(RETRY_WAIT, retry_at=999_000.0), GateCheck(),
+     RETRYING, replace(INSTALLING, attempts=1),
+     [fx.Persist(replace(INSTALLING, attempts=1)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
+    ("the last install attempt fails: its result stays in the outbox", replace(INSTALLING, attempts=2),
+     Installed(INSTALL_FAILED), RETRYING, IDLE,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "slot-io", "msg": "EIO",
+                                       "version": None, **IDS}),
+      *ended(replace(INSTALLING, attempts=2), Event.INSTALLED),
+      fx.Show("idle; the update ended: failed (slot-io)", **IDS), fx.Ready(), fx.Deliver(), fx.SendConfig()]),
+    ("a cancelled install is not retried", INSTALLING, Installed(replace(INSTALL_FAILED, code="cancelled")),
+     RETRYING, IDLE,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "cancelled", "msg": "EIO",
+                                       "version": None, **IDS}),
+      *ended(INSTALLING, Event.INSTALLED),
+      fx.Show("idle; the update ended: failed (cancelled)", **IDS), fx.Ready(), fx.Deliver(), fx.SendConfig()]),
     ("a start during the back-off is the next attempt", replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0),
      Started(), RETRYING, replace(DOWNLOADING, attempts=1, starts=1, done=MARK),
      [fx.Persist(replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0, starts=1, done=MARK)),

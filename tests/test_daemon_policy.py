@@ -291,3 +291,21 @@ def test_when_online_an_action_in_hand_goes_on_only_once_the_server_answers(
     finally:
         second.stop()
     assert server.actions[action.id].result == "success" and gateway.booted() == "B"
+
+
+def test_an_install_that_keeps_failing_is_retried_then_reported(gateway: Gateway, server: DdiServer,
+                                                                tmp_path: Path) -> None:
+    with_policy(gateway, server, "retries = 2\nretry_delay = 1")
+    bundle = gateway.bundle("u2", sequence=2).read_bytes()
+    # The manifest at its head checks out; the payload is cut short: the install fails at write.
+    action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
+                                                "artifacts": {"u2.fwb": bundle[:len(bundle) // 2]}}])
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "failure"
+    assert "the install failed (" in details(server, action.id) and "attempt 2 of 2 at" in details(server, action.id)
+    assert daemon.log().count("event=install-retry") == 1
+    assert executions(server, action.id).count("closed") == 1 and gateway.booted() == "A"

@@ -63,6 +63,7 @@ class Event(str, Enum):
     STAGED = "staged"              # the install wrote and checked the slot; its switch waits
     ACTIVATE = "activate"          # the reboot gate opened: the staged install goes on
     ABANDON = "abandon"            # the reboot gate refused: the staged install ends as failed
+    RETRY = "retry"                # the install failed with nothing activated; it runs again ([policy].retries)
 
 
 TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
@@ -85,6 +86,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.INSTALL, Event.FAILED): Phase.IDLE,        # refused before it began (files unreadable, busy)
     (Phase.CANCEL, Event.CLEANED): Phase.IDLE,
     (Phase.INSTALL, Event.STAGED): Phase.REBOOT_WAIT,
+    (Phase.INSTALL, Event.RETRY): Phase.WAIT,
     (Phase.REBOOT_WAIT, Event.ACTIVATE): Phase.INSTALL,
     (Phase.REBOOT_WAIT, Event.ABANDON): Phase.INSTALL,     # the installer ends it, reported from the outbox
     (Phase.REBOOT_WAIT, Event.CANCEL): Phase.INSTALL,      # likewise, as cancelled

@@ -140,6 +140,13 @@ class QueueResult:
 
 
 @dataclass(frozen=True)
+class Unqueue:
+    """Take outcome ``outcome`` back from the journal's outbox: its install runs again."""
+
+    outcome: str
+
+
+@dataclass(frozen=True)
 class Deliver:
     """Send what waits for the server: step reports, then the outbox's final results."""
 
@@ -156,4 +163,4 @@ class Ready:
 
 Effect = (Persist | Announce | Log | Feedback | Show | Waiting | RunApproval | Recheck | StartDownload | StopDownload
           | RemoveDownloads | ConfirmCancel | CancelInstall | StartInstall | Activate | AbortStaged | QueueResult
-          | Deliver | SendConfig | Ready)
+          | Unqueue | Deliver | SendConfig | Ready)

@@ -37,7 +37,10 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
     DownloadFailed    download             -> idle (failed); attempts left ([policy].retries): retried
                                            after a back-off (Recheck); cancel: confirm the cancel
     CancelConfirmed   cancel               -> idle (cleaned)
-    Installed         install              -> idle (installed); pending (a reboot comes): nothing;
+    Installed         install              -> idle (installed); failed with nothing activated and
+                                           attempts left ([policy].retries): -> wait (retry), its
+                                           result taken back from the outbox (Unqueue);
+                                           pending (a reboot comes): nothing;
                                            pending, staged -> wait-reboot, its gate looked at
                       wait-reboot          (the start-up resume found it staged) its gate looked at
     InstallError      install              -> idle (failed)
@@ -58,7 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import status
 from agent.daemon.actions import MAX_STARTS, Event, Phase, forced, progress_mark, starts_after, step
@@ -83,6 +86,7 @@ from agent.daemon.effects import (
     StartDownload,
     StartInstall,
     StopDownload,
+    Unqueue,
     Waiting,
 )
 from agent.daemon.events import (
@@ -104,6 +108,9 @@ from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
 from agent.errors import FwagentError, code_and_detail
 from agent.policy.approval import GO, REFUSE, WAIT
 from agent.policy.gates import DOWNLOAD, INSTALL, REBOOT, RECHECK_MAX, Choice, Moment, PolicyConfig, hold, retry_delay
+
+if TYPE_CHECKING:
+    from agent.install.installer import Outcome
 
 IN_HAND = (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT)     # an action taken, its install not begun
 GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL, Phase.REBOOT_WAIT: REBOOT}   # the local gate of each wait
@@ -196,6 +203,10 @@ class Decision:
             return                             # the server's window first
         if gate == REBOOT and self.facts.installing:
             return                             # the start-up resume still holds the journal
+        now = self.facts.moment.now if self.facts.moment else 0.0
+        if gate == INSTALL and self.record.attempts and self.record.retry_at and now < self.record.retry_at:
+            self.do(Recheck(min(self.record.retry_at, now + RECHECK_MAX)))
+            return                             # a failed install's back-off
         if self.held(gate, approved):
             return
         if gate == DOWNLOAD:
@@ -466,6 +477,8 @@ def installed(d: Decision, event: Installed) -> None:
         if d.phase is Phase.REBOOT_WAIT:
             d.open_gate()
         return                                 # else a reboot is on its way; the next start goes on
+    if d.phase is Phase.INSTALL and outcome is not None and install_retried(d, outcome):
+        return
     if d.phase is Phase.INSTALL:
         d.end_action(Event.INSTALLED)
     if d.phase is Phase.IDLE and outcome is None:
@@ -473,6 +486,28 @@ def installed(d: Decision, event: Installed) -> None:
     elif d.phase is Phase.IDLE:
         d.do(Show("idle; " + status.outcome(outcome.result, outcome.state, outcome.code, outcome.version), **ids))
     d.do(Ready(), Deliver(), SendConfig())
+
+
+NOT_RETRIED = ("cancelled", "rejected", "aborted", "restart-loop")   # ends an install asked for, or a crash loop
+
+
+def install_retried(d: Decision, outcome: Outcome) -> bool:
+    """[policy].retries: an install that failed with nothing activated goes back to wait-window,
+    its result taken back from the outbox (after the record that says so is persisted: a cut
+    in between reports the failure), and runs again after a back-off."""
+    policy, moment, attempt = d.facts.policy, d.facts.moment, d.record.attempts + 1
+    if (outcome.result != "failure" or outcome.state != "failed" or outcome.code in NOT_RETRIED
+            or attempt >= policy.retries or moment is None):
+        return False
+    delay = retry_delay(policy, attempt)
+    reason = (f"the install failed ({outcome.code}); attempt {attempt + 1} of {policy.retries} at "
+              f"{moment.at(moment.now + delay).strftime('%H:%M:%S')}")
+    d.do(Log("warning", "install-retry", {"action": d.record.action, "code": outcome.code or None,
+                                          "msg": outcome.reason or None, "attempt": attempt + 1,
+                                          "of": policy.retries, "wait": f"{delay:.0f}s"}))
+    d.move(Event.RETRY, attempts=attempt, retry_at=moment.now + delay, waiting=reason)
+    d.do(Unqueue(outcome.id), Waiting(), Feedback("proceeding", reason), Recheck(moment.now + delay), Ready())
+    return True
 
 
 def install_error(d: Decision, event: InstallError) -> None:

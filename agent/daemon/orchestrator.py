@@ -71,7 +71,7 @@ from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
 from agent.ddi.codec import DdiFormatError, config_data, feedback
-from agent.ddi.outbox import GONE, deliver, enqueue
+from agent.ddi.outbox import GONE, deliver, enqueue, withdraw
 from agent.download.downloader import Downloader
 from agent.errors import code_and_detail
 from agent.install.installer import Installer, Outcome
@@ -307,6 +307,10 @@ class Daemon:
                 enqueue(self.installer.journal, {
                     "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": reason,
                     "version": version, "origin": {"ddi_action": action}})
+            case fx.Unqueue(outcome):
+                if not withdraw(self.installer.journal, outcome):
+                    self.log.warning("retry-after-report", action=self.record.action,
+                                     msg="the failure reached the server before the retry was decided")
             case fx.Deliver():
                 if self.client:
                     self.jobs.submit("deliver", self._deliver_job)
