@@ -137,3 +137,35 @@ def test_policy_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(write(tmp_path, GOOD + f"[policy]\n{text}\n"))
     assert "\n" not in str(caught.value) and re.search(message, str(caught.value))
+
+
+@pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("1d", 86400)])
+def test_a_defer_duration(text: str, seconds: float) -> None:
+    from agent.cli.policy import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, message", [("", "expected a duration"), ("2 hours", "expected a duration"),
+                                           ("0s", "from 1 s to 30 days"), ("31d", "from 1 s to 30 days")])
+def test_a_bad_defer_duration_is_a_usage_error(text: str, message: str) -> None:
+    from agent.cli.policy import parse_duration
+    from agent.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        parse_duration(text)
+
+
+def test_approve_and_defer_write_the_decision_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+    from agent.policy.decisions import DecisionFile
+
+    config = write(tmp_path, GOOD)
+    assert main(["approve", "--config", str(config)]) == 2           # nothing in hand, no action named
+    assert "error: usage: no server action is in hand" in capsys.readouterr().err
+    assert main(["defer", "12", "--for", "1h", "--config", str(config), "--json"]) == 0
+    assert '"decision": "defer"' in capsys.readouterr().out
+    decisions = DecisionFile(load_config(config).device.state_dir)
+    assert decisions.choice("12").decision == "defer" and decisions.choice("13") is None
+    assert main(["approve", "12", "--config", str(config)]) == 0     # replaces the defer
+    assert decisions.choice("12").decision == "approve" and decisions.choice("12").until is None

@@ -76,7 +76,7 @@ from agent.download.downloader import Downloader
 from agent.errors import code_and_detail
 from agent.install.installer import Installer, Outcome
 from agent.log import Log, Throttle
-from agent.policy.approval import GO, run_approval
+from agent.policy.approval import GO, Verdict, run_approval
 from agent.policy.decisions import DecisionFile, DecisionFileError
 from agent.policy.gates import Choice, Moment
 
@@ -109,6 +109,7 @@ class Daemon:
         self.events: queue.SimpleQueue[DaemonEvent] = queue.SimpleQueue()   # put() is signal-safe
         self.store = ActionStore(config.device.state_dir)
         self.decisions = DecisionFile(config.device.state_dir)
+        self.decisions_damaged: str | None = None   # said once per problem: the file is read every couple of seconds
         self.gate_at = float("inf")                # when the machine asked to look at its gate again
         self.online = False                        # a poll has been answered since the start
         self.incoming = config.device.state_dir / "incoming"
@@ -520,7 +521,9 @@ class Daemon:
         try:
             return self.decisions.choice(self.record.action)
         except DecisionFileError as err:
-            self.log.warning("decision-file-unreadable", code=err.code, msg=err.detail)
+            if err.detail != self.decisions_damaged:
+                self.decisions_damaged = err.detail
+                self.log.warning("decision-file-unreadable", code=err.code, msg=err.detail)
             return None
 
     def _run_approval(self, gate: str) -> None:
@@ -530,6 +533,7 @@ class Daemon:
         assert action is not None
 
         def run() -> None:
+            verdict = Verdict(GO)
             for argv in commands:
                 verdict = run_approval(argv, gate, action, version)
                 if verdict.decision != GO:

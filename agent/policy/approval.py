@@ -10,6 +10,7 @@ install | reboot), FWAGENT_ACTION, FWAGENT_VERSION.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,7 +69,8 @@ def run_approval(argv: tuple[str, ...], gate: str, action: str, version: str | N
         try:
             status = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)      # its children too (its own session)
             process.wait(timeout=5)
             return Verdict(REFUSE, f"{name} refused: no answer within {timeout:.0f} s")
         out.seek(0)
