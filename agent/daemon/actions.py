@@ -5,9 +5,14 @@ daemon persists the phase under its stable name before it acts on it, and a
 restart continues where ``RESUME`` says. The names are written to devices in
 the field: never rename one; add new ones.
 
-    idle -> [wait-approval ->] download -> wait-window -> install -> idle
-                   |                |             |          |  ^
-                   +----------------+-------------+--> cancel  [wait-reboot]  (staged: switch held)
+    idle -> [wait-approval ->] download -> wait-window <-> install -> idle
+                   |                |             |           ^  |
+                   |                |             |           |  v
+                   +----------------+-------------+--> cancel  wait-reboot
+                                                       -> idle
+
+  (wait-window <- install: a failed install retried; install <-> wait-reboot: a staged
+  install's switch held, then released, or ended)
 
 * wait-approval: a deployment taken, nothing fetched yet: a local gate of ``[policy]``
   (approval commands, or ``fwagent approve``) holds the download (agent/policy/gates.py).
@@ -19,7 +24,9 @@ the field: never rename one; add new ones.
   allows it (update not ``skip``, maintenance window not ``unavailable``) and so does
   ``[policy]`` (install windows, approval); the record says why it waits.
 * install: the A/B install runs (its own table: agent/update/flow.py); it
-  ends with its outcome in the journal's outbox, which reports it.
+  ends with its outcome in the journal's outbox, which reports it (with
+  ``[policy].retries``, one that failed with nothing activated goes back to
+  wait-window and runs again).
 * wait-reboot: with ``[policy].reboot`` = ``window`` or ``approve`` the install stops after
   writing and checking the slot (the install flow's ``staged``: nothing the bootloader boots
   has changed); the switch and the reboot wait for the reboot gate, then the install goes on
