@@ -153,6 +153,11 @@ def test_manual_approval_waits_for_fwagent_approve_through_a_power_cut(
     first.process.wait(10)
     first.stop()
     gateway.power_cycle()
+    (gateway.config().device.runtime_dir / "link.json").unlink()           # a tmpfs: gone with the power
+    assert main(["status", "--config", str(gateway.config_path)]) == 0       # the service is down
+    shown = capsys.readouterr().out
+    assert f"action:     {action.id}, wait-approval (as the service left it)" in shown
+    assert "waiting:    waiting for approval (fwagent approve)" in shown
     second = DaemonProcess(gateway.config_path, tmp_path / "daemon2.log")
     try:
         second.wait_for(lambda: "event=ready" in second.log(), "the second start")
@@ -309,3 +314,21 @@ def test_an_install_that_keeps_failing_is_retried_then_reported(gateway: Gateway
     assert "the install failed (" in details(server, action.id) and "attempt 2 of 2 at" in details(server, action.id)
     assert daemon.log().count("event=install-retry") == 1
     assert executions(server, action.id).count("closed") == 1 and gateway.booted() == "A"
+
+
+def test_a_cancel_while_the_switch_waits_ends_the_staged_update(gateway: Gateway, server: DdiServer,
+                                                               tmp_path: Path) -> None:
+    with_policy(gateway, server, 'approve = "manual"\nreboot = "approve"')
+    action = deploy(gateway, server)
+    assert main(["approve", str(action.id), "--config", str(gateway.config_path)]) == 0
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: record(gateway).get("phase") == "wait-reboot", "the update to be staged", poke=daemon)
+        server.cancel(action.id)
+        wait_for(lambda: server.actions[action.id].state == "closed", "the cancel to be confirmed", poke=daemon)
+    finally:
+        daemon.stop()
+    assert server.actions[action.id].result == "canceled"
+    assert journal_state(gateway) is None and record(gateway)["phase"] == "idle"
+    assert gateway.booted() == "A" and gateway.bootloader().get_primary() == "A"
+    assert not gateway.bootloader().get_state("B")          # the staged slot stays marked bad
