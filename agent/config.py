@@ -25,6 +25,8 @@ from agent.errors import ConfigError
 from agent.files import read_at_most
 from agent.manifest.ids import class_from_name, parse_uuid, vendor_from_domain
 from agent.mqtt import MqttConfig
+from agent.policy.gates import PolicyConfig
+from agent.policy.windows import parse_windows
 from bootloader_bridge.bootchooser import registry
 from bootloader_bridge.bootchooser.base import SLOTS
 from bootloader_bridge.options import Option, declared
@@ -154,6 +156,7 @@ class Config:
     server: ServerConfig | None = None
     mqtt: MqttConfig | None = None
     things: dict[str, ThingConfig] = field(default_factory=dict)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     path: Path | None = None
 
 
@@ -256,10 +259,11 @@ def parse_config(data: dict[str, Any], base: Path, path: Path | None = None) -> 
     mqtt = top.get("mqtt", dict)
     mqtt_config = _mqtt(_Table(mqtt, "mqtt", base), device.id) if mqtt is not None else None
     things = _things(top.get("things", dict, {}), base)
+    policy = _policy(_Table(top.get("policy", dict, {}), "policy", base))
     top.done()
     return Config(device=device, trust=trust, bootloader=bootloader, slots=slots,
-                  min_image_sizes=min_image_sizes, health=health,
-                  download=download, server=server_config, mqtt=mqtt_config, things=things, path=path)
+                  min_image_sizes=min_image_sizes, health=health, download=download, server=server_config,
+                  mqtt=mqtt_config, things=things, policy=policy, path=path)
 
 
 def _device(table: _Table) -> DeviceConfig:
@@ -409,6 +413,33 @@ def parse_download(table: _Table) -> DownloadConfig:
     table.done()
     return DownloadConfig(**numbers, **integers, **paths, proxy=proxy,
                           hosts=tuple(h.lower() for h in hosts))
+
+
+def _policy(table: _Table) -> PolicyConfig:
+    approve = table.get("approve", (list, str), [])
+    if isinstance(approve, str):
+        if approve != "manual":
+            raise ConfigError(f"[policy].approve must be \"manual\" or a list of commands, got {approve!r}")
+    elif not all(isinstance(c, list) and c and all(isinstance(a, str) and a for a in c) for c in approve):
+        raise ConfigError("[policy].approve must be a list of commands (each a list of strings), or \"manual\"")
+    windows = parse_windows(table.get("install_windows", list, []))
+    when = table.get("when", str, "now")
+    if when not in ("now", "online"):
+        raise ConfigError(f"[policy].when must be \"now\" or \"online\", got {when!r}")
+    reboot = table.get("reboot", str, "immediate")
+    if reboot not in ("immediate", "window", "approve"):
+        raise ConfigError(f"[policy].reboot must be \"immediate\", \"window\" or \"approve\", got {reboot!r}")
+    if reboot == "window" and not windows:
+        raise ConfigError("[policy].reboot = \"window\" needs [policy].install_windows")
+    if reboot == "approve" and not approve:
+        raise ConfigError("[policy].reboot = \"approve\" needs [policy].approve (commands, or \"manual\")")
+    retries = table.get("retries", int, 1)
+    if not 1 <= retries <= 5:
+        raise ConfigError(f"[policy].retries must be from 1 to 5 (1: no retry), got {retries}")
+    delay = table.number("retry_delay", 30, 1, HOUR)
+    table.done()
+    return PolicyConfig(approve=approve if isinstance(approve, str) else tuple(tuple(c) for c in approve),
+                        install_windows=windows, when=when, reboot=reboot, retries=retries, retry_delay=delay)
 
 
 def _server(table: _Table, device_id: str) -> ServerConfig:

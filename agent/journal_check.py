@@ -77,6 +77,7 @@ def update_problem(update: Any) -> str | None:
         ("stream", _stream, "a bundle stream's position: validator and written bytes per slot"),
         ("things", lambda v: isinstance(v, dict), "a table"),
         ("delta", _table_or_none, "a table or null"),
+        ("stage", _bool, "true or false"), ("released", _bool, "true or false"),
     ]
     found = _check(update, "update", required, optional)
     if found:

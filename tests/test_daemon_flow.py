@@ -40,11 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_persisted_phase_names_never_change() -> None:
-    assert [p.value for p in Phase] == ["idle", "download", "wait-window", "install", "cancel"]
+    assert [p.value for p in Phase] == ["idle", "wait-approval", "download", "wait-window", "install", "wait-reboot",
+                                           "cancel"]
 
 
 @pytest.mark.parametrize(("phase", "event", "expected"), [
     (Phase.IDLE, Event.DEPLOYMENT, Phase.DOWNLOAD),
+    (Phase.IDLE, Event.HELD, Phase.APPROVAL),
+    (Phase.APPROVAL, Event.APPROVED, Phase.DOWNLOAD),
+    (Phase.APPROVAL, Event.CANCEL, Phase.CANCEL),
+    (Phase.APPROVAL, Event.FAILED, Phase.IDLE),
+    (Phase.APPROVAL, Event.WITHDRAWN, Phase.IDLE),
     (Phase.DOWNLOAD, Event.DOWNLOADED, Phase.WAIT),
     (Phase.DOWNLOAD, Event.FAILED, Phase.IDLE),
     (Phase.DOWNLOAD, Event.CANCEL, Phase.CANCEL),
@@ -56,6 +62,11 @@ def test_persisted_phase_names_never_change() -> None:
     (Phase.INSTALL, Event.CANCEL, Phase.INSTALL),
     (Phase.INSTALL, Event.FAILED, Phase.IDLE),
     (Phase.CANCEL, Event.CLEANED, Phase.IDLE),
+    (Phase.INSTALL, Event.STAGED, Phase.REBOOT_WAIT),
+    (Phase.INSTALL, Event.RETRY, Phase.WAIT),
+    (Phase.REBOOT_WAIT, Event.ACTIVATE, Phase.INSTALL),
+    (Phase.REBOOT_WAIT, Event.ABANDON, Phase.INSTALL),
+    (Phase.REBOOT_WAIT, Event.CANCEL, Phase.INSTALL),
     (Phase.DOWNLOAD, Event.TOO_MANY_STARTS, Phase.IDLE),
     (Phase.CANCEL, Event.TOO_MANY_STARTS, Phase.IDLE),
 ])
@@ -71,7 +82,7 @@ def test_what_the_table_does_not_allow_is_a_bug_not_a_guess() -> None:
                 with pytest.raises(ActionFlowError, match=f"from {phase.value} on {event.value}"):
                     step(phase, event)
     # No deployment is taken while another is in hand.
-    assert not any(p is not Phase.IDLE and e is Event.DEPLOYMENT for p, e in allowed)
+    assert not any(p is not Phase.IDLE and e in (Event.DEPLOYMENT, Event.HELD) for p, e in allowed)
 
 
 def test_every_phase_resumes_and_every_phase_reaches_idle() -> None:
@@ -115,13 +126,13 @@ def event_kinds() -> set[str]:
 
 
 def test_the_events_of_docs_daemon_md_are_the_codes() -> None:
-    """The thread table names every event a thread posts; with the start and the timer, that is
-    every kind of event there is."""
+    """The thread table names every event a thread posts; with the start, the timer and the look
+    at a gate, that is every kind of event there is."""
     section = docs_section("## Threads and events")
     posted = {name for line in section.splitlines() if line.startswith("| ") and not line.startswith("| thread")
               for name in re.findall(r"`([a-z-]+)`", line.split("|")[3])}
-    assert posted | {"start", "timer"} == event_kinds()
-    assert "(`timer`)" in section and "(`start`)" in section
+    assert posted | {"start", "timer", "gate-check"} == event_kinds()
+    assert "(`timer`)" in section and "(`start`)" in section and "(`gate-check`" in section
 
 
 def test_the_machine_of_docs_daemon_md_is_the_codes() -> None:
@@ -146,6 +157,7 @@ def test_starts_in_a_row_count_only_while_nothing_gets_done() -> None:
     (Phase.DOWNLOAD, MAX_STARTS + 1, True),       # a crash loop in the download: given up, reported
     (Phase.CANCEL, MAX_STARTS + 1, True),
     (Phase.WAIT, 1000, False),                    # waiting for a window through power cuts is no loop
+    (Phase.APPROVAL, 1000, False),                # nor is waiting for approval
     (Phase.INSTALL, 1000, False),                 # the install's own flow bounds its restarts
     (Phase.IDLE, 1000, False),
 ])

@@ -4,6 +4,7 @@ record and every effect out, compared whole. No threads, no sleeps, no files."""
 from __future__ import annotations
 
 import ast
+from datetime import datetime
 import inspect
 from dataclasses import replace
 from typing import Any
@@ -14,12 +15,14 @@ from agent.daemon import effects as fx
 from agent.daemon import machine
 from agent.daemon.actions import MAX_STARTS, TRANSITIONS, Event, Phase, progress_mark, step
 from agent.daemon.events import (
+    Approval,
     CancelConfirmed,
     Checkpoint,
     DaemonEvent,
     Downloaded,
     DownloadFailed,
     Fetched,
+    GateCheck,
     Installed,
     InstallError,
     Polled,
@@ -32,6 +35,9 @@ from agent.ddi.codec import Artifact, Cancel, Chunk, DdiFormatError, Deployment,
 from agent.errors import FwagentError
 from agent.install.installer import Outcome
 from agent.net.policy import LinkPolicy
+from agent.policy.approval import GO, REFUSE, WAIT, Verdict
+from agent.policy.gates import Choice, Moment, PolicyConfig
+from agent.policy.windows import parse_windows
 
 HREF = "https://s/DEFAULT/controller/v1/gw/deploymentBase/7?c=1"
 OTHER_HREF = "https://s/DEFAULT/controller/v1/gw/deploymentBase/8?c=1"
@@ -101,6 +107,231 @@ LIMIT = FwagentError(f"started {MAX_STARTS + 1} times in phase download without 
 CANCEL_LIMIT = FwagentError(f"started {MAX_STARTS + 1} times in phase cancel without getting further "
                             f"(more than {MAX_STARTS}): given up", code="restart-limit")
 
+# --- [policy]: local gates ---------------------------------------------------------------------
+
+NOON = Moment(1_000_000.0, datetime(2026, 12, 7, 12, 0))        # a Monday
+NIGHT = Moment(1_000_000.0, datetime(2026, 12, 8, 2, 30))       # Tuesday, in the window
+COMMANDS = PolicyConfig(approve=(("/usr/lib/app/may-update",),))
+MANUAL = PolicyConfig(approve="manual")
+WINDOWED = PolicyConfig(install_windows=parse_windows(["Mon-Fri 02:00-04:00"]))
+ASKING = Facts(policy=COMMANDS, moment=NOON)
+HELD = replace(DOWNLOADING, phase=Phase.APPROVAL)
+APPROVING = replace(HELD, waiting="waiting for approval")
+IN_WAIT = replace(WAITING, may_install=True, window=None)
+
+
+def waits(record: ActionRecord, gate: str, reason: str, *more: fx.Effect) -> list[fx.Effect]:
+    """What a gate that starts to hold the action does."""
+    return [fx.Persist(replace(record, waiting=reason)),
+            fx.Log("info", "waiting", {"action": record.action, "gate": gate, "msg": reason}),
+            fx.Waiting(), fx.Feedback("scheduled", reason), *more]
+
+
+def downloads(record: ActionRecord) -> list[fx.Effect]:
+    moved = replace(record, phase=Phase.DOWNLOAD, waiting=None, retry_at=None)
+    return [fx.Persist(moved), fx.Announce(Event.APPROVED),
+            fx.Feedback("proceeding", "checking the signed manifest of u.fwb; it streams into the slots",
+                        progress=(0, 100)), fx.StartDownload()]
+
+
+def installs(record: ActionRecord) -> list[fx.Effect]:
+    return [fx.Persist(replace(record, phase=Phase.INSTALL, waiting=None, retry_at=None)),
+            fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]
+
+
+GONE_AT_DOWNLOAD = replace(DOWNLOADING, waiting=None)
+POLICY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("approval commands: a deployment is held before its download", IDLE, polled(deployment()), ASKING, APPROVING,
+     [fx.Log("info", "deployment", {"action": "7", "download": "forced", "update": "forced", "window": None}),
+      fx.Persist(HELD), fx.Announce(Event.HELD),
+      *waits(HELD, "download", "waiting for approval", fx.RunApproval("download"), fx.Recheck(1_000_060.0)),
+      fx.Deliver()]),
+    ("the approval says go: the download starts", APPROVING, Approval("7", "download", Verdict(GO)), ASKING,
+     GONE_AT_DOWNLOAD, downloads(APPROVING)),
+    ("the approval asks to wait: held until then", APPROVING,
+     Approval("7", "download", Verdict(WAIT, "may-update asks to wait", 30)), ASKING,
+     replace(APPROVING, retry_at=1_000_030.0, waiting="the approval command asked to wait until 12:00:30"),
+     [fx.Persist(replace(APPROVING, retry_at=1_000_030.0)),
+      *waits(replace(APPROVING, retry_at=1_000_030.0), "download",
+             "the approval command asked to wait until 12:00:30", fx.Recheck(1_000_030.0))]),
+    ("a look while the approval waits: nothing new", replace(APPROVING, retry_at=1_000_030.0,
+                                                            waiting="the approval command asked to wait until 12:00:30"),
+     GateCheck(), ASKING, replace(APPROVING, retry_at=1_000_030.0,
+                                  waiting="the approval command asked to wait until 12:00:30"),
+     [fx.Recheck(1_000_030.0)]),
+    ("the wait asked for is over: the commands asked again", replace(APPROVING, retry_at=999_000.0),
+     GateCheck(), ASKING, replace(APPROVING, retry_at=999_000.0),
+     [fx.RunApproval("download"), fx.Recheck(1_000_060.0)]),
+    ("a look while the commands run: they are not started twice", APPROVING, GateCheck(),
+     replace(ASKING, approving=True), APPROVING, [fx.Recheck(1_000_060.0)]),
+    ("the approval refuses: closed as rejected with its reason", APPROVING,
+     Approval("7", "download", Verdict(REFUSE, "battery low")), ASKING, IDLE,
+     failed(HELD, "rejected", "battery low")),
+    ("a verdict on another action is moot", APPROVING, Approval("8", "download", Verdict(GO)), ASKING, APPROVING, []),
+    ("a verdict for another gate is moot", APPROVING, Approval("7", "install", Verdict(GO)), ASKING, APPROVING, []),
+    ("manual: waiting for fwagent approve, looked at again soon", HELD, GateCheck(),
+     Facts(policy=MANUAL, moment=NOON), replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     waits(HELD, "download", "waiting for approval (fwagent approve)", fx.Recheck(1_000_002.0))),
+    ("manual: fwagent approve opens the gate", replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     GateCheck(), Facts(policy=MANUAL, moment=NOON, choice=Choice("7", "approve")), GONE_AT_DOWNLOAD,
+     downloads(HELD)),
+    ("an approval of another action opens nothing", replace(HELD, waiting="waiting for approval (fwagent approve)"),
+     GateCheck(), Facts(policy=MANUAL, moment=NOON, choice=Choice("8", "approve")),
+     replace(HELD, waiting="waiting for approval (fwagent approve)"), [fx.Recheck(1_000_002.0)]),
+    ("fwagent defer holds it until then, looked at again within a minute", HELD, GateCheck(),
+     Facts(policy=MANUAL, moment=NOON, choice=Choice("7", "defer", 1_003_600.0)),
+     replace(HELD, waiting="deferred until 13:00:00"),
+     waits(HELD, "download", "deferred until 13:00:00", fx.Recheck(1_000_060.0))),
+    ("a start waiting for approval: the gate looked at again", APPROVING, Started(), ASKING,
+     replace(APPROVING, starts=1, done=MARK),
+     [fx.Persist(replace(APPROVING, starts=1, done=MARK)), fx.Recheck(0.0)]),
+    ("a cancel while waiting for approval", APPROVING, polled(cancel=CANCEL), ASKING,
+     replace(APPROVING, phase=Phase.CANCEL, cancel="9", waiting=None),
+     [cancel_seen(phase=Phase.APPROVAL), fx.Persist(replace(APPROVING, phase=Phase.CANCEL, cancel="9", waiting=None)),
+      fx.Announce(Event.CANCEL), fx.StopDownload(), *confirm(replace(APPROVING, cancel="9")), fx.Deliver()]),
+    ("the server drops an action waiting for approval", APPROVING, polled(href=None), ASKING, IDLE,
+     [fx.Log("info", "action-withdrawn", {"action": "7"}), *ended(replace(APPROVING, waiting=None), Event.WITHDRAWN),
+      fx.Deliver()]),
+    ("outside the install window: held, with the next opening", IN_WAIT, polled(deployment()),
+     Facts(policy=WINDOWED, moment=NOON), replace(IN_WAIT, waiting="outside the install window until 02:00"),
+     [*waits(IN_WAIT, "install", "outside the install window until 02:00", fx.Recheck(1_000_060.0)), fx.Deliver()]),
+    ("downloaded outside the install window", replace(DOWNLOADING, fetched={"u.fwb": "/f"}), Downloaded("7", None),
+     Facts(policy=WINDOWED, moment=NOON),
+     replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"}, waiting="outside the install window until 02:00"),
+     [fx.Persist(replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"})), fx.Announce(Event.DOWNLOADED),
+      fx.Feedback("downloaded", "downloaded and verified, version 2.0", progress=(100, 100)),
+      *waits(replace(DOWNLOADING, phase=Phase.WAIT, fetched={"u.fwb": "/f"}), "install",
+             "outside the install window until 02:00", fx.Recheck(1_000_060.0))]),
+    ("the install window opens", replace(IN_WAIT, waiting="outside the install window until 02:00"), GateCheck(),
+     Facts(policy=WINDOWED, moment=NIGHT), replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="outside the install window until 02:00"))),
+    ("the install window is open but the server's is not", replace(IN_WAIT, may_install=False), GateCheck(),
+     Facts(policy=WINDOWED, moment=NIGHT), replace(IN_WAIT, may_install=False), []),
+    ("approval commands at the install gate", IN_WAIT, GateCheck(), ASKING,
+     replace(IN_WAIT, waiting="waiting for approval"),
+     waits(IN_WAIT, "install", "waiting for approval", fx.RunApproval("install"), fx.Recheck(1_000_060.0))),
+    ("the approval at the install gate says go", replace(IN_WAIT, waiting="waiting for approval"),
+     Approval("7", "install", Verdict(GO)), ASKING, replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="waiting for approval"))),
+    ("when = online: no gate opens before a poll is answered", IN_WAIT, GateCheck(),
+     Facts(policy=PolicyConfig(when="online"), moment=NIGHT),
+     replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"),
+     waits(IN_WAIT, "install", "waiting to be online: no poll answered since the start")),
+    ("when = online, once online", replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"),
+     polled(deployment()), Facts(policy=PolicyConfig(when="online"), moment=NIGHT, online=True),
+     replace(IN_WAIT, phase=Phase.INSTALL),
+     installs(replace(IN_WAIT, waiting="waiting to be online: no poll answered since the start"))),
+]
+
+# --- [policy].reboot: the staged install's switch waits at its own gate ----------------------------
+
+STAGED = Outcome("d4b33c09aa", "pending", "staged", origin={"ddi_action": "7"})
+REBOOTING = replace(INSTALLING, phase=Phase.REBOOT_WAIT)
+MANUAL_REBOOT = PolicyConfig(approve="manual", reboot="approve")
+REBOOT_WINDOW = PolicyConfig(install_windows=parse_windows(["Mon-Fri 02:00-04:00"]), reboot="window")
+FOR_REBOOT = "staged; the switch and reboot wait: waiting for approval (fwagent approve)"
+STAGED_FACTS = Facts(policy=MANUAL_REBOOT, moment=NOON)
+
+REBOOT_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("reboot = window: the install runs outside the window, staged", IN_WAIT, GateCheck(),
+     Facts(policy=REBOOT_WINDOW, moment=NOON), replace(IN_WAIT, phase=Phase.INSTALL),
+     [fx.Persist(replace(IN_WAIT, phase=Phase.INSTALL)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall(stage=True)]),
+    ("the install is staged: the switch waits for approval", INSTALLING, Installed(STAGED), STAGED_FACTS,
+     replace(REBOOTING, waiting=FOR_REBOOT),
+     [fx.Log("info", "install-ended", {"result": "pending", "state": "staged", "code": None, "msg": None,
+                                       "version": None, **IDS}),
+      fx.Show("staged: written and checked; the switch and reboot wait for [policy].reboot", **IDS), fx.Ready(),
+      fx.Persist(REBOOTING), fx.Announce(Event.STAGED), *waits(REBOOTING, "reboot", FOR_REBOOT, fx.Recheck(1_000_002.0))]),
+    ("an approval of the download is none of the reboot", replace(REBOOTING, waiting=FOR_REBOOT), GateCheck(),
+     replace(STAGED_FACTS, choice=Choice("7", "approve")), replace(REBOOTING, waiting=FOR_REBOOT),
+     [fx.Recheck(1_000_002.0)]),
+    ("fwagent approve on the staged action: it switches", replace(REBOOTING, waiting=FOR_REBOOT), GateCheck(),
+     replace(STAGED_FACTS, choice=Choice("7", "approve-reboot")), INSTALLING,
+     [fx.Persist(INSTALLING), fx.Announce(Event.ACTIVATE), fx.Activate()]),
+    ("staged, found by the start-up resume: the gate waits for it to end", REBOOTING, GateCheck(),
+     replace(STAGED_FACTS, installing=True, choice=Choice("7", "approve-reboot")), REBOOTING, []),
+    ("staged, the start-up resume ended: the gate looked at", replace(REBOOTING, waiting=FOR_REBOOT),
+     Installed(STAGED), replace(STAGED_FACTS, choice=Choice("7", "approve-reboot")), INSTALLING,
+     [fx.Log("info", "install-ended", {"result": "pending", "state": "staged", "code": None, "msg": None,
+                                       "version": None, **IDS}),
+      fx.Show("staged: written and checked; the switch and reboot wait for [policy].reboot", **IDS), fx.Ready(),
+      fx.Persist(INSTALLING), fx.Announce(Event.ACTIVATE), fx.Activate()]),
+    ("reboot = window: the switch waits for the window", REBOOTING, GateCheck(), Facts(policy=REBOOT_WINDOW, moment=NOON),
+     replace(REBOOTING, waiting="staged; the switch and reboot wait: outside the install window until 02:00"),
+     waits(REBOOTING, "reboot", "staged; the switch and reboot wait: outside the install window until 02:00",
+           fx.Recheck(1_000_060.0))),
+    ("the approval refuses the reboot: the staged update ends as rejected", replace(REBOOTING, waiting=FOR_REBOOT),
+     Approval("7", "reboot", Verdict(REFUSE, "line busy")), Facts(policy=replace(COMMANDS, reboot="approve"),
+                                                                  moment=NOON), INSTALLING,
+     [fx.Log("error", "action-failed", {"action": "7", "code": "rejected", "msg": "line busy"}),
+      fx.Persist(INSTALLING), fx.Announce(Event.ABANDON), fx.AbortStaged("rejected", "line busy")]),
+    ("a cancel of a staged update: the installer ends it", REBOOTING, polled(cancel=CANCEL), STAGED_FACTS, INSTALLING,
+     [cancel_seen(phase=Phase.REBOOT_WAIT), fx.Persist(INSTALLING), fx.Announce(Event.CANCEL),
+      fx.AbortStaged("cancelled", "cancelled by the server")]),
+]
+
+# --- [policy].retries: a failed download goes again after a back-off ---------------------------
+
+RETRYING = Facts(policy=PolicyConfig(retries=3), moment=NOON)
+INSTALL_FAILED = Outcome("d4b33c09aa", "failure", "failed", code="slot-io", reason="EIO", origin={"ddi_action": "7"})
+RETRY_REASON = "the install failed (slot-io); attempt 2 of 3 at 12:00:30"
+RETRY_WAIT = replace(INSTALLING, phase=Phase.WAIT, attempts=1, retry_at=1_000_030.0, waiting=RETRY_REASON)
+BROKE = "connection reset"
+
+RETRY_CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
+    ("retries left: the failed download goes again after its back-off", DOWNLOADING,
+     DownloadFailed("7", DOWNLOAD_BROKE), RETRYING, replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0),
+     [fx.Persist(replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0)),
+      fx.Log("warning", "download-retry", {"action": "7", "code": "download-io", "msg": BROKE, "attempt": 2,
+                                           "of": 3, "wait": "30s"}),
+      fx.Feedback("proceeding", f"the download failed (download-io: {BROKE}); attempt 2 of 3 in 30 s"),
+      fx.Recheck(1_000_030.0)]),
+    ("the second failure waits twice as long", replace(DOWNLOADING, attempts=1), DownloadFailed("7", DOWNLOAD_BROKE),
+     RETRYING, replace(DOWNLOADING, attempts=2, retry_at=1_000_060.0),
+     [fx.Persist(replace(DOWNLOADING, attempts=2, retry_at=1_000_060.0)),
+      fx.Log("warning", "download-retry", {"action": "7", "code": "download-io", "msg": BROKE, "attempt": 3,
+                                           "of": 3, "wait": "60s"}),
+      fx.Feedback("proceeding", f"the download failed (download-io: {BROKE}); attempt 3 of 3 in 60 s"),
+      fx.Recheck(1_000_060.0)]),
+    ("the last attempt fails: the failure is reported", replace(DOWNLOADING, attempts=2),
+     DownloadFailed("7", DOWNLOAD_BROKE), RETRYING, IDLE,
+     failed(replace(DOWNLOADING, attempts=2), "download-io", BROKE)),
+    ("the back-off is not over", replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0), GateCheck(), RETRYING,
+     replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0), [fx.Recheck(1_000_030.0)]),
+    ("the back-off is over: the download again", replace(DOWNLOADING, attempts=1, retry_at=999_999.0), GateCheck(),
+     RETRYING, replace(DOWNLOADING, attempts=1),
+     [fx.Persist(replace(DOWNLOADING, attempts=1)), fx.StartDownload()]),
+    ("an install failed with nothing activated: back to wait-window, run again after its back-off", INSTALLING,
+     Installed(INSTALL_FAILED), RETRYING, RETRY_WAIT,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "slot-io", "msg": "EIO",
+                                       "version": None, **IDS}),
+      fx.Log("warning", "install-retry", {"action": "7", "code": "slot-io", "msg": "EIO", "attempt": 2, "of": 3,
+                                          "wait": "30s"}),
+      fx.Persist(RETRY_WAIT), fx.Announce(Event.RETRY), fx.Unqueue("d4b33c09aa"), fx.Waiting(),
+      fx.Feedback("proceeding", RETRY_REASON), fx.Recheck(1_000_030.0), fx.Ready()]),
+    ("a failed install's back-off is not over", RETRY_WAIT, GateCheck(), RETRYING, RETRY_WAIT,
+     [fx.Recheck(1_000_030.0)]),
+    ("a failed install's back-off is over: it runs again", replace(RETRY_WAIT, retry_at=999_000.0), GateCheck(),
+     RETRYING, replace(INSTALLING, attempts=1),
+     [fx.Persist(replace(INSTALLING, attempts=1)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
+    ("the last install attempt fails: its result stays in the outbox", replace(INSTALLING, attempts=2),
+     Installed(INSTALL_FAILED), RETRYING, IDLE,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "slot-io", "msg": "EIO",
+                                       "version": None, **IDS}),
+      *ended(replace(INSTALLING, attempts=2), Event.INSTALLED),
+      fx.Show("idle; the update ended: failed (slot-io)", **IDS), fx.Ready(), fx.Deliver(), fx.SendConfig()]),
+    ("a cancelled install is not retried", INSTALLING, Installed(replace(INSTALL_FAILED, code="cancelled")),
+     RETRYING, IDLE,
+     [fx.Log("info", "install-ended", {"result": "failure", "state": "failed", "code": "cancelled", "msg": "EIO",
+                                       "version": None, **IDS}),
+      *ended(INSTALLING, Event.INSTALLED),
+      fx.Show("idle; the update ended: failed (cancelled)", **IDS), fx.Ready(), fx.Deliver(), fx.SendConfig()]),
+    ("a start during the back-off is the next attempt", replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0),
+     Started(), RETRYING, replace(DOWNLOADING, attempts=1, starts=1, done=MARK),
+     [fx.Persist(replace(DOWNLOADING, attempts=1, retry_at=1_000_030.0, starts=1, done=MARK)),
+      fx.Persist(replace(DOWNLOADING, attempts=1, starts=1, done=MARK)), fx.StartDownload()]),
+]
+
 # (name, record before, event, facts, record after, effects)
 CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.Effect]]] = [
     # --- the start
@@ -167,8 +398,9 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
     ("downloading, the known link: not fetched again", replace(DOWNLOADING, href=HREF), polled(), Facts(),
      DOWNLOADING, [fx.Deliver()]),
     ("waiting, the window opens", WAITING, polled(deployment(window="available")), Facts(),
-     replace(WAITING, phase=Phase.INSTALL),
-     [fx.Persist(replace(WAITING, phase=Phase.INSTALL)), fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
+     replace(WAITING, phase=Phase.INSTALL, may_install=True),
+     [fx.Persist(replace(WAITING, may_install=True)), fx.Persist(replace(WAITING, phase=Phase.INSTALL, may_install=True)),
+      fx.Announce(Event.WINDOW_OPEN), fx.StartInstall()]),
     ("waiting, the window stays closed", WAITING, polled(deployment(window="unavailable")), Facts(), WAITING,
      [fx.Deliver()]),
     ("waiting, the server drops the action", WAITING, polled(href=None), Facts(), IDLE,
@@ -272,6 +504,9 @@ CASES: list[tuple[str, ActionRecord, DaemonEvent, Facts, ActionRecord, list[fx.E
       fx.Show("started, but the update in flight could not be finished: io", **IDS), fx.Ready()]),
     ("an install error later, idle", IDLE, InstallError(OSError(5, "I/O error")), Facts(), IDLE,
      [fx.Log("error", "install-refused", {"code": "io", "msg": "I/O error"}), fx.Ready()]),
+    *POLICY_CASES,
+    *REBOOT_CASES,
+    *RETRY_CASES,
 ]
 
 

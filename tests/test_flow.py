@@ -10,7 +10,8 @@ from agent.update.flow import (FINAL, MAX_RESTARTS, RESUME, TRANSITIONS, Event, 
 # These names are written into journals in the field. Changing one breaks
 # every device that updates across the change: this list must only grow.
 PERSISTED_NAMES = ["verify", "mark-bad", "write", "switch", "reboot", "check-boot", "health", "commit",
-                   "rollback", "failed", "committed", "rolled-back", "stash", "things", "already-installed"]
+                   "rollback", "failed", "committed", "rolled-back", "stash", "things", "already-installed",
+                   "staged"]
 
 
 def test_persisted_names_are_stable() -> None:
@@ -109,3 +110,11 @@ def test_an_update_of_things_only_never_touches_the_gateways_slots() -> None:
 def test_the_committed_manifest_ends_at_verify_with_nothing_written() -> None:
     assert step(State.VERIFY, Event.CURRENT) is State.ALREADY_INSTALLED
     assert State.ALREADY_INSTALLED in FINAL
+
+
+def test_a_staged_update_switches_only_when_released() -> None:
+    assert step(State.WRITE, Event.STAGE) is State.STAGED
+    assert step(State.STAGED, Event.OK) is State.SWITCH
+    assert step(State.STAGED, Event.FAILED) is State.FAILED        # nothing was activated
+    assert resume(State.STAGED, 1) == (State.STAGED, False)       # a restart keeps it staged
+    assert resume(State.STAGED, MAX_RESTARTS + 1) == (State.FAILED, True)

@@ -6,7 +6,7 @@ are one line, ``error: <code>: <detail>``, never a traceback.
 
 The package: ``parser`` (every command's arguments, importing no command), ``output`` (exit
 codes, JSON), and one module per group of commands (``install``, ``things``, ``manifest``,
-``bundle``, ``check``), each imported only when one of its commands runs.
+``bundle``, ``check``, ``policy``), each imported only when one of its commands runs.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "status": ("fwagent status", "fwagent status --json"),
     "commit": ("fwagent commit",),
     "rollback": ("fwagent rollback",),
+    "approve": ("fwagent approve", "fwagent approve 12"),
+    "defer": ("fwagent defer --for 2h", "fwagent defer 12 --for 1h30m --json"),
     "run": ("fwagent run", "fwagent run --once --config /data/fwagent/agent.toml"),
     "things": ("fwagent things list", "fwagent things flash mcu1 app-1.2.3.bin"),
     "things list": ("fwagent things list", "fwagent things list --json"),

@@ -150,9 +150,9 @@ def rollback(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from agent.daemon.link_view import link_lines, link_view
+    from agent.daemon.link_view import action_view, link_lines, link_view
     config, installer = _installer(args)
-    view = {**installer.status(), "link": link_view(config)}
+    view = {**installer.status(), "link": link_view(config), "server_action": action_view(config)}
     if args.json:
         emit_json(view)
         return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
@@ -171,7 +171,7 @@ def status(args: argparse.Namespace) -> int:
                   f"{view['installed'].get('version')}")
         print(f"unsent reports: {view['outbox']}")
     print("bootloader:   " + " ".join(f"{k}={v}" for k, v in view["variables"].items()))
-    print("\n".join(link_lines(view["link"], config)))
+    print("\n".join(link_lines(view["link"], config, action=view["server_action"])))
     return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
 
 

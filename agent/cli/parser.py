@@ -153,6 +153,15 @@ def _add_install_commands(commands: Any) -> None:
         "[server] or [mqtt] section, stay in touch with the server until stopped"))
     daemon.add_argument("--once", action="store_true", help="only finish the update in progress, then exit")
     daemon.set_defaults(run=_lazy("agent.cli.install", "run"))
+    approve = _with_config(commands.add_parser(
+        "approve", help="let a server action that waits for approval go ([policy].approve)"))
+    approve.add_argument("action", nargs="?", metavar="ACTION", help="the action id (default: the one in hand)")
+    approve.set_defaults(run=_lazy("agent.cli.policy", "approve"))
+    defer = _with_config(commands.add_parser("defer", help="hold a server action at its gates for a while"))
+    defer.add_argument("action", nargs="?", metavar="ACTION", help="the action id (default: the one in hand)")
+    defer.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                       help="how long: 2h, 90m, 1h30m, 45s, 1d (up to 30 days)")
+    defer.set_defaults(run=_lazy("agent.cli.policy", "defer"))
 
 
 def _add_thing_commands(commands: Any) -> None:

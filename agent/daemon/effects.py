@@ -57,6 +57,27 @@ class Show:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why a local gate holds the action changed (the record's ``waiting``): link.json, the MQTT
+    state and the status line say it."""
+
+
+@dataclass(frozen=True)
+class RunApproval:
+    """Run the approval commands of ``[policy]`` for the action in hand at ``gate`` (on a worker,
+    which posts the verdict: Approval)."""
+
+    gate: str
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Post GateCheck at ``at`` (epoch seconds; one past: at once): a gate is to be looked at again."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class StartDownload:
     """Fetch what the record's plan needs first and is not fetched yet, resuming from its checkpoints."""
 
@@ -87,7 +108,24 @@ class CancelInstall:
 
 @dataclass(frozen=True)
 class StartInstall:
-    """Install what the record's plan names, from the files fetched (a bundle URL streams)."""
+    """Install what the record's plan names, from the files fetched (a bundle URL streams);
+    ``stage``: stop after the write, staged, until Activate."""
+
+    stage: bool = False
+
+
+@dataclass(frozen=True)
+class Activate:
+    """Release the staged install: it switches, reboots and goes on (Installer.release)."""
+
+
+@dataclass(frozen=True)
+class AbortStaged:
+    """End the staged install as failed with ``code`` and ``reason`` (Installer.abort): nothing
+    was activated; the outcome joins the outbox."""
+
+    code: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +137,13 @@ class QueueResult:
     code: str
     reason: str
     version: str | None
+
+
+@dataclass(frozen=True)
+class Unqueue:
+    """Take outcome ``outcome`` back from the journal's outbox: its install runs again."""
+
+    outcome: str
 
 
 @dataclass(frozen=True)
@@ -116,5 +161,6 @@ class Ready:
     """The start-up work has ended (systemd's READY=1), if it had not yet."""
 
 
-Effect = (Persist | Announce | Log | Feedback | Show | StartDownload | StopDownload | RemoveDownloads
-          | ConfirmCancel | CancelInstall | StartInstall | QueueResult | Deliver | SendConfig | Ready)
+Effect = (Persist | Announce | Log | Feedback | Show | Waiting | RunApproval | Recheck | StartDownload | StopDownload
+          | RemoveDownloads | ConfirmCancel | CancelInstall | StartInstall | Activate | AbortStaged | QueueResult
+          | Unqueue | Deliver | SendConfig | Ready)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.daemon.plan import ActionPlan, PlanError
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, RootPoll
+from agent.policy.approval import Verdict
 
 if TYPE_CHECKING:
     from agent.install.installer import Outcome
@@ -148,6 +149,23 @@ class InstallError(DaemonEvent):
 
     kind = "install-error"
     error: BaseException
+
+
+@dataclass(frozen=True)
+class GateCheck(DaemonEvent):
+    """Time to look again at the local gate that holds the action (the machine asked: Recheck)."""
+
+    kind = "gate-check"
+
+
+@dataclass(frozen=True)
+class Approval(DaemonEvent):
+    """The approval commands of ``[policy]`` gave their verdict on ``action`` at ``gate``."""
+
+    kind = "approval"
+    action: str
+    gate: str
+    verdict: Verdict
 
 
 @dataclass(frozen=True)

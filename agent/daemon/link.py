@@ -73,6 +73,7 @@ class LinkStatus:
     last_error: dict[str, Any] | None = None   # code, detail, at
     phase: str = "idle"
     action: str | None = None
+    waiting: str | None = None              # why a local gate ([policy]) holds the action
     mqtt: str | None = None                 # connected | disconnected; None: not configured
     reports_waiting: int = 0                # step reports not sent yet
     pid: int = 0

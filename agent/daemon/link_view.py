@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.daemon.link import LinkStatusFile, duration
+from agent.daemon.store import ActionStore, ActionStoreError
 
 
 def link_view(config: Config) -> dict[str, Any] | None:
@@ -20,12 +21,29 @@ def link_view(config: Config) -> dict[str, Any] | None:
     return {**asdict(status), "service_running": _alive(status.pid)}
 
 
-def link_lines(view: dict[str, Any] | None, config: Config, now: float | None = None) -> list[str]:
-    """Readable lines of ``link_view`` (pure, given ``now``)."""
+def action_view(config: Config) -> dict[str, Any] | None:
+    """The server action in hand as persisted (what it waits for, if a [policy] gate holds it),
+    whether or not the service runs; None when the record cannot be read."""
+    try:
+        record = ActionStore(config.device.state_dir).load()
+    except ActionStoreError:
+        return None
+    return {"action": record.action, "phase": record.phase.value, "waiting": record.waiting}
+
+
+def link_lines(view: dict[str, Any] | None, config: Config, now: float | None = None, *,
+               action: dict[str, Any] | None = None) -> list[str]:
+    """Readable lines of ``link_view`` (pure, given ``now``); with the service down, the persisted
+    server ``action`` (``action_view``) instead of its link's."""
     now = time.time() if now is None else now
     where = config.device.runtime_dir / "link.json"
     if view is None:
-        return [f"server link:  unknown: the service is not running (no {where})"]
+        lines = [f"server link:  unknown: the service is not running (no {where})"]
+        if action is not None and action["action"]:
+            lines.append(f"  action:     {action['action']}, {action['phase']} (as the service left it)")
+            if action["waiting"]:
+                lines.append(f"  waiting:    {action['waiting']}")
+        return lines
     if not view["server"]:
         lines = ["server link:  none configured (no [server] section)"]
     else:
@@ -40,6 +58,8 @@ def link_lines(view: dict[str, Any] | None, config: Config, now: float | None = 
             error = view["last_error"]
             lines.append(f"  last error: {error['code']}: {error['detail']} ({_when(error['at'], now)})")
     lines.append(f"  action:     {view['action'] + ', ' if view['action'] else ''}{view['phase']}")
+    if view.get("waiting"):
+        lines.append(f"  waiting:    {view['waiting']}")
     if view["mqtt"] is not None:
         lines.append(f"  MQTT:       {view['mqtt']}")
     lines.append(f"  step reports waiting: {view['reports_waiting']}")

@@ -9,39 +9,65 @@ table of agent/daemon/actions.py), persisted before anything acts on it.
 
     event             phase                what the machine decides
     ---------------   ------------------   ------------------------------------------------------
-    Started           download, wait       its result already in the outbox -> idle (failed)
+    Started           approval, download,  its result already in the outbox -> idle (failed)
+                        wait
                       download, cancel     too many starts without progress -> idle (too-many-starts)
                       download             resume the download
                       cancel               remove the files, confirm the cancel again
+                      approval, wait       look at the gate again (Recheck)
+                        held, wait-reboot
     Polled + cancel   any                  result already queued: refused; install: ask the
-                                           installer; download, wait: -> cancel; cancel: again;
+                                           installer; wait-reboot: -> install, the staged update
+                                           ended (cancelled); download, wait: -> cancel; cancel: again;
                                            else: nothing runs here, confirmed
     Polled, refused   idle                 the action its link names -> download -> idle (failed)
-    Polled + deploy.  idle                 -> download (plan refused: -> idle, failed); not when its
-                                           result is queued, download is skip, or the start-up
-                                           install still runs
+    Polled + deploy.  idle                 -> download, or with [policy].approve -> approval (plan
+                                           refused: -> idle, failed); not when its result is queued,
+                                           download is skip, or the start-up install still runs
+                      approval (same)      the gate: approved -> download; else held, with its reason
                       download (same)      the window opened or closed: remembered
-                      wait (same)          the server allows it now -> install
-                      download, wait       another action: this one -> idle (withdrawn), then as idle
-    Polled, no deployment  download, wait  -> idle (withdrawn); cancel: -> idle (cleaned)
+                      wait (same)          the server allows it and no local gate holds it -> install
+                      approval, download,  another action: this one -> idle (withdrawn), then as idle
+                        wait
+    Polled, no deployment  approval,       -> idle (withdrawn); cancel: -> idle (cleaned)
+                      download, wait
     Checkpoint, Fetched  download          remembered (resumed from after a restart)
-    Downloaded        download             -> wait; may install: -> install
+    Downloaded        download             -> wait; may install and no local gate holds it: -> install
                       cancel               remove the files, confirm the cancel
-    DownloadFailed    download             -> idle (failed); cancel: confirm the cancel
+    DownloadFailed    download             -> idle (failed); attempts left ([policy].retries): retried
+                                           after a back-off (Recheck); cancel: confirm the cancel
     CancelConfirmed   cancel               -> idle (cleaned)
-    Installed         install              -> idle (installed); pending (a reboot comes): nothing
+    Installed         install              -> idle (installed); failed with nothing activated and
+                                           attempts left ([policy].retries): -> wait (retry), its
+                                           result taken back from the outbox (Unqueue);
+                                           pending (a reboot comes): nothing;
+                                           pending, staged -> wait-reboot, its gate looked at
+                      wait-reboot          (the start-up resume found it staged) its gate looked at
     InstallError      install              -> idle (failed)
+    GateCheck         approval, wait,      the gate looked at again (a window opened, a decision came);
+                        wait-reboot        wait-reboot, the gate open: -> install (Activate)
+                      download             a retry's back-off over: the download again
+    Approval          approval, wait,      go: the gate opens (if nothing else holds it); wait: held
+                        wait-reboot        until the time asked; refuse: -> idle (failed, rejected),
+                                           wait-reboot: -> install, the staged update ended (rejected)
+
+A local gate ([policy], agent/policy/gates.py) that holds the action persists the reason
+(``waiting``), announces it (Waiting), reports it (``scheduled``) once per change, starts the
+approval commands when they are to decide (RunApproval), and asks to be looked at again
+(Recheck): the machine keeps no clock, the runner hands in the time (``facts.moment``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import status
 from agent.daemon.actions import MAX_STARTS, Event, Phase, forced, progress_mark, starts_after, step
 from agent.daemon.effects import (
+    AbortStaged,
+    Activate,
     Announce,
     CancelInstall,
     ConfirmCancel,
@@ -52,20 +78,26 @@ from agent.daemon.effects import (
     Persist,
     QueueResult,
     Ready,
+    Recheck,
     RemoveDownloads,
+    RunApproval,
     SendConfig,
     Show,
     StartDownload,
     StartInstall,
     StopDownload,
+    Unqueue,
+    Waiting,
 )
 from agent.daemon.events import (
+    Approval,
     CancelConfirmed,
     Checkpoint,
     DaemonEvent,
     Downloaded,
     DownloadFailed,
     Fetched,
+    GateCheck,
     Installed,
     InstallError,
     Polled,
@@ -74,8 +106,14 @@ from agent.daemon.events import (
 from agent.daemon.record import IDLE, ActionRecord
 from agent.ddi.codec import Cancel, DdiFormatError, Deployment, action_id_of
 from agent.errors import FwagentError, code_and_detail
+from agent.policy.approval import GO, REFUSE, WAIT
+from agent.policy.gates import DOWNLOAD, INSTALL, REBOOT, RECHECK_MAX, Choice, Moment, PolicyConfig, hold, retry_delay
 
-IN_HAND = (Phase.DOWNLOAD, Phase.WAIT)     # an action fetched or waiting, its install not begun
+if TYPE_CHECKING:
+    from agent.install.installer import Outcome
+
+IN_HAND = (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT)     # an action taken, its install not begun
+GATES = {Phase.APPROVAL: DOWNLOAD, Phase.WAIT: INSTALL, Phase.REBOOT_WAIT: REBOOT}   # the local gate of each wait
 
 
 @dataclass(frozen=True)
@@ -88,6 +126,11 @@ class Facts:
     starting: bool = False          # the start-up work has not ended
     stopping: bool = False
     install_ids: Mapping[str, str] = field(default_factory=dict)   # how the log names the install that ran
+    policy: PolicyConfig = PolicyConfig()       # [policy]: the local gates
+    moment: Moment | None = None    # now, for the gates (epoch seconds and local wall time)
+    online: bool = False            # a poll has been answered since the start
+    choice: Choice | None = None    # the operator's decision on the action in hand (fwagent approve/defer)
+    approving: bool = False         # the approval commands run
 
 
 @dataclass(frozen=True)
@@ -144,9 +187,57 @@ class Decision:
         assert action is not None
         self.do(RemoveDownloads(action), ConfirmCancel(self.record.cancel or action))
 
-    def install(self) -> None:
-        self.move(Event.WINDOW_OPEN)
-        self.do(StartInstall())
+    def start_download(self) -> None:
+        plan = self.record.action_plan()
+        first = plan.fetch_first(bool(self.record.may_install))
+        self.do(Feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
+                         f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
+                         progress=(0, 100)),
+                StartDownload())
+
+    def open_gate(self, approved: bool = False) -> None:
+        """Past the local gate of the phase ([policy]) when nothing holds the action there; the
+        reason persisted, shown and reported when it holds it (agent/policy/gates.py)."""
+        gate = GATES[self.phase]
+        if gate == INSTALL and not self.record.may_install:
+            return                             # the server's window first
+        if gate == REBOOT and self.facts.installing:
+            return                             # the start-up resume still holds the journal
+        now = self.facts.moment.now if self.facts.moment else 0.0
+        if gate == INSTALL and self.record.attempts and self.record.retry_at and now < self.record.retry_at:
+            self.do(Recheck(min(self.record.retry_at, now + RECHECK_MAX)))
+            return                             # a failed install's back-off
+        if self.held(gate, approved):
+            return
+        if gate == DOWNLOAD:
+            self.move(Event.APPROVED)
+            self.start_download()
+        elif gate == INSTALL:
+            self.move(Event.WINDOW_OPEN)
+            self.do(StartInstall(stage=self.facts.policy.reboot != "immediate"))
+        else:
+            self.move(Event.ACTIVATE)
+            self.do(Activate())
+
+    def held(self, gate: str, approved: bool) -> bool:
+        f = self.facts
+        if f.moment is None:                   # no time given: only a device without [policy] gates
+            assert f.policy == PolicyConfig() and f.choice is None, "the runner gives the time for a gate"
+            return False
+        choice = f.choice if f.choice is not None and f.choice.action == self.record.action else None
+        why = hold(f.policy, gate, f.moment, online=f.online, choice=choice, retry_at=self.record.retry_at,
+                   approved=approved)
+        if why is None:
+            return False
+        if why.reason != self.record.waiting:
+            self.keep(waiting=why.reason)
+            self.do(Log("info", "waiting", {"action": self.record.action, "gate": gate, "msg": why.reason}),
+                    Waiting(), Feedback("scheduled", why.reason))
+        if why.ask and not f.approving:
+            self.do(RunApproval(gate))
+        if why.recheck is not None:
+            self.do(Recheck(min(why.recheck, f.moment.now + RECHECK_MAX)))
+        return True
 
 
 def reads_outbox(record: ActionRecord, event: DaemonEvent) -> bool:
@@ -174,10 +265,14 @@ def started(d: Decision, _event: Started) -> None:
     if d.phase in IN_HAND and d.record.action in d.facts.reported:
         d.end_action(Event.FAILED)            # its failure was queued just before a restart
     count_start(d)
+    if d.phase is Phase.DOWNLOAD and d.record.retry_at is not None:
+        d.keep(retry_at=None)                  # the start is the next attempt
     if d.phase is Phase.DOWNLOAD:
         d.do(StartDownload())
     elif d.phase is Phase.CANCEL:
         d.finish_cancel()
+    elif d.phase in (Phase.APPROVAL, Phase.REBOOT_WAIT) or (d.phase is Phase.WAIT and d.record.waiting):
+        d.do(Recheck(0.0))                     # its gate looked at again, at once
 
 
 def count_start(d: Decision) -> None:
@@ -225,13 +320,11 @@ def polled(d: Decision, event: Polled) -> None:
 
 def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
     action = deployment.action_id
-    if d.phase is Phase.WAIT and action == d.record.action:
-        if deployment.may_install:
-            d.install()
-        return
-    if d.phase is Phase.DOWNLOAD and action == d.record.action:
+    if d.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT, Phase.REBOOT_WAIT) and action == d.record.action:
         if deployment.may_install != d.record.may_install:      # the window opened or closed
             d.keep(may_install=deployment.may_install)
+        if d.phase in GATES:
+            d.open_gate()
         return
     if d.phase in IN_HAND and action != d.record.action:
         # A new assignment without a cancel of the old one (goosebit does this): the old is gone.
@@ -248,13 +341,14 @@ def deployment_seen(d: Decision, deployment: Deployment, event: Polled) -> None:
         d.move(Event.DEPLOYMENT, action=action, plan=None)
         d.fail_action(event.plan_error or FwagentError("no plan for the deployment", code="internal"))
         return
-    d.move(Event.DEPLOYMENT, action=action, plan=plan.as_dict(), may_install=deployment.may_install,
-           window=deployment.maintenance_window, fetched={}, resume={}, version=plan.version)
-    first = plan.fetch_first(deployment.may_install)
-    d.do(Feedback("proceeding", f"downloading {', '.join(a.filename for a in first)}" if first else
-                  f"checking the signed manifest of {plan.main.filename}; it streams into the slots",
-                  progress=(0, 100)),
-         StartDownload())
+    gated = bool(d.facts.policy.approve)      # approval comes before anything is fetched
+    d.move(Event.HELD if gated else Event.DEPLOYMENT, action=action, plan=plan.as_dict(),
+           may_install=deployment.may_install, window=deployment.maintenance_window, fetched={}, resume={},
+           version=plan.version)
+    if gated:
+        d.open_gate()
+    else:
+        d.start_download()
 
 
 def refuse_deployment(d: Decision, href: str, error: DdiFormatError) -> None:
@@ -286,6 +380,10 @@ def cancel(d: Decision, cancel: Cancel) -> None:
         # Accepted: the outcome (cancelled) is reported from the outbox.
         d.do(CancelInstall(Feedback("rejected", "the update is past the switch to the new slot; it cannot be "
                                     "cancelled", kind="cancelAction", action=cancel.action_id)))
+        return
+    if d.phase is Phase.REBOOT_WAIT and cancel.stop_id == current:
+        d.move(Event.CANCEL)                   # staged, nothing activated: the installer ends it
+        d.do(AbortStaged("cancelled", "cancelled by the server"))
         return
     if d.phase in IN_HAND and cancel.stop_id == current:
         d.move(Event.CANCEL, cancel=cancel.action_id)
@@ -331,7 +429,7 @@ def downloaded(d: Decision, event: Downloaded) -> None:
                   "the slots" if d.record.streamed_bundle() is not None else
                   f"downloaded and verified, version {version}", progress=(100, 100)))
     if d.record.may_install:
-        d.install()
+        d.open_gate()
     elif d.record.window == "unavailable":
         d.do(Feedback("scheduled", "waiting for the maintenance window", progress=(100, 100)))
 
@@ -341,8 +439,24 @@ def download_failed(d: Decision, event: DownloadFailed) -> None:
         return
     if d.phase is Phase.CANCEL:
         d.finish_cancel()
+    elif d.phase is Phase.DOWNLOAD and d.record.attempts + 1 < d.facts.policy.retries and d.facts.moment:
+        retry_download(d, event.error, d.facts.moment.now)
     elif d.phase is Phase.DOWNLOAD:
         d.fail_action(event.error)
+
+
+def retry_download(d: Decision, error: BaseException, now: float) -> None:
+    """[policy].retries: a failed download goes again after a back-off, its failure reported
+    only when the last attempt fails."""
+    code, detail = code_and_detail(error)
+    policy, attempt = d.facts.policy, d.record.attempts + 1
+    delay = retry_delay(policy, attempt)
+    d.keep(attempts=attempt, retry_at=now + delay)
+    d.do(Log("warning", "download-retry", {"action": d.record.action, "code": code, "msg": detail,
+                                           "attempt": attempt + 1, "of": policy.retries, "wait": f"{delay:.0f}s"}),
+         Feedback("proceeding", f"the download failed ({code}: {detail}); attempt {attempt + 1} of "
+                  f"{policy.retries} in {delay:.0f} s"),
+         Recheck(now + delay))
 
 
 # --- installs ----------------------------------------------------------------------------------
@@ -358,7 +472,13 @@ def installed(d: Decision, event: Installed) -> None:
                                            "version": outcome.version, **ids}))
     if outcome is not None and outcome.result == "pending":
         d.do(Show(status.outcome(outcome.result, outcome.state), **ids), Ready())
-        return                                 # a reboot is on its way; the next start goes on
+        if outcome.state == "staged" and d.phase is Phase.INSTALL:
+            d.move(Event.STAGED)               # written and checked: the switch waits for its gate
+        if d.phase is Phase.REBOOT_WAIT:
+            d.open_gate()
+        return                                 # else a reboot is on its way; the next start goes on
+    if d.phase is Phase.INSTALL and outcome is not None and install_retried(d, outcome):
+        return
     if d.phase is Phase.INSTALL:
         d.end_action(Event.INSTALLED)
     if d.phase is Phase.IDLE and outcome is None:
@@ -366,6 +486,28 @@ def installed(d: Decision, event: Installed) -> None:
     elif d.phase is Phase.IDLE:
         d.do(Show("idle; " + status.outcome(outcome.result, outcome.state, outcome.code, outcome.version), **ids))
     d.do(Ready(), Deliver(), SendConfig())
+
+
+NOT_RETRIED = ("cancelled", "rejected", "aborted", "restart-loop")   # ends an install asked for, or a crash loop
+
+
+def install_retried(d: Decision, outcome: Outcome) -> bool:
+    """[policy].retries: an install that failed with nothing activated goes back to wait-window,
+    its result taken back from the outbox (after the record that says so is persisted: a cut
+    in between reports the failure), and runs again after a back-off."""
+    policy, moment, attempt = d.facts.policy, d.facts.moment, d.record.attempts + 1
+    if (outcome.result != "failure" or outcome.state != "failed" or outcome.code in NOT_RETRIED
+            or attempt >= policy.retries or moment is None):
+        return False
+    delay = retry_delay(policy, attempt)
+    reason = (f"the install failed ({outcome.code}); attempt {attempt + 1} of {policy.retries} at "
+              f"{moment.at(moment.now + delay).strftime('%H:%M:%S')}")
+    d.do(Log("warning", "install-retry", {"action": d.record.action, "code": outcome.code or None,
+                                          "msg": outcome.reason or None, "attempt": attempt + 1,
+                                          "of": policy.retries, "wait": f"{delay:.0f}s"}))
+    d.move(Event.RETRY, attempts=attempt, retry_at=moment.now + delay, waiting=reason)
+    d.do(Unqueue(outcome.id), Waiting(), Feedback("proceeding", reason), Recheck(moment.now + delay), Ready())
+    return True
 
 
 def install_error(d: Decision, event: InstallError) -> None:
@@ -381,6 +523,40 @@ def install_error(d: Decision, event: InstallError) -> None:
     d.do(Ready())
 
 
+# --- local gates ([policy]) ----------------------------------------------------------------------
+
+
+def gate_check(d: Decision, _event: GateCheck) -> None:
+    if d.phase in GATES:
+        d.open_gate()
+    elif d.phase is Phase.DOWNLOAD and d.record.retry_at is not None and d.facts.moment and not d.facts.downloading:
+        if d.facts.moment.now < d.record.retry_at:
+            d.do(Recheck(min(d.record.retry_at, d.facts.moment.now + RECHECK_MAX)))
+        else:
+            d.keep(retry_at=None)              # the download's next attempt
+            d.do(StartDownload())
+
+
+def approval(d: Decision, event: Approval) -> None:
+    """The approval commands' verdict: go opens the gate (if nothing else holds it), wait holds
+    it until the time they asked for, refuse closes the action as rejected with their reason."""
+    if d.record.action != event.action or GATES.get(d.phase) != event.gate:
+        return                                 # the action moved on (cancelled, withdrawn) meanwhile
+    verdict = event.verdict
+    if verdict.decision == REFUSE and d.phase is Phase.REBOOT_WAIT:
+        d.do(Log("error", "action-failed", {"action": d.record.action, "code": "rejected", "msg": verdict.reason}))
+        d.move(Event.ABANDON)                  # the installer ends the staged update, reported from the outbox
+        d.do(AbortStaged("rejected", verdict.reason))
+        return
+    if verdict.decision == REFUSE:
+        d.fail_action(FwagentError(verdict.reason, code="rejected"))
+        return
+    if verdict.decision == WAIT:
+        assert d.facts.moment is not None
+        d.keep(retry_at=d.facts.moment.now + verdict.wait)
+    d.open_gate(approved=verdict.decision == GO)
+
+
 HANDLERS: dict[type[DaemonEvent], Callable[[Decision, Any], None]] = {
     Started: started,
     Polled: polled,
@@ -391,4 +567,6 @@ HANDLERS: dict[type[DaemonEvent], Callable[[Decision, Any], None]] = {
     DownloadFailed: download_failed,
     Installed: installed,
     InstallError: install_error,
+    GateCheck: gate_check,
+    Approval: approval,
 }

@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from agent.daemon import status
 from agent.daemon import effects as fx
 from agent.daemon.actions import RESUME, Phase
 from agent.daemon.events import (
+    Approval,
     CancelConfirmed,
     Checkpoint,
     DaemonEvent,
@@ -43,6 +45,7 @@ from agent.daemon.events import (
     DownloadFailed,
     DownloadProgress,
     Fetched,
+    GateCheck,
     Installed,
     InstallError,
     InstallProgress,
@@ -60,7 +63,7 @@ from agent.daemon.events import (
 from agent.daemon.downloads import download_action
 from agent.daemon.jobs import JobWorker
 from agent.daemon.link import LinkStatus, LinkStatusFile, duration, first_poll_note, interval_note, link_change
-from agent.daemon.machine import Facts, advance, reads_outbox
+from agent.daemon.machine import GATES, Facts, advance, reads_outbox
 from agent.daemon.notify import Notifier
 from agent.daemon.plan import PlanError, download_dir, plan_action
 from agent.daemon.record import ActionRecord
@@ -68,11 +71,14 @@ from agent.daemon.reports import Report, ReportQueue
 from agent.daemon.store import ActionStore, ActionStoreError
 from agent.ddi.client import DdiClient, DdiError, PollPolicy, first_poll, next_poll, poll_after_error
 from agent.ddi.codec import DdiFormatError, config_data, feedback
-from agent.ddi.outbox import GONE, deliver, enqueue
+from agent.ddi.outbox import GONE, deliver, enqueue, withdraw
 from agent.download.downloader import Downloader
 from agent.errors import code_and_detail
 from agent.install.installer import Installer, Outcome
 from agent.log import Log, Throttle
+from agent.policy.approval import GO, Verdict, run_approval
+from agent.policy.decisions import DecisionFile, DecisionFileError
+from agent.policy.gates import Choice, Moment
 
 STOP_TIMEOUT = 20.0          # seconds for workers to wind down on stop
 FLUSH_TIMEOUT = 5.0          # seconds to send what is queued for the server on stop
@@ -102,6 +108,10 @@ class Daemon:
         self.install_ids: dict[str, str] = {}      # the install in flight: its update id and action
         self.events: queue.SimpleQueue[DaemonEvent] = queue.SimpleQueue()   # put() is signal-safe
         self.store = ActionStore(config.device.state_dir)
+        self.decisions = DecisionFile(config.device.state_dir)
+        self.decisions_damaged: str | None = None   # said once per problem: the file is read every couple of seconds
+        self.gate_at = float("inf")                # when the machine asked to look at its gate again
+        self.online = False                        # a poll has been answered since the start
         self.incoming = config.device.state_dir / "incoming"
         server = config.server
         self.policy = PollPolicy(minimum=server.poll_min, maximum=server.poll_max, default=server.poll_default,
@@ -179,8 +189,8 @@ class Daemon:
             # the service. The wait below ends in time for the next one.
             self.notifier.tick()
             now = self.clock()
-            wait = max(0.0, min(self.next_poll_at - now, self.reports_retry_at - now, self.notifier.wait(),
-                                LONGEST_WAIT))
+            wait = max(0.0, min(self.next_poll_at - now, self.reports_retry_at - now, self.gate_at - now,
+                                self.notifier.wait(), LONGEST_WAIT))
             try:
                 event = self.events.get(timeout=wait)
             except queue.Empty:
@@ -191,6 +201,9 @@ class Daemon:
                 self.jobs.submit("reports", self._send_reports_job)
             if self.clock() >= self.next_poll_at:
                 self._poll()
+            if self.clock() >= self.gate_at:
+                self.gate_at = float("inf")
+                self._handle(GateCheck())
         self._shutdown()
 
     def _handle(self, event: DaemonEvent) -> None:
@@ -203,7 +216,8 @@ class Daemon:
                     self._on_polled(event)
                 case Installed() | InstallError():
                     self._on_install_ended(event)
-                case CancelConfirmed() | Checkpoint() | Fetched() | Downloaded() | DownloadFailed():
+                case (CancelConfirmed() | Checkpoint() | Fetched() | Downloaded() | DownloadFailed() | GateCheck()
+                      | Approval()):
                     self._advance(event)
                 case PollFailed():
                     self._on_poll_failed(event.error)
@@ -235,8 +249,10 @@ class Daemon:
         """The machine's decision on ``event``, carried out effect by effect."""
         reported = self._reported_actions() if reads_outbox(self.record, event) else {}
         facts = Facts(reported=reported, installing=self.install_running,
-                      downloading=any(w.name == "fwagent-download" and w.is_alive() for w in self.workers),
-                      starting=self.starting, stopping=self.stopping, install_ids=install_ids or {})
+                      downloading=self._running("fwagent-download"), starting=self.starting,
+                      stopping=self.stopping, install_ids=install_ids or {}, policy=self.config.policy,
+                      moment=Moment(time.time(), datetime.now()), online=self.online, choice=self._choice(),
+                      approving=self._running("fwagent-approve"))
         step = advance(self.record, event, facts)
         for effect in step.effects:
             self._carry_out(effect)
@@ -252,7 +268,7 @@ class Daemon:
                 self._write_link()
                 self._publish_state()
                 idle = self.phase is Phase.IDLE
-                self._show(status.phase_text(self.phase.value, self.record.window),
+                self._show(status.phase_text(self.phase.value, self.record.window, self.record.waiting),
                            action=None if idle else self.record.action)
             case fx.Log(level, name, fields):
                 self.log.write(level, name, **fields)
@@ -261,6 +277,15 @@ class Daemon:
                                action=effect.action, progress=effect.progress)
             case fx.Show(activity, action, update):
                 self._show(activity, action=action, update=update)
+            case fx.Waiting():
+                self._write_link()
+                self._publish_state()
+                self._show(status.phase_text(self.phase.value, self.record.window, self.record.waiting),
+                           action=self.record.action)
+            case fx.RunApproval(gate):
+                self._run_approval(gate)
+            case fx.Recheck(at):
+                self.gate_at = min(self.gate_at, self.clock() + max(0.0, at - time.time()))
             case fx.StartDownload():
                 self._start_download()
             case fx.StopDownload():
@@ -273,12 +298,20 @@ class Daemon:
             case fx.CancelInstall(refused):
                 if not self.installer.request_cancel():
                     self._carry_out(refused)
-            case fx.StartInstall():
-                self._install()
+            case fx.StartInstall(stage):
+                self._install(stage)
+            case fx.Activate():
+                self._spawn_install(self.installer.release)
+            case fx.AbortStaged(code, reason):
+                self._spawn_install(lambda: self.installer.abort(reason, code))
             case fx.QueueResult(action, code, reason, version):
                 enqueue(self.installer.journal, {
                     "id": uuid.uuid4().hex, "result": "failure", "state": "failed", "code": code, "reason": reason,
                     "version": version, "origin": {"ddi_action": action}})
+            case fx.Unqueue(outcome):
+                if not withdraw(self.installer.journal, outcome):
+                    self.log.warning("retry-after-report", action=self.record.action,
+                                     msg="the failure reached the server before the retry was decided")
             case fx.Deliver():
                 if self.client:
                     self.jobs.submit("deliver", self._deliver_job)
@@ -312,7 +345,7 @@ class Daemon:
         self._advance(Started())
         if self.client:
             self.config_due = True             # with the first poll: spread like the polls themselves
-            in_hand = self.phase in (Phase.DOWNLOAD, Phase.WAIT, Phase.CANCEL)
+            in_hand = self.phase in (Phase.APPROVAL, Phase.DOWNLOAD, Phase.WAIT, Phase.REBOOT_WAIT, Phase.CANCEL)
             # With an action in hand, ask at once: it may have been cancelled while the device was off.
             delay = 0.0 if in_hand else first_poll(self.policy, self.rng)
             self.next_poll_at = self.clock() + delay
@@ -372,6 +405,7 @@ class Daemon:
         root = event.root
         self.poll_in_flight = False
         self.poll_failures = 0
+        self.online = True
         if self.phase is Phase.IDLE and not self.install_running:
             self._show("idle")
         self.next_poll_at = self.clock() + next_poll(root.sleep, self.policy, self.rng)
@@ -424,7 +458,7 @@ class Daemon:
     def _write_link(self) -> None:
         """link.json for ``fwagent status``; a runtime directory that cannot be written is said once."""
         status = self.link_status
-        status.phase, status.action = self.phase.value, self.record.action
+        status.phase, status.action, status.waiting = self.phase.value, self.record.action, self.record.waiting
         status.next_poll = time.time() + (self.next_poll_at - self.clock()) if self.next_poll_at != float("inf") \
             else None
         status.mqtt = None if self.mqtt is None else ("connected" if self.mqtt.connected.is_set() else "disconnected")
@@ -477,17 +511,51 @@ class Daemon:
             self.mqtt.publish_progress(action=self.record.action, stage="download", file=name, done=done,
                                        total=total)
 
+    # --- local gates ([policy]) -------------------------------------------------------------
+
+    def _choice(self) -> Choice | None:
+        """The operator's decision on the action waiting at a gate (fwagent approve/defer); a
+        decision file this agent cannot read is logged and counts as no decision."""
+        if self.phase not in GATES or self.record.action is None:
+            return None
+        try:
+            return self.decisions.choice(self.record.action)
+        except DecisionFileError as err:
+            if err.detail != self.decisions_damaged:
+                self.decisions_damaged = err.detail
+                self.log.warning("decision-file-unreadable", code=err.code, msg=err.detail)
+            return None
+
+    def _run_approval(self, gate: str) -> None:
+        """The approval commands, one after the other until one does not say go, on a worker that
+        posts the verdict (each command has its timeout: agent/policy/approval.py)."""
+        action, version, commands = self.record.action, self.record.version, self.config.policy.commands
+        assert action is not None
+
+        def run() -> None:
+            verdict = Verdict(GO)
+            for argv in commands:
+                verdict = run_approval(argv, gate, action, version)
+                if verdict.decision != GO:
+                    break
+            self.events.put(Approval(action, gate, verdict))
+
+        self.log.info("approval", action=action, gate=gate, commands=len(commands))
+        self._spawn("fwagent-approve", run)
+
     # --- install ----------------------------------------------------------------------------
 
-    def _install(self) -> None:
+    def _install(self, stage: bool) -> None:
         plan, fetched = self.record.action_plan(), self.record.fetched or {}
         source = fetched.get(plan.main.filename) or plan.main.url    # a bundle URL streams
         links = plan.links(fetched)
         origin = {"ddi_action": self.record.action}
+        self._spawn_install(lambda: self.installer.install(source, origin=origin, links=links, stage=stage))
+
+    def _spawn_install(self, run: Callable[[], Outcome | None]) -> None:
         self.install_running = True
         self.reboot_reported.clear()
-        self._spawn("fwagent-install", lambda: self._install_worker(
-            lambda: self.installer.install(source, origin=origin, links=links)))
+        self._spawn("fwagent-install", lambda: self._install_worker(run))
 
     def _resume_worker(self) -> None:
         self._install_worker(self.installer.resume)
@@ -615,7 +683,8 @@ class Daemon:
 
     def _publish_state(self, **details: Any) -> None:
         if self.mqtt:
-            self.mqtt.publish_state(self.phase.value, action=self.record.action, **details)
+            waiting = {"waiting": self.record.waiting} if self.record.waiting else {}
+            self.mqtt.publish_state(self.phase.value, action=self.record.action, **waiting, **details)
 
     def attributes(self) -> dict[str, str]:
         """What configData reports: hardware, installed version, booted slot, agent, custom attributes."""
@@ -672,6 +741,9 @@ class Daemon:
                 "reported", result=outcome.get("result"), **status.ids(outcome)))
 
     # --- threads -----------------------------------------------------------------------------------
+
+    def _running(self, name: str) -> bool:
+        return any(w.name == name and w.is_alive() for w in self.workers)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

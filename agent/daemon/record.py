@@ -30,6 +30,10 @@ class ActionRecord:
     cancel: str | None = None                   # the cancel action's id, in phase cancel
     starts: int = 0                             # starts in a row in this phase with nothing more done
     done: str | None = None                     # progress_mark at the last start
+    waiting: str | None = None                  # why a local gate holds it ([policy]): shown and reported
+    retry_at: float | None = None               # an approval command asked to wait, or a download's retry
+                                                # waits, until then (epoch seconds)
+    attempts: int = 0                           # failed attempts of the download ([policy].retries)
     # Not persisted: the deployment link last fetched for this action. After a restart the
     # deployment is fetched again (it may have changed while the device was off).
     href: str | None = field(default=None, compare=False)
@@ -40,19 +44,22 @@ class ActionRecord:
         return cls(phase=Phase(record["phase"]), action=record.get("action"), plan=record.get("plan"),
                    may_install=record.get("may_install"), window=record.get("window"),
                    fetched=record.get("fetched"), resume=record.get("resume"), version=record.get("version"),
-                   cancel=record.get("cancel"), starts=record.get("starts", 0), done=record.get("done"))
+                   cancel=record.get("cancel"), starts=record.get("starts", 0), done=record.get("done"),
+                   waiting=record.get("waiting"), retry_at=record.get("retry_at"),
+                   attempts=record.get("attempts", 0))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: schema, phase and action always, the rest when set."""
         optional = {"plan": self.plan, "may_install": self.may_install, "window": self.window,
                     "fetched": self.fetched, "resume": self.resume, "version": self.version,
-                    "cancel": self.cancel, "done": self.done}
+                    "cancel": self.cancel, "done": self.done, "waiting": self.waiting, "retry_at": self.retry_at,
+                    "attempts": self.attempts or None}
         return {"schema": SCHEMA, "phase": self.phase.value, "action": self.action, "starts": self.starts,
                 **{key: value for key, value in optional.items() if value is not None}}
 
     def moved(self, phase: Phase, **fields: Any) -> ActionRecord:
-        """In a new phase: its start count begins again."""
-        return replace(self, phase=phase, starts=0, **fields)
+        """In a new phase: its start count begins again, and what held it is over."""
+        return replace(self, phase=phase, **{"starts": 0, "waiting": None, "retry_at": None, **fields})
 
     def with_fields(self, **fields: Any) -> ActionRecord:
         return replace(self, **fields)

@@ -8,6 +8,7 @@ from typing import Any
 STEP_TEXT = {
     "verify": "verifying the signed manifest",
     "write": "installing into slot {target}",
+    "staged": "staged in slot {target}; the switch waits for [policy].reboot",
     "switch": "switching to slot {target}",
     "reboot": "rebooting into slot {target}",
     "check-boot": "checking which slot booted",
@@ -22,7 +23,9 @@ PHASE_TEXT = {
     "idle": "idle",
     "download": "downloading",
     "wait-window": "downloaded; waiting for the server to allow the install",
+    "wait-approval": "waiting for approval before the download",
     "install": "installing",
+    "wait-reboot": "staged; the switch and reboot wait",
     "cancel": "cancelling; removing the downloads",
 }
 
@@ -33,8 +36,11 @@ def step_text(state: str, update: dict[str, Any]) -> str | None:
     return text.format(target=update.get("target"), previous=update.get("previous")) if text else None
 
 
-def phase_text(phase: str, window: str | None = None) -> str:
-    """What a phase of a server action does, before anything more precise is known."""
+def phase_text(phase: str, window: str | None = None, waiting: str | None = None) -> str:
+    """What a phase of a server action does, before anything more precise is known; ``waiting``:
+    why a local gate ([policy]) holds it."""
+    if waiting:
+        return f"{'downloaded; ' if phase == 'wait-window' else ''}{waiting}"
     if phase == "wait-window" and window == "unavailable":
         return "downloaded; waiting for the maintenance window"
     return PHASE_TEXT.get(phase, phase)
@@ -82,6 +88,8 @@ def ids(update: dict[str, Any]) -> dict[str, str]:
 
 def outcome(result: str, state: str, code: str = "", version: str | None = None) -> str:
     """How an update ended, or where it waits, in words."""
+    if result == "pending" and state == "staged":
+        return "staged: written and checked; the switch and reboot wait for [policy].reboot"
     if result == "pending":
         return f"waiting for the reboot into the new slot (step {state})"
     if state in ("committed", "already-installed"):

@@ -92,6 +92,18 @@ def _forget(journal: Journal, outcome_id: str) -> None:
         journal.save(record)       # one durable write per delivered outcome
 
 
+def withdraw(journal: Journal, outcome_id: str) -> bool:
+    """Take an outcome back (its install runs again); False when it is no longer there (sent)."""
+    with journal.locked():
+        record = journal.load()
+        kept = [o for o in record["outbox"] if o.get("id") != outcome_id]
+        if len(kept) == len(record["outbox"]):
+            return False
+        record["outbox"] = kept
+        journal.save(record)
+        return True
+
+
 def refused_for_good(error: DdiError) -> bool:
     """A report no retry can deliver: a 4xx that is no passing state, or an action id that is none."""
     return error.code == "ddi-action-id" or (

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 
 # The states a cancel may still stop: nothing the bootloader boots has changed yet.
-BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE, State.STASH))
+BEFORE_SWITCH = frozenset(s.value for s in (State.VERIFY, State.MARK_BAD, State.WRITE, State.STASH, State.STAGED))
 
 
 MAX_THING_IMAGE = 64 << 20      # a microcontroller's flash is far smaller; kept in the state directory
@@ -134,8 +134,9 @@ class Installer:
     # --- entry points --------------------------------------------------------------
 
     def install(self, source: str, *, no_reboot: bool = False, origin: dict[str, Any] | None = None,
-                links: dict[str, str] | None = None) -> Outcome:
-        """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from."""
+                links: dict[str, str] | None = None, stage: bool = False) -> Outcome:
+        """``links`` map a manifest's ``#name`` payloads to URLs they are downloaded from; ``stage``:
+        stop after the write, in ``staged``, until ``release`` (a pending outcome)."""
         with self.journal.locked():
             self._open(source).close()        # an unreadable source is refused before anything starts
             _ = self.trust                    # and so are unreadable trust keys
@@ -143,8 +144,18 @@ class Installer:
             self.refuse_if_busy(record)
             record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
                                 "no_reboot": no_reboot, "restarts": 0, "started": time.time(), "origin": origin,
-                                "links": links or {}}
+                                "links": links or {}, "stage": stage}
             return self._run(record, State.VERIFY)
+
+    def release(self) -> Outcome:
+        """Let a staged update go on: switch, reboot, and on (a cancel set before: it fails)."""
+        with self.journal.locked():
+            record = self.journal.load()
+            update = record["update"]
+            if update is None or update["state"] != State.STAGED.value:
+                raise UsageError("no update is staged", code="not-staged")
+            update["released"] = True
+            return self._run(record, State.STAGED)
 
     def request_cancel(self) -> bool:
         """Cancel the update in this process if it has not reached the switch; False once it has.
@@ -187,14 +198,14 @@ class Installer:
                 update["code"] = "restart-loop"
             return self._run(record, state)
 
-    def abort(self, reason: str) -> Outcome:
+    def abort(self, reason: str, code: str = "aborted") -> Outcome:
         """Give up the update in flight: before the switch it fails, after it rolls back."""
         with self.journal.locked():
             record = self.journal.load()
             update = record["update"]
             if update is None:
                 raise UsageError("no update is in progress")
-            update["reason"], update["code"] = reason, "aborted"
+            update["reason"], update["code"] = reason, code
             state = State(update["state"])
             if state.value in BEFORE_SWITCH:
                 return self._finish(record, State.FAILED)
@@ -203,6 +214,9 @@ class Installer:
             return self._run(record, State.ROLLBACK)
 
     def _waiting_for_reboot(self, update: dict[str, Any], state: State) -> bool:
+        """Waiting, not crashing: for the reboot, or staged for the release."""
+        if state is State.STAGED:
+            return True
         return state in (State.REBOOT, State.CHECK_BOOT) and self.boot.boot_id() == update.get("boot_id")
 
     def _confirm_booted(self) -> None:
@@ -418,7 +432,11 @@ class Installer:
             payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
-        return Event.OK
+        return Event.STAGE if update.get("stage") else Event.OK
+
+    def _staged(self, update: dict[str, Any]) -> Event | None:
+        """Written and checked; the switch waits for ``release`` (None: pending, staged)."""
+        return Event.OK if update.get("released") else None
 
     def _resume_stream(self, update: dict[str, Any], source: Any, executor: SlotExecutor) -> None:
         """A bundle read from a URL: what an earlier process wrote of it (synced, recorded) is not

@@ -11,6 +11,15 @@ rename one; add new ones.
        |
        +--> already-installed     the manifest committed on the booted slot: nothing is written
 
+An update staged (``[policy].reboot`` = ``window`` or ``approve``, docs/daemon.md) stops
+after ``write``, in ``staged``: the slot written and checked, still marked bad, nothing the
+bootloader boots changed. It goes on to ``switch`` only when released (the daemon's reboot
+gate opens); a power cut while it waits leaves it staged, and a cancel or a refusal there
+ends it in ``failed``:
+
+    write -> staged -> switch -> ...        (released)
+               +-----> failed               (cancelled, refused)
+
 Before ``switch`` nothing the bootloader boots has changed, so a failure ends
 in ``failed`` (the written slot stays marked bad). From ``switch`` on, the
 device may boot the new slot, so a failure ends in ``rollback``.
@@ -46,6 +55,7 @@ class State(str, Enum):
     STASH = "stash"            # Things only: keep their images, checked, in the state directory
     THINGS = "things"          # flash the Things, one after the other
     ALREADY_INSTALLED = "already-installed"   # final: the manifest is the one committed on the booted slot
+    STAGED = "staged"          # written and checked; waits to be released to switch (a reboot gate)
 
 
 class Event(str, Enum):
@@ -57,6 +67,7 @@ class Event(str, Enum):
     NO_SLOTS = "no-slots"        # verify: the manifest updates Things only
     THINGS = "things"            # commit: Things are waiting to be flashed
     CURRENT = "current"          # verify: the manifest is the one committed on the booted slot
+    STAGE = "stage"              # write: done, and the update is to wait before the switch
 
 
 FINAL = frozenset({State.FAILED, State.COMMITTED, State.ROLLED_BACK, State.ALREADY_INSTALLED})
@@ -69,6 +80,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.MARK_BAD, Event.FAILED): State.FAILED,
     (State.WRITE, Event.OK): State.SWITCH,
     (State.WRITE, Event.FAILED): State.FAILED,
+    (State.WRITE, Event.STAGE): State.STAGED,
+    (State.STAGED, Event.OK): State.SWITCH,         # released
+    (State.STAGED, Event.FAILED): State.FAILED,     # cancelled or refused while it waited
     (State.SWITCH, Event.OK): State.REBOOT,
     (State.SWITCH, Event.FAILED): State.ROLLBACK,
     (State.REBOOT, Event.OK): State.CHECK_BOOT,
@@ -114,6 +128,7 @@ RESUME: dict[State, State] = {
     State.ROLLBACK: State.ROLLBACK,
     State.STASH: State.STASH,          # keep the images again from the start
     State.THINGS: State.THINGS,        # the Things not flashed yet; one cut short is flashed again
+    State.STAGED: State.STAGED,        # waits again to be released: never switched by a restart alone
 }
 
 # How many times an update may be resumed before it is forced down its failure path.
