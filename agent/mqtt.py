@@ -67,7 +67,7 @@ class MqttLink:
         self.last_state: str | None = None
         self.was_connected = False
         self.timers: list[threading.Timer] = []
-        self.connected = threading.Event()
+        self.connected = threading.Event()         # connected, and the broker has taken the subscriptions
         self.wakeup_topic = config.wakeup_topic or f"{config.prefix}/wakeup"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fwagent-{config.device_id}")
         if config.username:
@@ -80,6 +80,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_args: self.connected.clear()
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     def start(self) -> None:
         """Connect in the background; never blocks on the broker."""
@@ -118,9 +119,13 @@ class MqttLink:
             # Back after a drop: the broker published the last will; the last state goes over it.
             client.publish(f"{self.config.prefix}/state", self.last_state, qos=1, retain=True)
         else:
-            self.publish_state("online")   # subscribed: wake-ups reach the device from now on
+            self.publish_state("online")   # after the subscription: wake-ups reach the device from now on
         self.was_connected = True
-        self.connected.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
+        """The broker's answer to the subscription: from now on a wake-up reaches this device."""
+        if not any(getattr(reason, "is_failure", False) for reason in reasons or ()):
+            self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         if len(message.payload) > MAX_MESSAGE:
