@@ -8,6 +8,7 @@ flight).
 
 What it holds:
 * ``update``: the update in flight (its persisted state, manifest, target, counters), or None;
+  read and written only through ``UpdateRecord`` (agent/install/update_record.py);
 * ``installed``: the anti-rollback counter, the manifest digest and version last committed;
 * ``outbox``: final outcomes not yet delivered to a server (never lost, never sent twice).
 

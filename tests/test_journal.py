@@ -176,3 +176,54 @@ def test_rollback_recovers_from_a_journal_that_is_not_json(gateway: Gateway, cap
     assert "the anti-rollback record was lost: any signed update is accepted until the next one is committed" in out
     assert record(gateway) == {"schema": 1, "update": None, "installed": None, "outbox": []}
     assert gateway.bootloader().get_primary() == "B"
+
+
+# --- the update in flight: one reader, one writer (agent/install/update_record.py) -------------
+
+SHA = "ab" * 32
+MANIFEST = "bWFuaWZlc3Q="
+FULL_UPDATE: Record = {       # every field a journal in the field may hold, each set
+    "id": "d4b33c09aa", "state": "things", "source": "https://updates.example/u3.fwb", "restarts": 2,
+    "started": 1764000000.5, "no_reboot": False, "origin": {"ddi_action": 12}, "links": {"#u3.img": "https://x/u3"},
+    "stage": True, "released": True, "manifest": MANIFEST, "target": "A", "previous": "B", "sequence": 3,
+    "digest": SHA, "version": "2.0.1", "things_only": False, "boot_id": "boot-1",
+    "things": {"mcu": {"result": "failure", "size": 10, "digest": SHA, "tried": True, "reason": "r", "code": "c"},
+               "m2": {"result": "success", "size": 4, "digest": SHA, "verified": True, "seconds": 1.5}},
+    "downloads": {"rootfs.A": {"url": "https://x/r", "offset": 4096, "validator": None}},
+    "stream": {"validator": "\"etag\"", "written": {"rootfs.A": 8192}},
+    "delta": {"rootfs.A": {"method": "full", "size": 10}}, "reason": "Thing mcu was not updated",
+    "code": "thing-failed",
+}
+MINIMAL_UPDATE: Record = {"id": "d4b33c09aa", "state": "verify", "restarts": 0, "source": "/tmp/u3.fwb"}
+NULLS_UPDATE: Record = {**MINIMAL_UPDATE, "origin": None, "version": None, "delta": None, "links": {},
+                        "no_reboot": False, "stage": False, "future": {"kept": 1}}
+
+
+@pytest.mark.parametrize("update", [FULL_UPDATE, MINIMAL_UPDATE, NULLS_UPDATE], ids=["full", "minimal", "nulls"])
+def test_an_old_update_record_round_trips_unchanged(tmp_path: Path, update: Record) -> None:
+    """Read and written back, a journal's update is the same table: no field renamed, added or
+    dropped (an absent one stays absent, a null one null, an unknown one kept), byte for byte."""
+    from agent.install.update_record import UpdateRecord
+    from agent.journal import Journal
+    from agent.journal_check import empty_record, problem
+
+    on_disk = {**empty_record(), "update": update}
+    assert problem(on_disk) is None
+    journal = Journal(tmp_path)
+    journal.save(on_disk)
+    before = journal.read()
+    loaded = journal.load()
+    typed = UpdateRecord.of(loaded)
+    assert typed is not None
+    assert typed.as_dict() == update
+    journal.save({**loaded, "update": typed.as_dict()})
+    assert journal.read() == before
+
+
+def test_the_update_the_agent_writes_reads_back_the_same(gateway: Gateway) -> None:
+    from agent.install.update_record import UpdateRecord
+
+    update = record(gateway)["update"]
+    typed = UpdateRecord.from_dict(update)
+    assert (typed.state.value, typed.target, typed.previous, typed.version) == ("reboot", "A", "B", "2.0.1")
+    assert typed.as_dict() == update

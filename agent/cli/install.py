@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.cli.output import EXIT_FAILED, EXIT_OK, emit_json
 from agent.delta.report import summary
@@ -16,6 +16,7 @@ from agent.errors import UsageError
 
 if TYPE_CHECKING:
     from agent.install.installer import Installer, Outcome
+    from agent.install.update_record import UpdateRecord
 
 PROGRESS_INTERVAL = 0.25
 DOWNLOAD_PREFIX = "install-"        # state_dir/incoming/install-<ns>.fwb: a bundle earlier versions fetched
@@ -85,7 +86,8 @@ def install(args: argparse.Namespace) -> int:
         # A bundle URL streams into the slots; earlier versions downloaded it here first.
         incoming = config.device.state_dir / "incoming"
         if incoming.is_dir():
-            _remove_unused_downloads(incoming, installer.journal.load()["update"])
+            from agent.install.update_record import UpdateRecord
+            _remove_unused_downloads(incoming, UpdateRecord.of(installer.journal.load()))
     return _report(installer.install(args.source, no_reboot=args.no_reboot), args.json)
 
 
@@ -175,10 +177,10 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if view["journal_damaged"] else EXIT_OK
 
 
-def _remove_unused_downloads(directory: Path, update: dict[str, Any] | None) -> None:
+def _remove_unused_downloads(directory: Path, update: UpdateRecord | None) -> None:
     """Bundles that earlier versions of 'install URL' downloaded here ("install-*.fwb",
     "bundle-*.fwb"), except one the update in flight still reads."""
-    keep = Path(update["source"]) if update is not None else None
+    keep = Path(update.source) if update is not None else None
     for pattern in (f"{DOWNLOAD_PREFIX}*.fwb", "bundle-*.fwb"):
         for path in directory.glob(pattern):
             if path != keep:

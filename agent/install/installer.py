@@ -26,6 +26,7 @@ from agent.files import private_dir
 from agent.install.boot import BootInfo
 from agent.install.executor import Progress, SlotExecutor, slot_for
 from agent.install.slots import OTHER, SLOT_INDEX, Slot, SlotSink, check_fits, device_identity, size_text
+from agent.install.update_record import UpdateRecord
 from agent.journal import Journal, JournalDamagedError
 from agent.journal_check import Salvage, salvage
 from agent.update.flow import FINAL, Event, State, resume, step
@@ -109,7 +110,8 @@ class Installer:
         self.stopping = threading.Event()
         self._point_of_no_return = threading.Lock()
         self._switched = False
-        self._record: dict[str, Any] = {}
+        self._record: dict[str, Any] = {}   # the journal's record of the update running: saved at each step
+        self._update: UpdateRecord | None = None   # its update, saved into it by _save
         self._held: dict[str, Any] = {}   # sources opened by this run: a bundle URL is read with one GET
 
     @functools.cached_property
@@ -142,20 +144,20 @@ class Installer:
             _ = self.trust                    # and so are unreadable trust keys
             record = self.journal.load()
             self.refuse_if_busy(record)
-            record["update"] = {"id": uuid.uuid4().hex, "state": State.VERIFY.value, "source": source,
-                                "no_reboot": no_reboot, "restarts": 0, "started": time.time(), "origin": origin,
-                                "links": links or {}, "stage": stage}
-            return self._run(record, State.VERIFY)
+            update = UpdateRecord(id=uuid.uuid4().hex, state=State.VERIFY, source=source, no_reboot=no_reboot,
+                                  restarts=0, started=time.time(), origin=origin, links=links or {}, stage=stage,
+                                  nulls=frozenset({"origin"}))
+            return self._run(record, update, State.VERIFY)
 
     def release(self) -> Outcome:
         """Let a staged update go on: switch, reboot, and on (a cancel set before: it fails)."""
         with self.journal.locked():
             record = self.journal.load()
-            update = record["update"]
-            if update is None or update["state"] != State.STAGED.value:
+            update = UpdateRecord.of(record)
+            if update is None or update.state is not State.STAGED:
                 raise UsageError("no update is staged", code="not-staged")
-            update["released"] = True
-            return self._run(record, State.STAGED)
+            update.released = True
+            return self._run(record, update, State.STAGED)
 
     def request_cancel(self) -> bool:
         """Cancel the update in this process if it has not reached the switch; False once it has.
@@ -164,8 +166,8 @@ class Installer:
         ``switch`` take the same lock, so an accepted cancel never meets a switched slot.
         """
         with self._point_of_no_return:
-            update = self.journal.load()["update"]
-            if self._switched or (update is not None and update["state"] not in BEFORE_SWITCH):
+            update = UpdateRecord.of(self.journal.load())
+            if self._switched or (update is not None and update.state.value not in BEFORE_SWITCH):
                 return False
             self.cancel.set()
             return True
@@ -177,47 +179,46 @@ class Installer:
 
     @staticmethod
     def refuse_if_busy(record: dict[str, Any]) -> None:
-        if record["update"] is not None:
-            raise UsageError(f"an update is in progress (step {record['update']['state']}); "
+        update = UpdateRecord.of(record)
+        if update is not None:
+            raise UsageError(f"an update is in progress (step {update.state.value}); "
                              "run 'fwagent run' to finish it, or 'fwagent rollback'", code="busy")
 
     def resume(self) -> Outcome | None:
         """At a start: continue the update in flight, or confirm the slot that booted."""
         with self.journal.locked():
             record = self.journal.load()
-            update = record["update"]
+            update = UpdateRecord.of(record)
             if update is None:
                 self._confirm_booted()
                 return None
-            state = State(update["state"])
-            if not self._waiting_for_reboot(update, state):
-                update["restarts"] += 1   # waiting for a reboot is not a crash
-            state, forced = resume(state, update["restarts"])
+            if not self._waiting_for_reboot(update, update.state):
+                update.restarts += 1   # waiting for a reboot is not a crash
+            state, forced = resume(update.state, update.restarts)
             if forced:
-                update["reason"] = f"{update['restarts']} restarts within one update"
-                update["code"] = "restart-loop"
-            return self._run(record, state)
+                update.fail("restart-loop", f"{update.restarts} restarts within one update")
+            return self._run(record, update, state)
 
     def abort(self, reason: str, code: str = "aborted") -> Outcome:
         """Give up the update in flight: before the switch it fails, after it rolls back."""
         with self.journal.locked():
             record = self.journal.load()
-            update = record["update"]
+            update = UpdateRecord.of(record)
             if update is None:
                 raise UsageError("no update is in progress")
-            update["reason"], update["code"] = reason, code
-            state = State(update["state"])
+            update.fail(code, reason)
+            state = update.state
             if state.value in BEFORE_SWITCH:
-                return self._finish(record, State.FAILED)
+                return self._finish(record, update, State.FAILED)
             if state is State.THINGS:     # the gateway is committed: a Thing never rolls it back
-                return self._finish(record, State.COMMITTED)
-            return self._run(record, State.ROLLBACK)
+                return self._finish(record, update, State.COMMITTED)
+            return self._run(record, update, State.ROLLBACK)
 
-    def _waiting_for_reboot(self, update: dict[str, Any], state: State) -> bool:
+    def _waiting_for_reboot(self, update: UpdateRecord, state: State) -> bool:
         """Waiting, not crashing: for the reboot, or staged for the release."""
         if state is State.STAGED:
             return True
-        return state in (State.REBOOT, State.CHECK_BOOT) and self.boot.boot_id() == update.get("boot_id")
+        return state in (State.REBOOT, State.CHECK_BOOT) and self.boot.boot_id() == update.boot_id
 
     def _confirm_booted(self) -> None:
         """No update in flight: the running slot is the good one; restore its boot attempts.
@@ -244,12 +245,13 @@ class Installer:
             version = installed.get("version") if installed.get("slot") == name else None
             slots[name] = {"good": self.bootloader.get_state(name), "version": version,
                            "devices": {c: str(pair[name]) for c, pair in self.config.slots.items()}}
-        update = record["update"] if record else None
+        update = UpdateRecord.of(record) if record else None
         shown = None
         if update:
             from agent.log import redact      # a bundle URL's password, if it has one, is not shown
-            shown = {k: update.get(k) for k in ("id", "state", "source", "target", "version", "restarts", "reason")}
-            shown["source"] = redact(str(update.get("source")))
+            shown = {"id": update.id, "state": update.state.value, "source": redact(update.source),
+                     "target": update.target, "version": update.version, "restarts": update.restarts,
+                     "reason": update.reason}
         return {"booted": booted, "primary": self.bootloader.get_primary(), "slots": slots,
                 "update": shown,
                 "installed": record["installed"] if record else None,
@@ -276,48 +278,53 @@ class Installer:
 
     # --- the loop --------------------------------------------------------------------
 
-    def _run(self, record: dict[str, Any], state: State) -> Outcome:
+    def _run(self, record: dict[str, Any], update: UpdateRecord, state: State) -> Outcome:
         try:
-            return self._steps(record, state)
+            return self._steps(record, update, state)
         finally:
             for opened in self._held.values():
                 opened.close()
             self._held.clear()
 
-    def _steps(self, record: dict[str, Any], state: State) -> Outcome:
-        self._record = record          # the record that download checkpoints save
-        update = record["update"]
+    def _steps(self, record: dict[str, Any], update: UpdateRecord, state: State) -> Outcome:
+        self._record, self._update = record, update    # what _save (download checkpoints too) saves
         while state not in FINAL:
             if self.stopping.is_set():
                 return self._outcome(update, "pending", state.value)
             if not self._may_enter(state, update):
                 state = State.FAILED
                 break
-            update["state"] = state.value
-            self.journal.save(record)                  # persisted before its side effect
+            update.state = state
+            self._save()                               # persisted before its side effect
             if self.on_step:
-                self.on_step(state.value, update)
-            self.log(f"update {update['id'][:8]}: {state.value}")
+                self.on_step(state.value, update.as_dict())
+            self.log(f"update {update.id[:8]}: {state.value}")
             event = self._act(state, update)
             if event is None:                          # waiting: for a reboot, by hand or to come
                 return self._outcome(update, "pending", state.value)
             state = step(state, event)
-        return self._finish(record, state)
+        return self._finish(record, update, state)
 
-    def _may_enter(self, state: State, update: dict[str, Any]) -> bool:
+    def _save(self) -> None:
+        """The journal's record, with the update in flight as it stands now."""
+        assert self._update is not None, "saved only while an update runs"
+        self._record["update"] = self._update.as_dict()
+        self.journal.save(self._record)
+
+    def _may_enter(self, state: State, update: UpdateRecord) -> bool:
         """A cancel is honoured up to the switch, the point of no return; after it, refused.
         A switch persisted by an earlier process may have happened: past the point too."""
         with self._point_of_no_return:
-            resumed_switch = update["state"] == State.SWITCH.value
+            resumed_switch = update.state is State.SWITCH
             if (state.value in BEFORE_SWITCH or state is State.SWITCH) and not resumed_switch \
                     and self.cancel.is_set():
-                update["reason"], update["code"] = "cancelled by the server", "cancelled"
+                update.fail("cancelled", "cancelled by the server")
                 return False
             if state.value not in BEFORE_SWITCH:
                 self._switched = True
             return True
 
-    def _act(self, state: State, update: dict[str, Any]) -> Event | None:
+    def _act(self, state: State, update: UpdateRecord) -> Event | None:
         action = getattr(self, "_" + state.value.replace("-", "_"))
         try:
             return action(update)
@@ -325,10 +332,10 @@ class Installer:
             if self.stopping.is_set():
                 return None                            # stopped, not failed: resumed at the next start
             if self.cancel.is_set() and state.value in BEFORE_SWITCH:
-                update["reason"], update["code"] = "cancelled by the server", "cancelled"
+                update.fail("cancelled", "cancelled by the server")
                 return Event.FAILED
-            update["code"], update["reason"] = code_and_detail(err)
-            self.log(f"update {update['id'][:8]}: {state.value} failed: {update['code']}: {update['reason']}")
+            update.fail(*code_and_detail(err))
+            self.log(f"update {update.id[:8]}: {state.value} failed: {update.code}: {update.reason}")
             return Event.FAILED
 
     # --- one method per state: the side effect, and the event it ends with ------------
@@ -369,45 +376,49 @@ class Installer:
             self._held[source] = self._open(source)
         return self._held[source]
 
-    def _verify(self, update: dict[str, Any]) -> Event:
+    def _verify(self, update: UpdateRecord) -> Event:
         from agent.manifest.describe import manifest_version
         from agent.manifest.targets import target_of
 
-        manifest_bytes = self._source(update["source"]).read_manifest()
+        manifest_bytes = self._source(update.source).read_manifest()
         result = self._check(manifest_bytes)
         booted = self._booted()
-        update.update(manifest=base64.b64encode(manifest_bytes).decode(), target=OTHER[booted], previous=booted,
-                      sequence=result.manifest.sequence, digest=result.manifest.digest.hex(),
-                      version=manifest_version(result.manifest))
+        update.manifest = base64.b64encode(manifest_bytes).decode()
+        update.target, update.previous = OTHER[booted], booted
+        update.sequence, update.digest = result.manifest.sequence, result.manifest.digest.hex()
+        update.version = manifest_version(result.manifest)
+        update.nulls |= {"version"}                    # null when the manifest names no version
         installed = self._record["installed"]
-        if installed and installed["digest"] == update["digest"] and installed["slot"] == booted:
+        if installed and installed["digest"] == update.digest and installed["slot"] == booted:
             # Written again, it would go into the other slot and overwrite the fallback.
-            update["reason"] = f"already installed on the booted slot {booted}"
+            update.reason = f"already installed on the booted slot {booted}"
             return Event.CURRENT
         things = {target_of(ref.component).name: ref for ref in result.payloads
                   if target_of(ref.component).kind == "thing"}
         # A Thing that can roll back (MCUboot reverts an image that does not confirm) goes first;
         # one that cannot (an STM32, or MCUboot's serial recovery, keeps what it was given) goes last.
         order = sorted(things, key=lambda name: not self.config.things[name].rolls_back)
-        update["things"] = {name: {"result": "pending", "size": things[name].size,
-                                   "digest": things[name].digest.hex()} for name in order}
-        update["things_only"] = len(things) == len(result.payloads)
-        return Event.NO_SLOTS if update["things_only"] else Event.OK
+        update.things = {name: {"result": "pending", "size": things[name].size,
+                                "digest": things[name].digest.hex()} for name in order}
+        update.things_only = len(things) == len(result.payloads)
+        return Event.NO_SLOTS if update.things_only else Event.OK
 
-    def _mark_bad(self, update: dict[str, Any]) -> Event:
-        self._check_not_booted(update["target"])
+    def _mark_bad(self, update: UpdateRecord) -> Event:
+        assert update.target is not None and update.previous is not None, "known from verify on"
+        self._check_not_booted(update.target)
         # The running slot is the fallback of this update: it must be bootable (GRUB's
         # X_TRY back to 0, U-Boot's attempts restored) before the target is touched.
-        self.bootloader.set_state(update["previous"], True)
-        self.bootloader.set_state(update["target"], False)
+        self.bootloader.set_state(update.previous, True)
+        self.bootloader.set_state(update.target, False)
         return Event.OK
 
-    def _write(self, update: dict[str, Any]) -> Event:
+    def _write(self, update: UpdateRecord) -> Event:
         """The target slots, and the Things' images kept for after the commit (``stash`` too)."""
-        self._check_not_booted(update["target"])     # again: a restart may come after a renumbering
+        assert update.target is not None, "known from verify on"
+        self._check_not_booted(update.target)     # again: a restart may come after a renumbering
         manifest = self._manifest(update)
         things = self._thing_images()
-        for name, thing in (update.get("things") or {}).items():
+        for name, thing in (update.things or {}).items():
             private_dir(things[name].device.parent)
             stash = os.open(things[name].device, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -415,14 +426,14 @@ class Installer:
                 os.ftruncate(stash, thing["size"])
             finally:
                 os.close(stash)
-        source = self._source(update["source"])
+        source = self._source(update.source)
         try:
             from agent.manifest.processor import Processor
             source.read_manifest()  # a bundle streams: its payloads follow the manifest
-            payloads = source.payloads(manifest, SLOT_INDEX[update["target"]])
-            executor = SlotExecutor(self._slots(update["target"]), payloads, self.progress,
+            payloads = source.payloads(manifest, SLOT_INDEX[update.target])
+            executor = SlotExecutor(self._slots(update.target), payloads, self.progress,
                                     download=lambda uri, slot, size, digest, delta: self._download(
-                                        update, uri, slot, size, digest, delta), links=update.get("links") or {},
+                                        update, uri, slot, size, digest, delta), links=update.links or {},
                                     things=things)
             if getattr(source, "streamed", False):
                 self._resume_stream(update, source, executor)
@@ -432,36 +443,38 @@ class Installer:
             payloads.finish()       # the whole source checked, not only the payloads written
         finally:
             source.close()
-        return Event.STAGE if update.get("stage") else Event.OK
+        return Event.STAGE if update.stage else Event.OK
 
-    def _staged(self, update: dict[str, Any]) -> Event | None:
+    def _staged(self, update: UpdateRecord) -> Event | None:
         """Written and checked; the switch waits for ``release`` (None: pending, staged)."""
-        return Event.OK if update.get("released") else None
+        return Event.OK if update.released else None
 
-    def _resume_stream(self, update: dict[str, Any], source: Any, executor: SlotExecutor) -> None:
+    def _resume_stream(self, update: UpdateRecord, source: Any, executor: SlotExecutor) -> None:
         """A bundle read from a URL: what an earlier process wrote of it (synced, recorded) is not
         fetched again, if the server still has the same bundle (same ETag or Last-Modified);
         each new durable position is recorded as the payloads are written."""
         from agent.install.bundle_source import StreamProgress
-        progress = StreamProgress.from_dict(update.get("stream"))
+        progress = StreamProgress.from_dict(update.stream)
         if progress.validator is None or progress.validator != source.validator:
             progress = StreamProgress(source.validator)        # another bundle, or none to tell: from zero
         executor.resume = dict(progress.written)
 
         def checkpoint(label: str, durable: int) -> None:
             progress.written[label] = durable
-            update["stream"] = progress.as_dict()
-            self.journal.save(self._record)
+            update.stream = progress.as_dict()
+            self._save()
         executor.checkpoint = checkpoint
 
     _stash = _write     # Things only: the same processing; no slot component is written
 
-    def _download(self, update: dict[str, Any], uri: str, slot: Slot, size: int | None,
+    def _download(self, update: UpdateRecord, uri: str, slot: Slot, size: int | None,
                   digest: bytes | None, delta: DeltaRef | None) -> tuple[bytes, int]:
         """Fetch into the slot, resuming where an earlier process left off (the journal says); by
         delta when the manifest offers it and no full download of this payload was begun."""
         from agent.download.downloader import Resume
-        downloads = update.setdefault("downloads", {})
+        if update.downloads is None:
+            update.downloads = {}
+        downloads = update.downloads
         if delta is not None and size is not None and not downloads.get(slot.label):
             written = self._delta(update, delta, slot, size)
             if written is not None:
@@ -469,7 +482,7 @@ class Installer:
 
         def checkpoint(resume: Resume) -> None:
             downloads[slot.label] = resume.as_dict()
-            self.journal.save(self._record)
+            self._save()
 
         def progress(p: DownloadProgress) -> None:
             if self.progress:
@@ -484,18 +497,21 @@ class Installer:
             sink.close()
         return result.digest, result.size
 
-    def _delta(self, update: dict[str, Any], delta: DeltaRef, slot: Slot, size: int) -> tuple[bytes, int] | None:
+    def _delta(self, update: UpdateRecord, delta: DeltaRef, slot: Slot, size: int) -> tuple[bytes, int] | None:
         """The image by delta from the booted slot of the same class; None when the solid payload
         must be fetched instead (the reason is kept for the outcome)."""
         from agent.delta.fetch import DeltaStats, Fallback, install_delta
 
-        old = self._slots(update["previous"])[slot.slot_class]
+        assert update.previous is not None, "known from verify on"
+        old = self._slots(update.previous)[slot.slot_class]
 
         def progress(done: int, total: int) -> None:
             if self.progress:
                 self.progress(slot.label, done, total)
 
-        report = update.setdefault("delta", {})
+        if update.delta is None:
+            update.delta = {}
+        report = update.delta
         try:
             written, stats = install_delta(self.downloader, delta, old, slot, size, cancel=self.cancel,
                                            progress=progress)
@@ -504,45 +520,44 @@ class Installer:
             self.log(f"{slot.label}: fetching the full image: {fallback.reason}")
             written = None
         report[slot.label] = stats.as_dict()
-        self.journal.save(self._record)
+        self._save()
         return written
 
-    def _switch(self, update: dict[str, Any]) -> Event:
+    def _switch(self, update: UpdateRecord) -> Event:
         # The boot this switch happens in; saved with the next state, before any reboot,
         # so that check-boot can tell "not rebooted yet" from "the bootloader fell back".
-        update["boot_id"] = self.boot.boot_id()
-        self.bootloader.set_primary(update["target"])
+        update.boot_id = self.boot.boot_id()
+        self.bootloader.set_primary(update.target)
         return Event.OK
 
-    def _reboot(self, update: dict[str, Any]) -> Event | None:
-        if update.get("no_reboot"):
+    def _reboot(self, update: UpdateRecord) -> Event | None:
+        if update.no_reboot:
             return None
         self.reboot_command()
-        return Event.OK if self.boot.boot_id() != update["boot_id"] else None
+        return Event.OK if self.boot.boot_id() != update.boot_id else None
 
-    def _check_boot(self, update: dict[str, Any]) -> Event | None:
-        if self.boot.boot_id() == update.get("boot_id"):
-            return None if update.get("no_reboot") else Event.SAME_BOOT
+    def _check_boot(self, update: UpdateRecord) -> Event | None:
+        if self.boot.boot_id() == update.boot_id:
+            return None if update.no_reboot else Event.SAME_BOOT
         booted = self._booted()
-        if booted != update["target"]:
-            update["reason"] = f"the bootloader fell back to slot {booted}"
-            update["code"] = "fell-back"
+        if booted != update.target:
+            update.fail("fell-back", f"the bootloader fell back to slot {booted}")
             return Event.FELL_BACK
         return Event.OK
 
-    def _health(self, update: dict[str, Any]) -> Event:
+    def _health(self, update: UpdateRecord) -> Event:
         from agent.install.health import run_health
         healthy, reason = run_health(self.config.health)
         if not healthy:
-            update["reason"], update["code"] = reason, "unhealthy"
+            update.fail("unhealthy", reason)
             return Event.FAILED
         return Event.OK
 
-    def _commit(self, update: dict[str, Any]) -> Event:
-        self.bootloader.set_state(update["target"], True)
-        return Event.THINGS if update.get("things") else Event.OK
+    def _commit(self, update: UpdateRecord) -> Event:
+        self.bootloader.set_state(update.target, True)
+        return Event.THINGS if update.things else Event.OK
 
-    def _things(self, update: dict[str, Any]) -> Event:
+    def _things(self, update: UpdateRecord) -> Event:
         """Flash each Thing from its kept image, checked again; after a failure the rest are skipped.
         A Thing not reached (offline) was not written to: the rest go on. Each result is saved as
         it comes: a restart flashes only the Things not done."""
@@ -550,8 +565,9 @@ class Installer:
 
         from agent import things as thing_io
 
-        failed = next((name for name, t in update["things"].items() if t["result"] == "failure"), None)
-        for name, thing in update["things"].items():
+        assert update.things is not None, "an update with Things to flash"
+        failed = next((name for name, t in update.things.items() if t["result"] == "failure"), None)
+        for name, thing in update.things.items():
             if thing["result"] != "pending":
                 continue
             if failed is not None:
@@ -566,7 +582,7 @@ class Installer:
                         raise InstallError(f"{name}: its kept image changed since it was checked",
                                            code="image-mismatch")     # read once: checked is flashed
                     thing["tried"] = True
-                    self.journal.save(self._record)
+                    self._save()
                     result = thing_io.flash(self.config.things[name], data, self._thing_progress(name))
                     thing.update(result="success", verified=result.verified, seconds=round(result.seconds, 1))
                 except (FwagentError, OSError, ValueError, LookupError) as err:
@@ -578,17 +594,17 @@ class Installer:
                         if isinstance(err, ThingOfflineError):
                             detail += "; an earlier attempt, cut short, may have written part of it"
                         thing.update(result="failure", code=code, reason=detail)
-                    self.log(f"update {update['id'][:8]}: Thing {name}: {code}: {detail}")
-            self.journal.save(self._record)
-        offline = [name for name, t in update["things"].items() if t["result"] == "offline"]
+                    self.log(f"update {update.id[:8]}: Thing {name}: {code}: {detail}")
+            self._save()
+        offline = [name for name, t in update.things.items() if t["result"] == "offline"]
         if failed is not None:
-            update["reason"], update["code"] = f"Thing {failed} was not updated", "thing-failed"
+            update.fail("thing-failed", f"Thing {failed} was not updated")
         elif offline:
-            update["reason"], update["code"] = f"not reached, not updated: {', '.join(offline)}", "thing-offline"
+            update.fail("thing-offline", f"not reached, not updated: {', '.join(offline)}")
         return Event.OK
 
-    def _rollback(self, update: dict[str, Any]) -> Event:
-        target, previous = update["target"], update["previous"]
+    def _rollback(self, update: UpdateRecord) -> Event:
+        target, previous = update.target, update.previous
         self.bootloader.set_state(target, False)
         self.bootloader.set_primary(previous)
         self.bootloader.set_state(previous, True)
@@ -596,13 +612,12 @@ class Installer:
 
     # --- the end -----------------------------------------------------------------------
 
-    def _finish(self, record: dict[str, Any], state: State) -> Outcome:
-        update = record["update"]
-        things = update.get("things") or {}
+    def _finish(self, record: dict[str, Any], update: UpdateRecord, state: State) -> Outcome:
+        things = update.things or {}
         for thing in things.values():
             if thing["result"] == "pending":
                 thing.update(result="skipped", reason=f"not flashed: the update ended {state.value}"
-                             + (f" ({update['code']})" if update.get("code") else ""))
+                             + (f" ({update.code})" if update.code else ""))
         done = all(thing["result"] == "success" for thing in things.values())
         result = ("success" if (state is State.COMMITTED and done) or state is State.ALREADY_INSTALLED
                   else "failure")
@@ -610,10 +625,10 @@ class Installer:
         if state is State.COMMITTED:
             before = record["installed"] or {}
             # Things only: the gateway runs what it ran; its slot and version stay.
-            only = update.get("things_only")
-            record["installed"] = {"sequence": update["sequence"], "digest": update["digest"],
-                                   "version": before.get("version") if only else update.get("version"),
-                                   "slot": update["previous"] if only else update["target"], "time": time.time()}
+            only = update.things_only
+            record["installed"] = {"sequence": update.sequence, "digest": update.digest,
+                                   "version": before.get("version") if only else update.version,
+                                   "slot": update.previous if only else update.target, "time": time.time()}
         record["outbox"].append(outcome.as_dict())
         record["update"] = None
         self.journal.save(record)                      # the outcome and the end, in one write
@@ -624,18 +639,18 @@ class Installer:
             self._switched = False
             if not self.stopping.is_set():
                 self.cancel.clear()
-        self.log(f"update {update['id'][:8]}: {state.value}"
+        self.log(f"update {update.id[:8]}: {state.value}"
                  + "".join(f": {text}" for text in (outcome.code, outcome.reason) if text))
-        if state is State.ROLLED_BACK and self._booted() == update.get("target"):
+        if state is State.ROLLED_BACK and self._booted() == update.target:
             self.reboot_command()                      # running the bad slot: go back
         return outcome
 
-    def _outcome(self, update: dict[str, Any], result: str, state: str) -> Outcome:
+    def _outcome(self, update: UpdateRecord, result: str, state: str) -> Outcome:
         things = {name: {k: v for k, v in t.items() if k not in ("size", "digest", "tried")}
-                  for name, t in (update.get("things") or {}).items()} or None
-        return Outcome(id=update["id"], result=result, state=state, reason=update.get("reason", ""),
-                       origin=update.get("origin"), things=things, delta=update.get("delta") or None,
-                       code=update.get("code", ""), version=update.get("version"))
+                  for name, t in (update.things or {}).items()} or None
+        return Outcome(id=update.id, result=result, state=state, reason=update.reason or "",
+                       origin=update.origin, things=things, delta=update.delta or None,
+                       code=update.code or "", version=update.version)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -665,11 +680,12 @@ class Installer:
     def _slots(self, group: str) -> dict[str, Slot]:
         return {name: Slot(name, group, pair[group]) for name, pair in self.config.slots.items()}
 
-    def _manifest(self, update: dict[str, Any]) -> VerifiedManifest:
+    def _manifest(self, update: UpdateRecord) -> VerifiedManifest:
         """The manifest of the update in flight, its signature checked again: the journal
         is a file like any other. Payloads are bound to it by their digests."""
         from agent.manifest.verify import verify_envelope
-        return verify_envelope(base64.b64decode(update["manifest"]), self.trust)
+        assert update.manifest is not None, "known from verify on"
+        return verify_envelope(base64.b64decode(update.manifest), self.trust)
 
     def _check_targets(self, result: CheckResult, target: str) -> None:
         """Every payload goes to a configured slot of the target group, is verifiable, is not smaller
