@@ -3,21 +3,23 @@
 The image is cut into frames of ``frame_size`` uncompressed bytes (16 KiB by
 default; the last one may be shorter). Each frame is compressed on its own,
 with its content size in the frame header, and the frames are concatenated:
-that is the frames file. A frame's id is SHA-256 over the SHA-256 of each of
-its 4 KiB blocks (the last block may be shorter), so a device that hashes its
-old image once per block can tell, at any 4 KiB-aligned offset, whether it
-already holds the frame.
+that is the frames file. A frame's id is the first 16 bytes of SHA-256 over
+the SHA-256 of each of its 4 KiB blocks (the last block may be shorter), so a
+device that hashes its old image once per block can tell, at any 4 KiB-aligned
+offset, whether it already holds the frame. 16 bytes keep the index small and
+are still far beyond chance collisions or forging a frame; the SHA-256 of the
+whole image stays the final check.
 
-The index (zstd-compressed) is a 28-byte header, then 36 bytes per frame::
+The index (zstd-compressed) is a 28-byte header, then 20 bytes per frame::
 
-    "FWDX", version 1 (u8), 3 zero bytes, block size (u32), frame size (u32),
+    "FWDX", version 2 (u8), 3 zero bytes, block size (u32), frame size (u32),
     image size (u64), frame count (u32)         -- big-endian
-    frame id (32 bytes), compressed length (u32)   -- once per frame, in order
+    frame id (16 bytes), compressed length (u32)   -- once per frame, in order
 
 A frame's offset in the frames file is the sum of the lengths before it.
 
 In memory an index holds no Python object per frame: the ids end to end in one
-``bytes``, the lengths and offsets in arrays (about 48 bytes per frame).
+``bytes``, the lengths and offsets in arrays (about 28 bytes per frame).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ BLOCK = 4096
 DEFAULT_FRAME_SIZE = 16 << 10
 MAX_FRAME_SIZE = 256 << 10
 MAGIC = b"FWDX"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">4sB3xIIQI")
-ENTRY = struct.Struct(">32sI")
-ID = 32                 # bytes of a frame id
+ID = 16                 # bytes of a frame id
+ENTRY = struct.Struct(f">{ID}sI")
 INDEX_LEVEL = 19
 # zstd's worst case for incompressible input is a few bytes per 128 KiB block; any frame
 # longer than this is not one the builder wrote.
@@ -65,7 +67,7 @@ def block_hashes(data: bytes | memoryview) -> list[bytes]:
 
 def window_id(hashes: Sequence[bytes]) -> bytes:
     """The id of the frame whose blocks have these hashes."""
-    return hashlib.sha256(b"".join(hashes)).digest()
+    return hashlib.sha256(b"".join(hashes)).digest()[:ID]
 
 
 def frame_id(data: bytes | memoryview) -> bytes:

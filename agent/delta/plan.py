@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from agent.delta.frames import BLOCK, ID, Index, window_id
 
-MERGE_GAP = 16 << 10        # fetch up to this many unneeded bytes rather than make another request
+MERGE_GAP = 1 << 10         # fetch up to this many unneeded bytes (about a request's headers) rather than
+                            # make another request
 MAX_REQUESTS = 1000
 NOWHERE = -1
 _LOW = (1 << 32) - 1
