@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
+import tracemalloc
 from array import array
 
 import pytest
 import zstandard
 
 from agent.delta.frames import (BLOCK, ENTRY, HEADER, Index, block_hashes, decode_index, decompress_frame,
-                                encode_index, frame_id)
+                                encode_index, frame_id, window_id)
 from agent.delta.param import DeltaRef, decode, delta_uris
 from agent.delta.build import Artifact
 from agent.delta.plan import make_plan, matches, present
@@ -141,3 +142,21 @@ def test_the_manifest_parameter() -> None:
                 {1: ["u", b"\1" * 32, 0], 2: ["u", b"\1" * 32, 1]}, [1, 2]):
         with pytest.raises(DeltaError):
             decode(bad)
+
+
+def test_planning_a_384_mib_image_holds_no_python_object_per_frame() -> None:
+    """24,576 frames, one in ten not in the old image: matching and planning allocate a few bytes
+    per frame (arrays), not a dictionary entry and objects per frame (that took 5.7 MB)."""
+    count = (384 << 20) // FRAME
+    rng = random.Random(9)
+    blocks = [[rng.randbytes(32) for _ in range(FRAME // BLOCK)] for _ in range(count)]
+    index = Index.of(FRAME, count * FRAME, (window_id(hashes) for hashes in blocks), [5000] * count)
+    old = [digest for number in range(count) if number % 10 for digest in blocks[number]]
+    tracemalloc.start()
+    try:
+        plan = make_plan(index, bytearray(count), matches(index, iter(old)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [n for n in range(count) if plan.wanted(n)] == list(range(0, count, 10))
+    assert peak < 2_500_000, peak
