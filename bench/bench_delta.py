@@ -11,8 +11,8 @@ tree only) of two directory trees:
 * or ``--debian A`` / ``--debian B``, the two pairs of issue 17, built with
   mmdebstrap (as root, from ``--mirror``; 384 MiB images unless ``--size``):
   A: Debian 12 (bookworm) minbase with python3 -> the same with curl,
-  openssh-client and less; B: the same old tree -> the new one with
-  bookworm-updates and bookworm-security as well;
+  openssh-client and less; B: A's new tree -> the same with
+  bookworm-updates and bookworm-security (a typical security update);
 * with none of these, this project's virtual environment (old) and the same
   with two packages removed and 40 files changed (new): a small but real
   file-system change.
@@ -139,14 +139,14 @@ def _extract(debs: Path, cache: Path) -> Path:
 
 def _debian_pair(args: argparse.Namespace) -> list[Path]:
     """Pair A: minbase + python3 -> + curl, openssh-client, less (bookworm as released); pair B:
-    the same old tree -> the new one with bookworm-updates and bookworm-security."""
+    A's new tree -> the same with bookworm-updates and bookworm-security."""
     release = [f"deb {args.mirror} bookworm main"]
     updates = [*release, f"deb {args.mirror} bookworm-updates main",
                f"deb {args.security_mirror} bookworm-security main"]
-    old = _mmdebstrap(args.cache / "bookworm-base", ["python3"], release)
-    new = (_mmdebstrap(args.cache / "bookworm-plus", ["python3", *DEBIAN_EXTRA], release) if args.debian == "A"
-           else _mmdebstrap(args.cache / "bookworm-plus-updates", ["python3", *DEBIAN_EXTRA], updates))
-    return [old, new]
+    plus = _mmdebstrap(args.cache / "bookworm-plus", ["python3", *DEBIAN_EXTRA], release)
+    if args.debian == "A":
+        return [_mmdebstrap(args.cache / "bookworm-base", ["python3"], release), plus]
+    return [plus, _mmdebstrap(args.cache / "bookworm-plus-updates", ["python3", *DEBIAN_EXTRA], updates)]
 
 
 def _mmdebstrap(tree: Path, include: list[str], sources: list[str]) -> Path:
