@@ -1,13 +1,24 @@
 """`fwagent install` by delta on a pair of ext4 images, beside zchunk, casync and xdelta3.
 
-Not a timed test. A pair is two ext4 images (4 KiB blocks, ``mke2fs -d``) of two
-directory trees: ``--old-tree`` and ``--new-tree``, or the trees of two sets of
-Debian packages (``--old-debs DIR``, ``--new-debs DIR``: every ``*.deb`` in DIR
-extracted with ``dpkg-deb -x``; fetch them with ``apt-get download``). Images
-are cached under ``--cache`` (default ``~/.cache/fwagent-bench/delta``), never
-in the repository. With no trees given, the pair is this project's virtual
-environment (old) and the same with two packages removed and 40 files changed
-(new): a small but real file-system change.
+Not a timed test. A pair is two ext4 images (4 KiB blocks, ``mke2fs -d``, with
+the UUID, hash seed, root owner and time pinned, so that an image depends on its
+tree only) of two directory trees:
+
+* ``--old-tree`` and ``--new-tree``;
+* or the trees of two sets of Debian packages (``--old-debs DIR``,
+  ``--new-debs DIR``: every ``*.deb`` in DIR extracted with ``dpkg-deb -x``;
+  fetch them with ``apt-get download``);
+* or ``--debian A`` / ``--debian B``, the two pairs of issue 17, built with
+  mmdebstrap (as root, from ``--mirror``; 384 MiB images unless ``--size``):
+  A: Debian 12 (bookworm) minbase with python3 -> the same with curl,
+  openssh-client and less; B: A's new tree -> the same with
+  bookworm-updates and bookworm-security (a typical security update);
+* with none of these, this project's virtual environment (old) and the same
+  with two packages removed and 40 files changed (new): a small but real
+  file-system change.
+
+Trees and images are cached under ``--cache`` (default
+``~/.cache/fwagent-bench/delta``), never in the repository.
 
 Every download goes through nginx on loopback and a proxy that relays each
 answer at ``--rate`` bytes/s (default 2,000,000) and counts requests and body
@@ -24,7 +35,8 @@ bytes. For the pair:
 For each download: bytes, requests, the device's CPU (user + system of every
 process) and peak RSS (of the largest process), wall time.
 
-Run: uv run python bench/bench_delta.py [--old-tree D --new-tree D | --old-debs D --new-debs D]
+Run: uv run python bench/bench_delta.py [--old-tree D --new-tree D | --old-debs D --new-debs D | --debian A|B]
+     [--size MIB]
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +67,10 @@ from agent.manifest.sign import add_signature  # noqa: E402
 from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope  # noqa: E402
 
 SLACK = 1.25        # image size: the tree's size and a quarter, rounded up to 16 MiB
+DEBIAN_SIZE = 384 << 20
+FS_UUID = "5e1f0a6e-0d17-4c3a-9d2b-6c1e2f3a4b5c"      # the same in every image, as a release build pins it
+FS_TIME = "1700000000"                                 # mke2fs's clock, and SOURCE_DATE_EPOCH of the trees
+DEBIAN_EXTRA = ("curl", "openssh-client", "less")
 
 
 def main() -> None:
@@ -62,8 +79,14 @@ def main() -> None:
     parser.add_argument("--new-tree", type=Path)
     parser.add_argument("--old-debs", type=Path)
     parser.add_argument("--new-debs", type=Path)
+    parser.add_argument("--debian", choices=("A", "B"), help="issue 17's pair A or B, built with mmdebstrap")
+    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    parser.add_argument("--security-mirror", default="http://deb.debian.org/debian-security")
+    parser.add_argument("--size", type=int, help="image size in MiB (default: 384 for --debian, else "
+                                                  "the larger tree and a quarter)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/fwagent-bench/delta")
     parser.add_argument("--rate", type=int, default=2_000_000)
+    parser.add_argument("--no-full", action="store_true", help="skip the install of the solid image")
     args = parser.parse_args()
     require_nginx()
     byte_compile()
@@ -71,7 +94,7 @@ def main() -> None:
     old, new = _pair(args)
     with tempfile.TemporaryDirectory(prefix="bench-delta-") as tmp:
         results: dict[str, object] = {"image": new.stat().st_size, **_references(old, new, Path(tmp))}
-        for delta in (True, False):
+        for delta in (True,) if args.no_full else (True, False):
             results["fwagent_delta" if delta else "fwagent_full"] = _install(old, new, Path(tmp) / str(delta),
                                                                              delta, args.rate)
         if shutil.which("zck") and shutil.which("zckdl"):
@@ -82,14 +105,21 @@ def main() -> None:
 
 
 def _pair(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.old_debs and args.new_debs:
+    if args.debian:
+        trees = _debian_pair(args)
+    elif args.old_debs and args.new_debs:
         trees = [_extract(args.old_debs, args.cache), _extract(args.new_debs, args.cache)]
     elif args.old_tree and args.new_tree:
         trees = [args.old_tree, args.new_tree]
     else:
         trees = _local_pair(args.cache)
-    size = max(_tree_size(t) for t in trees) * SLACK
-    size = int(-(-size // (16 << 20)) * (16 << 20))
+    if args.size:
+        size = args.size << 20
+    elif args.debian:
+        size = DEBIAN_SIZE
+    else:
+        size = max(_tree_size(t) for t in trees) * SLACK
+        size = int(-(-size // (16 << 20)) * (16 << 20))
     return _ext4(trees[0], size, args.cache), _ext4(trees[1], size, args.cache)
 
 
@@ -103,6 +133,28 @@ def _extract(debs: Path, cache: Path) -> Path:
         work.mkdir()
         for deb in files:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True)
+        work.rename(tree)
+    return tree
+
+
+def _debian_pair(args: argparse.Namespace) -> list[Path]:
+    """Pair A: minbase + python3 -> + curl, openssh-client, less (bookworm as released); pair B:
+    A's new tree -> the same with bookworm-updates and bookworm-security."""
+    release = [f"deb {args.mirror} bookworm main"]
+    updates = [*release, f"deb {args.mirror} bookworm-updates main",
+               f"deb {args.security_mirror} bookworm-security main"]
+    plus = _mmdebstrap(args.cache / "bookworm-plus", ["python3", *DEBIAN_EXTRA], release)
+    if args.debian == "A":
+        return [_mmdebstrap(args.cache / "bookworm-base", ["python3"], release), plus]
+    return [plus, _mmdebstrap(args.cache / "bookworm-plus-updates", ["python3", *DEBIAN_EXTRA], updates)]
+
+
+def _mmdebstrap(tree: Path, include: list[str], sources: list[str]) -> Path:
+    if not tree.exists():
+        work = tree.with_name(f".{tree.name}.tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["mmdebstrap", "--variant=minbase", f"--include={','.join(include)}", "bookworm",
+                        str(work), *sources], check=True, env={**os.environ, "SOURCE_DATE_EPOCH": FS_TIME})
         work.rename(tree)
     return tree
 
@@ -127,12 +179,14 @@ def _tree_size(tree: Path) -> int:
 
 
 def _ext4(tree: Path, size: int, cache: Path) -> Path:
-    image = cache / f"{tree.name}-{size >> 20}M.ext4"
+    image = cache / f"{tree.name}-{size >> 20}M-pinned.ext4"
     if not image.exists():
         temp = image.with_suffix(".tmp")
         temp.unlink(missing_ok=True)
-        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-E", "root_owner=0:0",
-                        "-d", str(tree), str(temp), f"{size >> 20}M"], check=True)
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-U", FS_UUID,
+                        "-E", f"hash_seed={FS_UUID},root_owner=0:0", "-d", str(tree), str(temp),
+                        f"{size >> 20}M"], check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "E2FSPROGS_FAKE_TIME": FS_TIME})
         temp.rename(image)
     return image
 

@@ -54,9 +54,9 @@ def test_manifest_create_writes_frames_and_index_the_manifest_names(tmp_path: Pa
     assert ref.frames.size == len(frames) and ref.index.size == (gateway.root / "rootfs.img.index").stat().st_size
     assert index.frame_size == 16384 and ref.index.size < len(image) * 0.0025
     plain = b"".join(zstandard.ZstdDecompressor().decompress(frames[index.offsets[n]:index.offsets[n + 1]])
-                     for n in range(len(index.ids)))
+                     for n in range(index.count))
     assert plain == image
-    assert index.ids[-1] == frame_id(image[(len(index.ids) - 1) * 16384:])
+    assert index.id(index.count - 1) == frame_id(image[(index.count - 1) * 16384:])
 
 
 def test_a_bundle_shows_its_delta_files_and_installs_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

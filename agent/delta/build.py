@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,8 @@ def write_delta(image: Path, frame_size: int, level: int = LEVEL) -> DeltaFiles:
     check_frame_size(frame_size)
     compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
     frames_path, index_path = Path(f"{image}.frames"), Path(f"{image}.index")
-    ids: list[bytes] = []
-    lengths: list[int] = []
+    ids = bytearray()
+    lengths = array("I")
     sha = hashlib.sha256()
     size = 0
     try:
@@ -51,19 +52,19 @@ def write_delta(image: Path, frame_size: int, level: int = LEVEL) -> DeltaFiles:
                 frame = compressor.compress(chunk)
                 out.write(frame)
                 sha.update(frame)
-                ids.append(frame_id(chunk))
+                ids += frame_id(chunk)
                 lengths.append(len(frame))
                 size += len(chunk)
     except OSError as exc:
         raise InputFileError(f"{exc.filename or image}: {exc.strerror}") from None
-    encoded = encode_index(Index(frame_size, size, tuple(ids), tuple(lengths)))
+    encoded = encode_index(Index(frame_size, size, bytes(ids), lengths))
     try:
         with _Replacing(index_path) as out:
             out.write(encoded)
     except OSError as exc:
         raise InputFileError(f"{index_path}: {exc.strerror}") from None
     return DeltaFiles(frames_path, index_path, sha.digest(), sum(lengths), hashlib.sha256(encoded).digest(),
-                      len(encoded), len(ids))
+                      len(encoded), len(lengths))
 
 
 class _Replacing:

@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.delta.frames import BLOCK, Index, decode_index, decompress_frame, frame_id
 from agent.delta.param import DeltaRef
-from agent.delta.plan import Fetch, Plan, make_plan, matches, present
+from agent.delta.plan import NOWHERE, Fetch, Plan, make_plan, matches, present
 from agent.download.downloader import (CancelWatch, DownloadCancelled, DownloadError, Downloader,
                                        content_range_start, ranged_get)
 from agent.download.retry import TRANSIENT, classify_status, next_wait
@@ -117,19 +117,19 @@ class _Job:
 
     def run(self) -> tuple[bytes, int]:
         index = self._index()
-        self.stats.frames = len(index.ids)
+        self.stats.frames = index.count
         plan = self._plan(index)
         self.predicted = self.stats.fetched + plan.fetch_bytes
         if self.predicted > FALLBACK_RATIO * self.size:
             raise Fallback(f"the delta would fetch {self.predicted} of {self.size} bytes "
                            f"(more than {FALLBACK_RATIO:.0%})", self.stats.fetched)
-        self.stats.kept = len(plan.have)
+        self.stats.kept = plan.kept
         sink = SlotSink(self.target, self.size)
         self.started = self.downloader.clock()
         try:
             self._copy(index, plan, sink.fd)
             for fetch in plan.fetches:
-                self._fetch(index, fetch, sink.fd)
+                self._fetch(index, plan, fetch, sink.fd)
             sink.sync()
         finally:
             sink.close()
@@ -161,7 +161,7 @@ class _Job:
     def _target_ids(self, index: Index) -> Iterator[bytes | None]:
         fd = os.open(self.target.device, os.O_RDONLY)
         try:
-            for number in range(len(index.ids)):
+            for number in range(index.count):
                 self._check_cancel()
                 length = index.plain_length(number)
                 data = os.pread(fd, length, number * index.frame_size)
@@ -192,10 +192,12 @@ class _Job:
     def _copy(self, index: Index, plan: Plan, out: int) -> None:
         fd = os.open(self.old.device, os.O_RDONLY)
         try:
-            for number, offset in sorted(plan.copies.items()):
+            for number, offset in enumerate(plan.copies):
+                if offset == NOWHERE:
+                    continue
                 self._check_cancel()
                 data = os.pread(fd, index.frame_size, offset)
-                if frame_id(data) != index.ids[number]:
+                if frame_id(data) != index.id(number):
                     raise Fallback(f"the booted slot changed while it was read ({self.old.label})",
                                    self.stats.fetched)
                 _write_at(out, data, number * index.frame_size)
@@ -203,7 +205,7 @@ class _Job:
         finally:
             os.close(fd)
 
-    def _fetch(self, index: Index, fetch: Fetch, out: int) -> None:
+    def _fetch(self, index: Index, plan: Plan, fetch: Fetch, out: int) -> None:
         """One range, retried from the first frame not yet written when the connection breaks."""
         self.position = fetch.first
         attempt = 0
@@ -211,7 +213,7 @@ class _Job:
             self._check_cancel()
             before = self.position
             try:
-                self._attempt(index, fetch, out)
+                self._attempt(index, plan, fetch, out)
             except DownloadError as err:
                 if not err.transient:
                     raise
@@ -225,7 +227,7 @@ class _Job:
                 self._wait(wait)
                 attempt += 1
 
-    def _attempt(self, index: Index, fetch: Fetch, out: int) -> None:
+    def _attempt(self, index: Index, plan: Plan, fetch: Fetch, out: int) -> None:
         """Frames from ``self.position`` to the end of ``fetch``, each written once it is checked;
         ``self.position`` follows, so that a broken connection costs no frame already written."""
         start, end = index.offsets[self.position], fetch.end
@@ -237,7 +239,7 @@ class _Job:
             for number in range(self.position, fetch.stop):
                 data = self._receive(response, index.lengths[number])
                 self._limit_rate(len(data))
-                if number in fetch.wanted:
+                if plan.wanted(number):
                     try:
                         plain = decompress_frame(data, index, number)
                     except DeltaError as err:

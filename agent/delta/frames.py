@@ -3,27 +3,34 @@
 The image is cut into frames of ``frame_size`` uncompressed bytes (16 KiB by
 default; the last one may be shorter). Each frame is compressed on its own,
 with its content size in the frame header, and the frames are concatenated:
-that is the frames file. A frame's id is SHA-256 over the SHA-256 of each of
-its 4 KiB blocks (the last block may be shorter), so a device that hashes its
-old image once per block can tell, at any 4 KiB-aligned offset, whether it
-already holds the frame.
+that is the frames file. A frame's id is the first 16 bytes of SHA-256 over
+the SHA-256 of each of its 4 KiB blocks (the last block may be shorter), so a
+device that hashes its old image once per block can tell, at any 4 KiB-aligned
+offset, whether it already holds the frame. 16 bytes keep the index small and
+are still far beyond chance collisions or forging a frame; the SHA-256 of the
+whole image stays the final check.
 
-The index (zstd-compressed) is a 28-byte header, then 36 bytes per frame::
+The index (zstd-compressed) is a 28-byte header, then 20 bytes per frame::
 
-    "FWDX", version 1 (u8), 3 zero bytes, block size (u32), frame size (u32),
+    "FWDX", version 2 (u8), 3 zero bytes, block size (u32), frame size (u32),
     image size (u64), frame count (u32)         -- big-endian
-    frame id (32 bytes), compressed length (u32)   -- once per frame, in order
+    frame id (16 bytes), compressed length (u32)   -- once per frame, in order
 
 A frame's offset in the frames file is the sum of the lengths before it.
+
+In memory an index holds no Python object per frame: the ids end to end in one
+``bytes``, the lengths and offsets in arrays (about 28 bytes per frame).
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 
 from agent.errors import DeltaError
 
@@ -31,9 +38,10 @@ BLOCK = 4096
 DEFAULT_FRAME_SIZE = 16 << 10
 MAX_FRAME_SIZE = 256 << 10
 MAGIC = b"FWDX"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">4sB3xIIQI")
-ENTRY = struct.Struct(">32sI")
+ID = 16                 # bytes of a frame id
+ENTRY = struct.Struct(f">{ID}sI")
 INDEX_LEVEL = 19
 # zstd's worst case for incompressible input is a few bytes per 128 KiB block; any frame
 # longer than this is not one the builder wrote.
@@ -59,7 +67,7 @@ def block_hashes(data: bytes | memoryview) -> list[bytes]:
 
 def window_id(hashes: Sequence[bytes]) -> bytes:
     """The id of the frame whose blocks have these hashes."""
-    return hashlib.sha256(b"".join(hashes)).digest()
+    return hashlib.sha256(b"".join(hashes)).digest()[:ID]
 
 
 def frame_id(data: bytes | memoryview) -> bytes:
@@ -70,17 +78,24 @@ def frame_id(data: bytes | memoryview) -> bytes:
 class Index:
     frame_size: int
     image_size: int
-    ids: tuple[bytes, ...]
-    lengths: tuple[int, ...]       # compressed length of each frame
+    ids: bytes                     # the frames' ids end to end, ID bytes each
+    lengths: array                 # array("I"): compressed length of each frame
+
+    @classmethod
+    def of(cls, frame_size: int, image_size: int, ids: Iterable[bytes], lengths: Iterable[int]) -> "Index":
+        return cls(frame_size, image_size, b"".join(ids), array("I", lengths))
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+    def id(self, number: int) -> bytes:
+        return self.ids[number * ID:(number + 1) * ID]
 
     @cached_property
-    def offsets(self) -> tuple[int, ...]:
-        """Where each frame starts in the frames file; one more entry: the file's size."""
-        total, out = 0, [0]
-        for length in self.lengths:
-            total += length
-            out.append(total)
-        return tuple(out)
+    def offsets(self) -> array:
+        """array("Q"): where each frame starts in the frames file; one more entry: the file's size."""
+        return array("Q", accumulate(self.lengths, initial=0))
 
     @property
     def frames_size(self) -> int:
@@ -94,8 +109,8 @@ class Index:
 def encode_index(index: Index) -> bytes:
     import zstandard
 
-    parts = [HEADER.pack(MAGIC, VERSION, BLOCK, index.frame_size, index.image_size, len(index.ids))]
-    parts += [ENTRY.pack(ident, length) for ident, length in zip(index.ids, index.lengths, strict=True)]
+    parts = [HEADER.pack(MAGIC, VERSION, BLOCK, index.frame_size, index.image_size, index.count)]
+    parts += [ENTRY.pack(index.id(n), length) for n, length in enumerate(index.lengths)]
     return zstandard.ZstdCompressor(level=INDEX_LEVEL, write_content_size=True).compress(b"".join(parts))
 
 
@@ -122,11 +137,13 @@ def decode_index(data: bytes, *, image_size: int, frames_size: int) -> Index:
     if size != image_size or count != frame_count(size, frame_size) or len(raw) != HEADER.size + count * ENTRY.size:
         raise DeltaError(f"delta index: describes {size} bytes in {count} frames, not the manifest's "
                          f"{image_size}-byte image", code="delta-index")
-    starts = range(HEADER.size, len(raw), ENTRY.size)
-    index = Index(frame_size, size, tuple(raw[p:p + 32] for p in starts),
-                  tuple(int.from_bytes(raw[p + 32:p + 36], "big") for p in starts))
-    bound = frame_bound(frame_size)
-    if any(not 0 < length <= bound for length in index.lengths) or index.frames_size != frames_size:
+    ids, lengths = bytearray(count * ID), array("I")
+    for number, (ident, length) in enumerate(ENTRY.iter_unpack(memoryview(raw)[HEADER.size:])):
+        ids[number * ID:(number + 1) * ID] = ident
+        lengths.append(length)
+    del raw
+    index = Index(frame_size, size, bytes(ids), lengths)
+    if count and (min(lengths) == 0 or max(lengths) > frame_bound(frame_size)) or index.frames_size != frames_size:
         raise DeltaError(f"delta index: frame lengths do not add up to the {frames_size}-byte frames file",
                          code="delta-index")
     return index
@@ -147,6 +164,6 @@ def decompress_frame(data: bytes | memoryview, index: Index, number: int) -> byt
         plain = zstandard.ZstdDecompressor(max_window_size=1 << 20).decompress(data, max_output_size=expected)
     except zstandard.ZstdError as exc:
         raise DeltaError(f"delta frame {number}: not zstd: {exc}", code="delta-frame") from None
-    if len(plain) != expected or frame_id(plain) != index.ids[number]:
+    if len(plain) != expected or frame_id(plain) != index.id(number):
         raise DeltaError(f"delta frame {number}: its content does not match the index", code="delta-frame")
     return plain

@@ -17,7 +17,7 @@ from agent.errors import DeltaError
 
 P_DELTA = -70017
 _FRAMES, _INDEX = 1, 2
-MAX_INDEX_SIZE = 64 << 20        # a 384 MiB image's index is about 0.5 MiB
+MAX_INDEX_SIZE = 64 << 20        # a 384 MiB image's index is about 0.3 MiB
 
 
 @dataclass(frozen=True)
