@@ -119,13 +119,17 @@ class MqttLink:
             # Back after a drop: the broker published the last will; the last state goes over it.
             client.publish(f"{self.config.prefix}/state", self.last_state, qos=1, retain=True)
         else:
-            self.publish_state("online")   # after the subscription: wake-ups reach the device from now on
+            self.publish_state("online")   # the broker takes it after the subscription, sent first
         self.was_connected = True
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
         """The broker's answer to the subscription: from now on a wake-up reaches this device."""
-        if not any(getattr(reason, "is_failure", False) for reason in reasons or ()):
+        refused = [str(reason) for reason in reasons or () if getattr(reason, "is_failure", False)]
+        if not refused:
             self.connected.set()
+        elif self.log is not None:
+            self.log.error("mqtt-subscribe-refused", reasons=", ".join(refused),
+                           msg="the broker refused the wake-up topics: wake-ups will not reach this device")
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         if len(message.payload) > MAX_MESSAGE:

@@ -600,3 +600,9 @@ def test_the_record_round_trips_under_its_field_names() -> None:
                          "version", "cancel", "starts", "done"}
     assert data["phase"] == "wait-window" and ActionRecord.from_dict(data) == record
     assert IDLE.as_dict() == {"schema": 1, "phase": "idle", "action": None, "starts": 0}
+
+
+def test_an_install_counts_its_attempts_apart_from_the_downloads() -> None:
+    """Two failed downloads before a good one leave the install all of its retries."""
+    step_ = advance(replace(DOWNLOADING, attempts=2, retry_at=1_000_030.0), Downloaded("7", "2.0.1"), RETRYING)
+    assert step_.record.phase is not Phase.DOWNLOAD and step_.record.attempts == 0

@@ -102,6 +102,9 @@ def test_a_broken_body_is_a_transfer_error(parts: tuple[bytes, ...], says: str, 
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "a malformed header line"),
     (b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", "a malformed header line"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "is not a number"),
+    ("HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), "is not a number"),   # isdigit, not int
+    ("HTTP/1.1 2\u00b20 OK\r\n\r\n".encode("latin-1"), "not an HTTP/1.x answer"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "identity was asked for"),
     (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "more than 100 header lines"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"y" * (70 << 10), "head longer than 65536"),
     (b"HTTP/1.1 200 OK\r\n", "closed before an answer"),
@@ -203,3 +206,29 @@ def test_an_answer_not_read_to_its_end_is_not_kept(raw_server: Any) -> None:
     with link.get(url, timeout=(2, 2), deadline=5) as answer:
         assert answer.read1(1) == b"o"
     assert read_all(link, url) == b"ok" and connections == [1, 1]
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n",
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n"])
+def test_an_answer_of_http_1_0_or_framed_twice_is_not_kept(head: bytes, raw_server: Any) -> None:
+    connections: list[int] = []
+    body = b"2\r\nok\r\n0\r\n\r\n" if b"chunked" in head else b"ok"
+
+    def answer(connection: socket.socket) -> None:
+        connections.append(0)
+        with connection:
+            while connection.recv(65536):
+                connections[-1] += 1
+                connection.sendall(head + b"\r\n" + body)
+
+    url = raw_server(answer)
+    link = HttpLink()
+    assert read_all(link, url) == b"ok" and read_all(link, url) == b"ok"
+    assert connections == [1, 1]
+
+
+def test_a_configured_ca_file_that_is_missing_is_an_error_not_the_system_cas(tmp_path: Path) -> None:
+    link = HttpLink(other_tls=Tls.of(tmp_path / "missing-ca.pem"))
+    with pytest.raises(TlsError) as caught:
+        link.get("https://127.0.0.1:9/f", timeout=(2, 2), deadline=5)
+    assert caught.value.code == "tls" and "missing-ca.pem is missing" in caught.value.detail

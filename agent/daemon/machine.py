@@ -423,7 +423,7 @@ def downloaded(d: Decision, event: Downloaded) -> None:
         d.finish_cancel()                      # the cancel came while the files were being checked
     if d.phase is not Phase.DOWNLOAD or d.record.action != event.action:
         return
-    d.move(Event.DOWNLOADED, version=event.version or d.record.version)
+    d.move(Event.DOWNLOADED, version=event.version or d.record.version, attempts=0)   # the install's own count
     version = d.record.version
     d.do(Feedback("downloaded", f"the signed manifest verified, version {version}; the bundle streams into "
                   "the slots" if d.record.streamed_bundle() is not None else

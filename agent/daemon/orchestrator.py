@@ -732,12 +732,19 @@ class Daemon:
         self.client.send_config_data(config_data(self.attributes()))
 
     def _deliver_job(self) -> None:
-        """The final results, each after the step reports of its action (sent first)."""
+        """The final results, each after the step reports of its action (sent first). The result
+        of the action still in hand waits until the machine has let it go: an install that failed
+        may yet be retried, its result taken back (Unqueue)."""
         assert self.client is not None
         self._send_reports_job()
+
+        def hold(action: str) -> bool:
+            record = self.record          # replaced whole by the orchestrator thread: read once
+            return self.reports.holds(action) or (record.phase is not Phase.IDLE and record.action == action)
+
         deliver(self.installer.journal, self.client, lambda outcome, err: self.log.error(
             "report-refused", code=err.code, msg=err.detail, **status.ids(outcome)),
-            hold=self.reports.holds, on_delivered=lambda outcome: self.log.info(
+            hold=hold, on_delivered=lambda outcome: self.log.info(
                 "reported", result=outcome.get("result"), **status.ids(outcome)))
 
     # --- threads -----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class ActionRecord:
     waiting: str | None = None                  # why a local gate holds it ([policy]): shown and reported
     retry_at: float | None = None               # an approval command asked to wait, or a download's retry
                                                 # waits, until then (epoch seconds)
-    attempts: int = 0                           # failed attempts of the download ([policy].retries)
+    attempts: int = 0                           # failed attempts of the download, then of the install ([policy].retries)
     # Not persisted: the deployment link last fetched for this action. After a restart the
     # deployment is fetched again (it may have changed while the device was off).
     href: str | None = field(default=None, compare=False)

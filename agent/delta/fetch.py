@@ -114,6 +114,7 @@ class _Job:
         self.started = downloader.clock()
         self.position = 0                # the next frame of the range being fetched
         self.ranged = 0                  # bytes of the frames file received, for the rate limit
+        self.last_read = self.started    # when the range being fetched last delivered a byte
 
     def run(self) -> tuple[bytes, int]:
         index = self._index()
@@ -234,7 +235,8 @@ class _Job:
         response = ranged_get(self.downloader.link, self.ref.frames.uri, self.downloader.config, start,
                               self.validator, self.shown, end=end)
         self.stats.requests += 1
-        with response, CancelWatch(self.cancel, response, lambda: False):
+        self.last_read = self.downloader.clock()
+        with response, CancelWatch(self.cancel, response, self._idle):
             self._check_status(response, start, end)
             for number in range(self.position, fetch.stop):
                 data = self._receive(response, index.lengths[number])
@@ -262,6 +264,7 @@ class _Job:
                 if not count:
                     raise OSError("the answer ended early")
                 got += count
+                self.last_read = self.downloader.clock()
             if not length:
                 response.read1(1)
         except OSError as exc:
@@ -286,6 +289,11 @@ class _Job:
         if classify_status(status) != TRANSIENT:
             raise Fallback(f"{self.shown}: HTTP {status}", self.stats.fetched)
         raise DownloadError(f"{self.shown}: HTTP {status}", code=f"download-http-{status}", transient=True)
+
+    def _idle(self) -> bool:
+        """No byte of the range for a stall time (however the connection is kept busy): the
+        watch ends the attempt, which is retried from the first frame not yet written."""
+        return self.downloader.clock() - self.last_read > self.downloader.config.stall_timeout
 
     def _limit_rate(self, received: int) -> None:
         """``[download] rate_limit`` holds for the ranges as for a full download."""

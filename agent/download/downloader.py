@@ -30,7 +30,7 @@ from agent.config import DownloadConfig
 from agent.download.retry import (TRANSIENT, RetryPolicy, classify_status, next_wait,
                                   retry_after)
 from agent.errors import FwagentError
-from agent.net.direct import TlsError
+from agent.net.direct import TlsError, decimal
 from agent.net.http import AnswerTimeout, HttpLink, Tls
 from agent.log import redact
 from agent.sha256 import sha256
@@ -214,7 +214,7 @@ class _Job:
                 self._from_zero()    # the file changed (If-Range) or ranges are not supported
             self.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
             length = response.headers.get("Content-Length")
-            if self.size is not None and length is not None and length.isdigit() and int(length) != self.size:
+            if self.size is not None and decimal(length) not in (None, self.size):
                 raise DownloadError(f"{self.shown}: the server has {length} bytes, the manifest says {self.size}",
                                     transient=True)
             return
@@ -449,7 +449,7 @@ def content_range_start(value: str | None) -> int | None:
     if not value or not value.startswith("bytes "):
         return None
     start = value[6:].split("-", 1)[0]
-    return int(start) if start.isdigit() else None
+    return decimal(start)
 
 
 def error_reason(exc: Exception) -> str:

@@ -28,6 +28,7 @@ from agent.download.downloader import (CancelWatch, DownloadCancelled, DownloadE
                                        content_range_start, error_reason, ranged_get)
 from agent.download.retry import TRANSIENT, classify_status, next_wait, retry_after
 from agent.log import redact
+from agent.net.direct import decimal
 
 READ_SIZE = 256 << 10     # per socket read: what has arrived, up to this
 QUICK_RETRY_BYTES = 1 << 20   # a connection that delivered this much before it broke is resumed at once
@@ -141,7 +142,7 @@ class RemoteFile:
                 raise DownloadError(f"{self.shown}: asked for bytes from {self.position}, got {value!r}",
                                     transient=True)
             total = value.rsplit("/", 1)[-1] if value else ""
-            self.size = int(total) if total.isdigit() else self.size
+            self.size = decimal(total) if decimal(total) is not None else self.size
             self.validator = self.validator or validator
             return
         if status == 200:
@@ -150,7 +151,7 @@ class RemoteFile:
                                          "the whole file: it changed (or ignores ranges)", code="remote-changed")
             self.validator = validator
             length = response.headers.get("Content-Length")
-            self.size = int(length) if length is not None and length.isdigit() else None
+            self.size = decimal(length)
             return
         kind = classify_status(status)
         wait = retry_after(response.headers.get("Retry-After"), time.time()) if status in (429, 503) else None

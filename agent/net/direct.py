@@ -34,6 +34,14 @@ MAX_LINE = 4096
 NO_BODY = (204, 304)
 
 
+def decimal(text: str | None) -> int | None:
+    """A header's non-negative decimal number (ASCII digits only: ``str.isdigit`` also takes
+    "²", which ``int`` refuses), or None."""
+    if text is None or not 0 < len(text) <= 20 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 class TransferError(FwagentError, ConnectionError):
     """An answer that is not HTTP/1.x, breaks a bound, or ends before its declared length."""
 
@@ -74,23 +82,30 @@ class DirectAnswer:
     """The answer to one GET, its head read; ``read1`` returns the body as it arrives."""
 
     def __init__(self, sock: socket.socket, url: str, status: int, reason: str, headers: Headers,
-                 rest: bytes, *, keep: Callable[[socket.socket], None] | None = None) -> None:
+                 rest: bytes, *, keep: Callable[[socket.socket], None] | None = None,
+                 persistent: bool = True) -> None:
         self.sock, self.url = sock, url
         self.status_code, self.reason, self.headers = status, reason, headers
-        # Once the body is read to its framed end, the connection may serve the next GET.
-        self._keep = keep if "close" not in headers.get("Connection", "").lower() else None
+        # Once the body is read to its framed end, the connection may serve the next GET: an
+        # HTTP/1.1 answer that does not say close, framed by one length or by chunks alone.
+        self._keep = keep if persistent and "close" not in headers.get("Connection", "").lower() else None
         self._buffer = rest                 # bytes received after the head, not yet handed out
         self._chunk_begun = False
-        self._chunked = headers.get("Transfer-Encoding", "").strip().lower() == "chunked"
+        coding = headers.get("Transfer-Encoding", "").strip().lower()
+        if coding not in ("", "chunked"):
+            raise TransferError(f"{url}: Transfer-Encoding {coding[:40]!r}: identity was asked for", code="transfer")
+        self._chunked = coding == "chunked"
         length = headers.get("Content-Length", "").strip()
+        if self._chunked and length:
+            self._keep = None               # framed twice: the chunks win, the connection is not trusted again
         self._left: int | None = None       # body bytes still due (of a length, or of the chunk)
         self._ended = status in NO_BODY
         if self._chunked:
             self._left = 0                  # no chunk begun yet
         elif length:
-            if not length.isdigit():
+            self._left = decimal(length)
+            if self._left is None:
                 raise TransferError(f"{url}: Content-Length {length[:40]!r} is not a number", code="transfer")
-            self._left = int(length)
             self._ended = self._ended or self._left == 0
         elif not self._ended:
             self._keep = None               # close-delimited: the connection ends with the body
@@ -128,14 +143,13 @@ class DirectAnswer:
     def interrupt(self) -> None:
         """From another thread: a read blocked on the socket returns (at its end)."""
         self._keep = None
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        shut(self.sock)
 
     def close(self) -> None:
         """The connection goes back to ``keep`` when the body was read to its end and nothing
         more came; otherwise it is closed."""
         keep, self._keep = self._keep, None
-        if keep is not None and self._ended and not self._buffer:
+        if keep is not None and self._ended and not self._buffer and not getattr(self.sock, "pending", int)():
             keep(self.sock)
         else:
             with contextlib.suppress(OSError):
@@ -212,9 +226,10 @@ def get(url: str, headers: Mapping[str, str], *, timeout: tuple[float, float], t
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
         rest = b""
         for _ in range(MAX_HEADERS):
-            status, reason, fields, rest = _read_head(sock, url, rest)
+            version, status, reason, fields, rest = _read_head(sock, url, rest)
             if not 100 <= status < 200 or status == 101:
-                return DirectAnswer(sock, url, status, reason, Headers(fields), rest, keep=keep)
+                return DirectAnswer(sock, url, status, reason, Headers(fields), rest, keep=keep,
+                                    persistent=version == "HTTP/1.1")
             # an interim answer (100 Continue): the real one follows
         raise TransferError(f"{url}: more than {MAX_HEADERS} interim answers", code="transfer")
     except BaseException:
@@ -260,18 +275,31 @@ def _still_open(sock: socket.socket) -> bool:
     return False
 
 
+def shut(sock: socket.socket) -> None:
+    """The plain socket's shutdown, also under TLS: SSLSocket's own would drop its state under
+    the reading thread."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def tls_context(verify: str | bool, cert: tuple[str, str] | None) -> Any:
     """A client context: the CA file or directory ``verify`` (True: OpenSSL's defaults), the
     host name checked, and the client certificate."""
     import os
     import ssl
 
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) and os.path.isfile(verify)
-                                         else None,
-                                         capath=verify if isinstance(verify, str) and os.path.isdir(verify)
-                                         else None)
-    if cert is not None:
-        context.load_cert_chain(cert[0], cert[1])
+    if isinstance(verify, str) and not (os.path.isfile(verify) or os.path.isdir(verify)):
+        # Never the system's CAs in place of a configured one that is missing.
+        raise TlsError(f"TLS: the CA file {verify} is missing", code="tls")
+    try:
+        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) and os.path.isfile(verify)
+                                             else None,
+                                             capath=verify if isinstance(verify, str) and os.path.isdir(verify)
+                                             else None)
+        if cert is not None:
+            context.load_cert_chain(cert[0], cert[1])
+    except (OSError, ValueError) as exc:     # ssl.SSLError is an OSError
+        raise TlsError(f"TLS: the configured certificates cannot be loaded: {exc}", code="tls") from None
     return context
 
 
@@ -280,9 +308,10 @@ def _authority(host: str, port: int | None) -> str:
     return f"{shown}:{port}" if port else shown
 
 
-def _read_head(sock: socket.socket, url: str, received: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
-    """The status, reason and header fields of the answer ``received`` begins (read on from
-    ``sock``), and the bytes after its head."""
+def _read_head(sock: socket.socket, url: str,
+               received: bytes) -> tuple[str, int, str, list[tuple[str, str]], bytes]:
+    """The HTTP version, status, reason and header fields of the answer ``received`` begins (read
+    on from ``sock``), and the bytes after its head."""
     while b"\r\n\r\n" not in received:
         if len(received) > MAX_HEAD:
             raise TransferError(f"{url}: an answer head longer than {MAX_HEAD} bytes", code="transfer")
@@ -296,7 +325,7 @@ def _read_head(sock: socket.socket, url: str, received: bytes) -> tuple[int, str
     status_line, *lines = head.decode("latin-1").split("\r\n")
     version, _, tail = status_line.partition(" ")
     code, _, reason = tail.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or len(code) != 3 or decimal(code) is None:
         raise TransferError(f"{url}: not an HTTP/1.x answer: {status_line[:60]!r}", code="transfer")
     if len(lines) > MAX_HEADERS:
         raise TransferError(f"{url}: more than {MAX_HEADERS} header lines", code="transfer")
@@ -306,4 +335,4 @@ def _read_head(sock: socket.socket, url: str, received: bytes) -> tuple[int, str
         if not colon or not name or name != name.strip() or line[:1] in " \t":
             raise TransferError(f"{url}: a malformed header line {line[:60]!r}", code="transfer")
         fields.append((name, value.strip(" \t")))
-    return int(code), reason, fields, rest
+    return version, int(code), reason, fields, rest

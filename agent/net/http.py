@@ -24,7 +24,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -32,6 +32,7 @@ from urllib.parse import urljoin
 from agent import __version__
 from agent.errors import FwagentError
 from agent.log import redact
+from agent.net.direct import decimal, shut
 from agent.net.policy import LinkError, LinkPolicy, origin_of
 
 MAX_REDIRECTS = 5
@@ -82,7 +83,7 @@ class HttpLink:
         self.credentials = dict(credentials or {})
         self.proxy = proxy
         self._session: Any = None
-        self._contexts: dict[Tls, Any] = {}
+        self._contexts: dict[Tls, tuple[tuple[float, ...], Any]] = {}   # (the files' times, context)
         self._idle: dict[Any, socket.socket] = {}      # kept connections of direct GETs
         self._lock = threading.Lock()
 
@@ -101,22 +102,13 @@ class HttpLink:
         serves goes on a connection of its own (direct.py), the others through requests. Failures:
         LinkError, AnswerTimeout, TlsError, or another OSError (the transfer broke)."""
         with _Watch(deadline) as watch:
-            current, previous = url, None
-            for _ in range(MAX_REDIRECTS + 1):
-                to_server = self.policy.admit(current, after=previous)
-                try:
-                    answer = self._get_hop(current, headers or {}, timeout, to_server)
-                except OSError:
-                    if watch.expired:
-                        raise watch.timeout("GET", url) from None
-                    raise
-                if answer.status_code not in REDIRECTS or "Location" not in answer.headers:
-                    return answer
-                location = answer.headers["Location"]
-                watch.release()
-                answer.close()
-                previous, current = current, urljoin(current, location)
-        raise LinkError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects", code="redirect-loop")
+            try:
+                return self._follow("GET", url, lambda hop, to_server: self._get_hop(hop, headers or {}, timeout,
+                                                                                     to_server))
+            except OSError:
+                if watch.expired:
+                    raise watch.timeout("GET", url) from None
+                raise
 
     def exchange(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None,
                  timeout: tuple[float, float], deadline: float, limit: int) -> Answer:
@@ -124,7 +116,9 @@ class HttpLink:
         import urllib3
 
         with _Watch(deadline) as watch:
-            response = self._follow(method, url, {**(headers or {}), "Accept-Encoding": "identity"}, json, timeout)
+            sent = {**(headers or {}), "Accept-Encoding": "identity"}
+            response = self._follow(method, url, lambda hop, to_server: self._send(method, hop, sent, json, timeout,
+                                                                                   to_server))
             try:
                 body = _read_bounded(response, limit)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -141,12 +135,13 @@ class HttpLink:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _follow(self, method: str, url: str, headers: Mapping[str, str] | None, json: Any,
-                timeout: tuple[float, float]) -> Any:
+    def _follow(self, method: str, url: str, hop: Callable[[str, bool], Any]) -> Any:
+        """``hop(url, to_server)`` for ``url`` and each redirect (GET only), every hop admitted by
+        the policy first; the last answer."""
         current, previous = url, None
         for _ in range(MAX_REDIRECTS + 1):
             to_server = self.policy.admit(current, after=previous)
-            response = self._send(method, current, headers, json, timeout, to_server)
+            response = hop(current, to_server)
             if method != "GET" or response.status_code not in REDIRECTS or "Location" not in response.headers:
                 return response
             location = response.headers["Location"]
@@ -173,7 +168,8 @@ class HttpLink:
 
     def _get_hop(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float],
                  to_server: bool) -> "StreamAnswer":
-        if self.proxy or _environment_proxy(url):
+        if self.proxy or _environment_proxy(url) or "@" in url.split("/", 3)[2]:
+            # through a proxy, or with a user name in the URL (Basic credentials): requests' way
             return RequestsAnswer.of(lambda: self._send("GET", url, headers, None, timeout, to_server))
         from agent.net import direct
 
@@ -197,14 +193,18 @@ class HttpLink:
             old.close()
 
     def _tls_context(self, tls: Tls) -> Any:
-        """One SSL context per TLS setting, made on first use (loading CAs costs)."""
+        """One SSL context per TLS setting, made on first use (loading CAs costs), made again when
+        one of its files has changed (a CA or a client certificate renewed)."""
         from agent.net import direct
 
+        verify = system_cas() if tls.verify is True else tls.verify
+        files = [path for path in (verify if isinstance(verify, str) else None, *(tls.cert or ())) if path]
+        stamp = tuple(_mtime(path) for path in files)
         with self._lock:
-            if tls not in self._contexts:
-                self._contexts[tls] = direct.tls_context(system_cas() if tls.verify is True else tls.verify,
-                                                         tls.cert)
-            return self._contexts[tls]
+            cached = self._contexts.get(tls)
+            if cached is None or cached[0] != stamp:
+                self._contexts[tls] = cached = (stamp, direct.tls_context(verify, tls.cert))
+            return cached[1]
 
     def _proxies(self, url: str) -> dict[str, str]:
         if self.proxy:
@@ -256,13 +256,11 @@ class RequestsAnswer:
         """End a blocked read from another thread: shut the socket down (closing the response
         under a reader makes http.client fail in odd ways); the reader then sees the end."""
         sock = _socket_of(self.response)
-        try:
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-            else:
+        if sock is not None:
+            shut(sock)
+        else:
+            with contextlib.suppress(OSError):     # already closed: nothing left to interrupt
                 self.response.close()
-        except OSError:
-            pass  # already closed: nothing left to interrupt
 
     def close(self) -> None:
         self.response.close()
@@ -286,6 +284,13 @@ def _socket_of(response: Any) -> socket.socket | None:
     if sock is None:
         sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return -1.0          # missing: tls_context says so
 
 
 def _reason(exc: BaseException) -> str:
@@ -334,7 +339,7 @@ def _read_bounded(response: Any, limit: int) -> bytes:
         raise AnswerError(f"{redact(response.url)}: the answer is {encoding}-encoded; identity was asked for",
                           code="answer-encoding")
     length = response.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > limit:
+    if (declared := decimal(length)) is not None and declared > limit:
         raise AnswerError(f"{redact(response.url)}: the answer has {length} bytes, more than the {limit} "
                           "allowed", code="answer-too-large")
     parts, total = [], 0
@@ -397,7 +402,7 @@ class _Watch:
                 return
             self.sock = sock
             if self.expired:
-                _shut(sock)
+                shut(sock)
 
     def _expire(self) -> None:
         with self.lock:
@@ -405,14 +410,7 @@ class _Watch:
                 return
             self.expired = True
             if self.sock is not None:
-                _shut(self.sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    """The plain socket's shutdown, also under TLS: SSLSocket's own would drop its state under
-    the reading thread."""
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                shut(self.sock)
 
 
 def _new_session() -> Any:
