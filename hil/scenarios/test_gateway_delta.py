@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 from updates import UPDATE_TIMEOUT, deploy, details, finals, follow
 
@@ -29,7 +30,7 @@ def test_an_update_by_delta_fetches_a_small_part_of_the_image(
     assert gateway.fresh_boot() == "A"
     started = time.monotonic()
     action = deploy(ddi, device_id, "delta", bundle("delta"), version("delta"))
-    assert gateway.await_bootloader(timeout=UPDATE_TIMEOUT) == "B"
+    assert _reboot(gateway, ddi, action) == "B"
     gateway.login()
     assert follow(gateway, lambda: ddi.actions[action.id].state == "closed", "the result") == []
     took = time.monotonic() - started
@@ -52,3 +53,16 @@ def test_an_update_by_delta_fetches_a_small_part_of_the_image(
     assert (status["booted"], status["primary"], status["update"]) == ("B", "B", None)
     assert status["slots"]["B"]["good"] and status["installed"]["version"] == version("delta")
     assert gateway.run("cat /etc/fwagent-bench-version") == [version("delta")]
+
+
+def _reboot(gateway: Gateway, ddi: FilesDdiServer, action) -> str:  # noqa: ANN001
+    """The slot the board reboots into; fails at once when the action closes before."""
+    deadline = time.monotonic() + UPDATE_TIMEOUT
+    while True:
+        try:
+            return gateway.await_bootloader(timeout=5)
+        except pexpect.TIMEOUT:
+            if ddi.actions[action.id].state == "closed":
+                pytest.fail(f"the action closed before a reboot: {details(ddi, action)}")
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the reboot") from None
