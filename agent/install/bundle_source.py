@@ -90,8 +90,8 @@ class BundleSource:
         payloads = _BundlePayloads(self._reader.payloads(checked))
         if not carried_payloads(checked.payloads):
             # A bundle of the manifest only: its end is read now, not once the payloads the
-            # device fetches itself are in (minutes, by delta on a slow device, with the
-            # bundle's connection idle all along: the server or a relay may have closed it).
+            # device fetches itself are in, with the bundle's connection idle all along (on the
+            # HIL gateway its trailer then came truncated).
             payloads.finish()
         return payloads
 
