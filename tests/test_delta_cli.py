@@ -78,6 +78,22 @@ def test_a_bundle_shows_its_delta_files_and_installs_whole(tmp_path: Path, capsy
     assert (gateway.root / "rootfs-b.img").read_bytes()[:len(image)] == image
 
 
+def test_a_bundle_of_the_manifest_only_names_no_payload_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gateway = make_gateway(tmp_path / "gw")
+    (gateway.root / "rootfs.img").write_bytes(bytes(SLOT_SIZE // 2))
+    (gateway.root / "spec.toml").write_text(SPEC.replace('"#rootfs.img"', '"http://10.0.2.100/files/rootfs.img"'))
+    assert main(["manifest", "create", str(gateway.root / "spec.toml"), "--out", str(gateway.root / "u.suit")]) == 0
+    assert main(["manifest", "sign", str(gateway.root / "u.suit"), "--key", str(gateway.root / "release.pem"),
+                 "--out", str(gateway.root / "s.suit")]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "create", "--manifest", str(gateway.root / "s.suit"),
+                 "--out", str(gateway.root / "u.fwb")]) == 0
+    out = capsys.readouterr().out
+    assert "not carried, fetched by the device: http://10.0.2.100/files/rootfs.img" in out
+    assert "http://10.0.2.100/files/rootfs.img.frames" in out
+
+
 @pytest.mark.parametrize("extra, message", [({"delta_frame_size": 16384}, "only meaningful"),
                                             ({"delta": True, "delta_frame_size": 5000}, "multiple of 4096"),
                                             ({"delta": "yes"}, "must be of type bool")])

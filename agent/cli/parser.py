@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     bcreate.add_argument("--hardware", action="append", default=[], metavar="BOARD:REV",
                          help="compatible board and revision (repeatable)")
     bcreate.add_argument("--description", default="")
-    bcreate.add_argument("payloads", nargs="+", metavar="PAYLOAD",
-                         help="payload file, or NAME=FILE when its name in the manifest (#NAME) differs")
+    bcreate.add_argument("payloads", nargs="*", metavar="PAYLOAD",
+                         help="payload file, or NAME=FILE when its name in the manifest (#NAME) differs; none "
+                              "when the manifest names every payload by its http(s) URI")
     bcreate.add_argument("--out", type=Path, required=True)
     bcreate.set_defaults(run=_lazy("agent.cli.bundle", "create"))
     bshow = bsub.add_parser("show", help="list a bundle's members and manifest (without verifying)")

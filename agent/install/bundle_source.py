@@ -82,10 +82,18 @@ class BundleSource:
         return self._reader.manifest
 
     def payloads(self, manifest: VerifiedManifest, slot: int | None) -> "_BundlePayloads":
+        from agent.bundle import carried_payloads
         from agent.manifest.check import plan
         assert self._reader is not None and not self._payloads_read, "read_manifest first"
         self._payloads_read = True
-        return _BundlePayloads(self._reader.payloads(plan(manifest, slot=slot)))
+        checked = plan(manifest, slot=slot)
+        payloads = _BundlePayloads(self._reader.payloads(checked))
+        if not carried_payloads(checked.payloads):
+            # A bundle of the manifest only: its end is read now, not once the payloads the
+            # device fetches itself are in, with the bundle's connection idle all along (on the
+            # HIL gateway its trailer then came truncated).
+            payloads.finish()
+        return payloads
 
     def close(self) -> None:
         if self._file is not None:

@@ -27,7 +27,7 @@ import hil.mcu.qemu  # noqa: E402,F401 - registers McuQEMUDriver
 from hil.gateway.device import Gateway  # noqa: E402
 from hil.mcu.board import Mcu  # noqa: E402
 from hil.gateway.reach import ServerDoor, TcpRelay  # noqa: E402
-from agent.demo.ddi_server import DdiServer  # noqa: E402
+from hil.server.files import FilesDdiServer  # noqa: E402
 
 OUT = REPO / "hil" / "out"
 DEFAULT_IMAGES = Path.home() / ".cache" / "fwagent" / "hil"
@@ -80,9 +80,10 @@ def mcu(env: Any) -> Mcu:
 
 
 @pytest.fixture
-def ddi(env: Any, door: ServerDoor, request: pytest.FixtureRequest) -> Iterator[DdiServer]:
-    """The reference DDI server, reached by the board at the YAML's ``server_url``."""
-    with DdiServer(sleep=SERVER_SLEEP, public_url=env.config.get_option("server_url"), record=True) as server:
+def ddi(env: Any, door: ServerDoor, request: pytest.FixtureRequest) -> Iterator[FilesDdiServer]:
+    """The reference DDI server, reached by the board at the YAML's ``server_url``; it serves
+    the files of ``ddi.files`` at ``/files/`` too, once a scenario sets it."""
+    with FilesDdiServer(sleep=SERVER_SLEEP, public_url=env.config.get_option("server_url"), record=True) as server:
         door.open_to(int(server.url.rsplit(":", 1)[1]))
         request.node.stash[SERVER_RECORD] = lambda: {
             str(action.id): {"state": action.state, "result": action.result, "statuses": action.statuses}

@@ -12,6 +12,11 @@ BENCH_UPDATES=(
     "silent    2.0.3 2 silent"      # boots, fwagent.service masked: never confirms
     "good-3    3.0.0 3 normal"      # a second good update
 )
+# A board adds "delta 2.1.0 2 normal" for the update by delta: its bundle carries the signed
+# manifest only, which names the image by its http URI on the bench's update server
+# (DELTA_PATH, beside [server].url of the board's agent.toml), with the image's frames and index
+# beside it (docs/delta.md); the three files go to $OUT/delta/, which the scenario serves there.
+DELTA_PATH=/files
 
 # flavour TREE FLAVOUR on|off: turns a flavour's change to the tree on, or back off.
 flavour() {
@@ -58,7 +63,7 @@ bench_mcu() {
 # (which is left as it was), each image IMAGE_MIB MiB like the factory's.
 bench_updates() {
     local tree=$1 line name version sequence kind things work payloads
-    rm -rf "$OUT/updates"
+    rm -rf "$OUT/updates" "$OUT/delta"
     mkdir -p "$OUT/updates"
     for line in "${BENCH_UPDATES[@]}"; do
         read -r name version sequence kind things <<<"$line"
@@ -84,6 +89,10 @@ uri = "#rootfs.img"
 version = "$version"
 SPEC
         payloads=("$work/rootfs.img")
+        if [ "$name" = delta ]; then
+            delta_spec "$work/SPEC.toml"
+            payloads=()
+        fi
         case "${things:-}" in
             "") ;;
             mcu)
@@ -103,7 +112,22 @@ SPEC
         quiet fwagent manifest create "$work/SPEC.toml" --out "$work/manifest.suit"
         quiet fwagent manifest sign "$work/manifest.suit" --key "$RELEASE_KEY" --out "$work/signed.suit"
         quiet fwagent bundle create --manifest "$work/signed.suit" --version "$version" \
-            --description "fwagent bench gateway $version ($name)" "${payloads[@]}" --out "$OUT/updates/$name.fwb"
+            --description "fwagent bench gateway $version ($name)" ${payloads[@]+"${payloads[@]}"} \
+            --out "$OUT/updates/$name.fwb"
+        if [ "$name" = delta ]; then
+            mkdir -p "$OUT/delta"
+            mv "$work/rootfs.img" "$work/rootfs.img.frames" "$work/rootfs.img.index" "$OUT/delta/"
+        fi
         rm -rf "$work"
     done
+}
+
+# delta_spec SPEC: the rootfs component of SPEC named by its http URI on the bench's update
+# server, with delta frames and index written beside the image by `fwagent manifest create`.
+delta_spec() {
+    local spec=$1 server
+    server=$(sed -n 's/^url *= *"\([^"]*\)".*/\1/p' "$IMAGES/$BOARD/agent.toml" | head -n 1)
+    [ -n "$server" ] || die "update delta: no [server].url in $IMAGES/$BOARD/agent.toml"
+    sed -i "s|^uri = \"#rootfs.img\"|uri = \"${server%/}$DELTA_PATH/rootfs.img\"\ndelta = true|" "$spec"
+    grep -q '^delta = true' "$spec" || die "update delta: the spec has no rootfs component to deliver by delta"
 }

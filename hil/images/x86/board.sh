@@ -29,6 +29,8 @@ BOARD_FIRMWARE=(/usr/lib/grub/i386-pc/boot.img)
 # a new application for it.
 BOARD_MCU=(serial@qemu_cortex_m0 1.2.3)
 BENCH_UPDATES+=("things    2.1.0 2 normal mcu")
+# The good update's tree as 2.1.0, delivered by delta from the update server (lib/updates.sh).
+BENCH_UPDATES+=("delta     2.1.0 2 normal")
 
 source "$IMAGES/x86/disk.sh"
 

@@ -1,0 +1,52 @@
+"""The bench's update by delta (hil/scenarios/test_gateway_delta.py) without a board: the reference
+DDI server serves the image, its frames and index at /files/ on its own origin
+(hil/server/files.py); the deployment's bundle carries the signed manifest only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from daemon_process import DaemonProcess
+from install_bench import Gateway, make_gateway
+from test_daemon import DEVICE, connect
+from test_install_delta import _new_image
+
+from agent.bundle.writer import create_bundle
+from agent.manifest import cose
+from agent.manifest.sign import add_signature
+from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
+from hil.server.files import FilesDdiServer
+
+
+def _bundle(gateway: Gateway, www: Path, url: str, image: bytes) -> bytes:
+    (www / "rootfs.img").write_bytes(image)
+    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
+                       "component": [{"id": ["rootfs"], "file": "rootfs.img", "uri": f"{url}/files/rootfs.img",
+                                      "version": "2.1.0", "delta": True}]}, www)
+    signed = add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
+    out = gateway.root / "delta.fwb"
+    create_bundle(out, signed, [], "2.1.0", [])
+    return out.read_bytes()
+
+
+def test_the_reference_server_serves_an_update_by_delta_on_its_own_origin(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path / "gw")
+    image = _new_image((gateway.root / "rootfs-a.img").read_bytes())
+    www = tmp_path / "www"
+    www.mkdir()
+    with FilesDdiServer(sleep="00:00:01", record=True, files=www) as server:
+        connect(gateway, server)
+        data = _bundle(gateway, www, server.url, image)
+        action = server.create_deployment(DEVICE, [{"part": "os", "name": "rootfs", "version": "2.1.0",
+                                                    "artifacts": {"delta.fwb": data}}])
+        with DaemonProcess(gateway.config_path, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for(lambda: server.actions[action.id].state == "closed", "the action closed", timeout=90)
+            log = daemon.log()
+        details = " ".join(d for s in server.statuses(action.id) for d in s.get("details", []))
+        served = server.served()
+    assert server.actions[action.id].result == "success", (details, log)
+    fetched, full = map(int, re.search(r"delta: fetched (\d+) of (\d+) bytes", details).groups())
+    assert full == len(image) and fetched < len(image) // 10, details
+    assert {e.path for e in served} == {"/files/rootfs.img.index", "/files/rootfs.img.frames"}
+    assert sum(e.response_length for e in served) == fetched
