@@ -376,3 +376,46 @@ def test_an_answer_that_keeps_the_line_busy_without_bytes_is_a_stall(raw_server,
     finally:
         done.set()
     assert len(attempts) == 2 and "gave up after 2 attempt(s)" in caught.value.detail
+
+
+def test_a_remote_file_left_idle_resumes_where_it_was_not_at_a_false_end(raw_server) -> None:  # type: ignore[no-untyped-def]
+    """A close-delimited answer (no length) that the reader leaves idle for longer than the stall
+    time (a bundle reader while the payloads it names are fetched): the stall watch ends the
+    connection, and the end it leaves is not the file's: the next read resumes with a Range."""
+    import re
+    import socket
+
+    from agent.download.remote import RemoteFile
+
+    data = bytes(range(256)) * 64
+    ranges: list[str | None] = []
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            request = connection.recv(65536).decode()
+            wanted = re.search(r"Range: bytes=(\d+)-", request)
+            ranges.append(wanted.group(0) if wanted else None)
+            start = int(wanted.group(1)) if wanted else 0
+            head = (b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/*\r\n" % (start, len(data) - 1)
+                    if wanted else b"HTTP/1.1 200 OK\r\n") + b'ETag: "v1"\r\nConnection: close\r\n\r\n'
+            try:
+                if wanted:
+                    connection.sendall(head + data[start:])
+                else:                                  # the first answer: the rest only much later
+                    connection.sendall(head + data[:8000])
+                    time.sleep(3)
+                    connection.sendall(data[8000:])
+            except OSError:
+                pass
+
+    remote = RemoteFile(Downloader(FAST), raw_server(answer))
+    try:
+        first = remote.read(8000)                     # more than stall_bytes: no stall by rate
+        time.sleep(1.6)                                # idle for longer than the stall time (1 s)
+        rest = bytearray()
+        while chunk := remote.read(4096):
+            rest += chunk
+    finally:
+        remote.close()
+    assert first + rest == data
+    assert ranges[0] is None and ranges[1] == "Range: bytes=8000-"

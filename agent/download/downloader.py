@@ -398,10 +398,12 @@ class _WriteBehind:
 
 class CancelWatch:
     """Interrupts the answer when the cancel token is set, or when ``idle`` says it has stopped
-    delivering, so that a blocked read returns."""
+    delivering, so that a blocked read returns; ``fired`` says it did (the end a reader then
+    sees is not the answer's)."""
 
     def __init__(self, cancel: threading.Event, response: Any, idle: Callable[[], bool]) -> None:
         self.cancel, self.response, self.idle = cancel, response, idle
+        self.fired = False
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="download-cancel", daemon=True)
 
@@ -416,6 +418,7 @@ class CancelWatch:
     def _watch(self) -> None:
         while not self.done.wait(0.2):
             if self.cancel.is_set() or self.idle():
+                self.fired = True
                 self.response.interrupt()
                 return
 

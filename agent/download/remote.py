@@ -78,6 +78,9 @@ class RemoteFile:
                 count = self._receive(view)
                 if count:
                     return count
+                if self._watch is not None and self._watch.fired:
+                    raise DownloadError(f"{self.shown}: no byte for {self.config.stall_timeout:g} s at byte "
+                                        f"{self.position}", transient=True)
                 if self.size is None:
                     return 0                      # no length was given: the end of the body is the end
                 raise DownloadError(f"{self.shown}: the answer ended at byte {self.position} of {self.size}",
