@@ -29,8 +29,10 @@ bytes. For the pair:
 * zchunk (``zck`` on both images, ``zckdl -s OLD.zck URL``, ``unzck``) and
   casync (``casync make`` into a store, ``casync extract --seed=OLD``), when
   installed;
+* xdelta3: a ``-9`` patch made for the pair, fetched with curl and applied
+  with ``xdelta3 -d -s OLD`` (a patch per pair of releases);
 * sizes: zstd -19 of the new image, ``zstd --patch-from`` and ``xdelta3 -9``
-  patches (a patch per pair of releases, no HTTP: sizes only).
+  patches.
 
 For each download: bytes, requests, the device's CPU (user + system of every
 process) and peak RSS (of the largest process), wall time.
@@ -101,6 +103,8 @@ def main() -> None:
             results["zchunk"] = _zchunk(old, new, Path(tmp) / "zck", args.rate)
         if shutil.which("casync"):
             results["casync"] = _casync(old, new, Path(tmp) / "casync", args.rate)
+        if shutil.which("xdelta3") and shutil.which("curl"):
+            results["xdelta3_device"] = _xdelta3(old, new, Path(tmp) / "xdelta3", args.rate)
     print(json.dumps(results, indent=2))
 
 
@@ -256,6 +260,22 @@ def _casync(old: Path, new: Path, work: Path, rate: int) -> dict[str, object]:
     with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
         runs = [_timed(["casync", "extract", f"--store={proxy.url}/store", f"--seed={old}",
                         f"{proxy.url}/new.caibx", str(work / "got.img")])]
+        served = (proxy.bytes_served, len(proxy.requests))
+    assert (work / "got.img").read_bytes() == new.read_bytes()
+    return _combined(runs, served)
+
+
+def _xdelta3(old: Path, new: Path, work: Path, rate: int) -> dict[str, object]:
+    """A patch made for this pair of releases (server work per pair): the device fetches it
+    (curl) and applies it to its image (``xdelta3 -d -s OLD``)."""
+    www = work / "www"
+    www.mkdir(parents=True)
+    subprocess.run(["xdelta3", "-q", "-e", "-9", "-f", "-B", str(1 << 30), "-s", str(old), str(new),
+                    str(www / "patch.vcdiff")], check=True)
+    with nginx_server(www, work / "nginx") as server, _throttled(server.port, rate) as proxy:
+        runs = [_timed(["curl", "-sSf", "-o", str(work / "patch.vcdiff"), f"{proxy.url}/patch.vcdiff"]),
+                _timed(["xdelta3", "-q", "-d", "-f", "-B", str(1 << 30), "-s", str(old), str(work / "patch.vcdiff"),
+                        str(work / "got.img")])]
         served = (proxy.bytes_served, len(proxy.requests))
     assert (work / "got.img").read_bytes() == new.read_bytes()
     return _combined(runs, served)

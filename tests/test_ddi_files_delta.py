@@ -48,5 +48,9 @@ def test_the_reference_server_serves_an_update_by_delta_on_its_own_origin(tmp_pa
     assert server.actions[action.id].result == "success", (details, log)
     fetched, full = map(int, re.search(r"delta: fetched (\d+) of (\d+) bytes", details).groups())
     assert full == len(image) and fetched < len(image) // 10, details
+    # progress on the way: the bytes the delta fetches, against the full image's size
+    progress = re.search(r"Installing rootfs\.B by delta: (\d+) of (\d+) bytes fetched \(\d+%\); the full image "
+                         r"is (\d+) bytes", details)
+    assert progress is not None and int(progress[3]) == len(image) and int(progress[2]) <= fetched, details
     assert {e.path for e in served} == {"/files/rootfs.img.index", "/files/rootfs.img.frames"}
     assert sum(e.response_length for e in served) == fetched

@@ -29,13 +29,14 @@ class ProgressPrinter:
         self.as_json = as_json
         self.last = 0.0
 
-    def __call__(self, slot: str, done: int, total: int | None) -> None:
+    def __call__(self, slot: str, done: int, total: int | None, *, full: int | None = None) -> None:
         now = time.monotonic()
         if now - self.last < PROGRESS_INTERVAL and done != total:
             return
         self.last = now
         if self.as_json:
-            print(json.dumps({"event": "progress", "slot": slot, "done": done, "total": total}), flush=True)
+            print(json.dumps({"event": "progress", "slot": slot, "done": done, "total": total,
+                              **({"full": full} if full is not None else {})}), flush=True)
         elif sys.stderr.isatty():
             share = done / total if total else 0.0
             bar = "#" * int(share * 30)

@@ -133,6 +133,7 @@ class InstallProgress(DaemonEvent):
     slot: str
     done: int
     total: int | None
+    full: int | None = None       # by delta: the image's size (total: the bytes the delta fetches)
 
 
 @dataclass(frozen=True)

@@ -574,8 +574,8 @@ class Daemon:
         if state == "reboot" and self.client:
             self.reboot_reported.wait(REBOOT_FEEDBACK_WAIT)
 
-    def _install_progress(self, slot: str, done: int, total: int | None) -> None:
-        self.events.put(InstallProgress(slot, done, total))
+    def _install_progress(self, slot: str, done: int, total: int | None, *, full: int | None = None) -> None:
+        self.events.put(InstallProgress(slot, done, total, full))
 
     def _on_install_step(self, event: InstallStep) -> None:
         state, update = event.state, event.update
@@ -600,7 +600,10 @@ class Daemon:
             # While a streamed bundle is written its download is the install: said in SWUpdate's
             # words. Flashing the Things afterwards downloads nothing.
             streamed = self.record.streamed_bundle() if self.install_step in STREAMING_STEPS else None
-            text = f"Downloaded {percent}% of {streamed} into {slot}" if streamed else f"Installing {slot}: {percent}%"
+            text = (f"Installing {slot} by delta: {done} of {total} bytes fetched ({percent}%); the full image "
+                    f"is {event.full} bytes" if event.full is not None
+                    else f"Downloaded {percent}% of {streamed} into {slot}" if streamed
+                    else f"Installing {slot}: {percent}%")
             self._feedback("proceeding", text, progress=(percent, 100), throttle="install")
         self._show(status.installing(slot, done, total), **self.install_ids)
         if self.mqtt:

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from agent.delta.param import DeltaRef
     from agent.manifest.processor import Component, Digest
 
-Progress = Callable[[str, int, int | None], None]   # (slot label, bytes done, total or None)
+# (slot label, bytes done, total or None, and by keyword ``full``: a delta's image size, its
+# total being the bytes it predicts to fetch)
+Progress = Callable[..., None]
 # A payload streamed from the network is synced and its position recorded once at least this many
 # bytes and this many seconds have passed since the last time: a power cut costs at most the larger
 # of 8 MiB and a second's transfer, and a fast link is not slowed down by a sync every 8 MiB.

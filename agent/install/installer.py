@@ -507,7 +507,7 @@ class Installer:
 
         def progress(done: int, total: int) -> None:
             if self.progress:
-                self.progress(slot.label, done, total)
+                self.progress(slot.label, done, total, full=size)
 
         if update.delta is None:
             update.delta = {}
