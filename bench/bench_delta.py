@@ -8,7 +8,7 @@ tree only) of two directory trees:
 * or the trees of two sets of Debian packages (``--old-debs DIR``,
   ``--new-debs DIR``: every ``*.deb`` in DIR extracted with ``dpkg-deb -x``;
   fetch them with ``apt-get download``);
-* or ``--debian A`` / ``--debian B``, the two pairs of issue 17, built with
+* or ``--debian A`` / ``--debian B``, two pairs of Debian root file systems, built with
   mmdebstrap (as root, from ``--mirror``; 384 MiB images unless ``--size``):
   A: Debian 12 (bookworm) minbase with python3 -> the same with curl,
   openssh-client and less; B: A's new tree -> the same with
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--new-tree", type=Path)
     parser.add_argument("--old-debs", type=Path)
     parser.add_argument("--new-debs", type=Path)
-    parser.add_argument("--debian", choices=("A", "B"), help="issue 17's pair A or B, built with mmdebstrap")
+    parser.add_argument("--debian", choices=("A", "B"), help="Debian pair A (a package added) or B (a security update), built with mmdebstrap")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--security-mirror", default="http://deb.debian.org/debian-security")
     parser.add_argument("--size", type=int, help="image size in MiB (default: 384 for --debian, else "
