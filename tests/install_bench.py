@@ -89,6 +89,16 @@ class Gateway:
         return out
 
 
+def delta_manifest(gateway: Gateway, www: Path, name: str, uri: str, image: bytes, version: str) -> bytes:
+    """``image`` as ``www/name`` with its delta frames and index beside it, and the manifest, signed
+    with the gateway's release key, that names it by ``uri`` with them."""
+    (www / name).write_bytes(image)
+    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
+                       "component": [{"id": ["rootfs"], "file": name, "uri": uri, "version": version,
+                                      "delta": True}]}, www)
+    return add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
+
+
 def make_gateway(root: Path, *, health: str = '[["true"]]', slot_b: str = "rootfs-b.img") -> Gateway:
     root.mkdir(parents=True, exist_ok=True)
     for name, key in (("release", "es256"), ("other", "es256")):

@@ -8,23 +8,16 @@ import re
 from pathlib import Path
 
 from daemon_process import DaemonProcess
-from install_bench import Gateway, make_gateway
+from install_bench import Gateway, delta_manifest, make_gateway
 from test_daemon import DEVICE, connect
 from test_install_delta import _new_image
 
 from agent.bundle.writer import create_bundle
-from agent.manifest import cose
-from agent.manifest.sign import add_signature
-from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from hil.server.files import FilesDdiServer
 
 
 def _bundle(gateway: Gateway, www: Path, url: str, image: bytes) -> bytes:
-    (www / "rootfs.img").write_bytes(image)
-    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
-                       "component": [{"id": ["rootfs"], "file": "rootfs.img", "uri": f"{url}/files/rootfs.img",
-                                      "version": "2.1.0", "delta": True}]}, www)
-    signed = add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
+    signed = delta_manifest(gateway, www, "rootfs.img", f"{url}/files/rootfs.img", image, "2.1.0")
     out = gateway.root / "delta.fwb"
     create_bundle(out, signed, [], "2.1.0", [])
     return out.read_bytes()

@@ -20,14 +20,11 @@ import pytest
 from daemon_process import DaemonProcess
 from goosebit_fixture import GoosebitDevice, new_goosebit_device, serve_goosebit  # noqa: F401
 from httpfaults import FaultProxy, nginx_server, require_nginx
-from install_bench import SLOT_SIZE, Gateway, make_gateway
+from install_bench import SLOT_SIZE, Gateway, delta_manifest, make_gateway
 from test_install_delta import _new_image, _plain_server
 
 from agent.bundle.reader import bundle_info
 from agent.bundle.writer import create_bundle
-from agent.manifest import cose
-from agent.manifest.sign import add_signature
-from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from hil.server.goosebit import GoosebitError, GoosebitServer
 
 VERSION = "2.0.0"
@@ -55,11 +52,7 @@ def _connect(gateway: Gateway, goosebit: GoosebitServer, device: GoosebitDevice,
 
 def _bundle(gateway: Gateway, www: Path, web: str, image: bytes, device: GoosebitDevice) -> Path:
     """The image, its frames and index in ``www``; the bundle of the signed manifest that names them."""
-    (www / "image.img").write_bytes(image)
-    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
-                       "component": [{"id": ["rootfs"], "file": "image.img", "uri": f"{web}/image.img",
-                                      "version": VERSION, "delta": True}]}, www)
-    signed = add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
+    signed = delta_manifest(gateway, www, "image.img", f"{web}/image.img", image, VERSION)
     out = gateway.root / "update.fwb"
     info = create_bundle(out, signed, [], VERSION, device.hardware)
     assert [ref.uri for ref in info.remote] == [f"{web}/image.img"]

@@ -22,11 +22,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.manifest import cose
-from agent.manifest.sign import add_signature
-from agent.manifest.spec import build_manifest, parse_spec, unsigned_envelope
 from httpfaults import Cut, FaultProxy, Pass, nginx_server, require_nginx
-from install_bench import SLOT_SIZE, Gateway, make_gateway
+from install_bench import SLOT_SIZE, Gateway, delta_manifest, make_gateway
 
 BLOCK = 4096
 
@@ -42,13 +39,8 @@ def _new_image(old: bytes, seed: int = 7) -> bytes:
 
 
 def _release(gateway: Gateway, www: Path, url: str, image: bytes) -> Path:
-    (www / "image.img").write_bytes(image)
-    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
-                       "component": [{"id": ["rootfs"], "file": "image.img", "uri": f"{url}/image.img",
-                                      "version": "2.0", "delta": True}]}, www)
-    signed = add_signature(unsigned_envelope(build_manifest(spec)), cose.load_private_key(gateway.root / "release.pem"))
     manifest = gateway.root / "update.suit"
-    manifest.write_bytes(signed)
+    manifest.write_bytes(delta_manifest(gateway, www, "image.img", f"{url}/image.img", image, "2.0"))
     return manifest
 
 
@@ -210,13 +202,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def test_named_payloads_go_by_delta_through_the_links_a_server_gave(tmp_path: Path) -> None:
     require_nginx()
     gateway, www, image = _setup(tmp_path)
-    (www / "image.img").write_bytes(image)
-    spec = parse_spec({"sequence": 2, "vendor_domain": "example.com", "class_name": "gw-test",
-                       "component": [{"id": ["rootfs"], "file": "image.img", "uri": "#image.img", "version": "2.0",
-                                      "delta": True}]}, www)
     manifest = gateway.root / "update.suit"
-    manifest.write_bytes(add_signature(unsigned_envelope(build_manifest(spec)),
-                                       cose.load_private_key(gateway.root / "release.pem")))
+    manifest.write_bytes(delta_manifest(gateway, www, "image.img", "#image.img", image, "2.0"))
     with nginx_server(www, tmp_path / "nginx") as server, FaultProxy(server.port) as proxy:
         links = {f"#{name}": f"{proxy.url}/{name}" for name in ("image.img", "image.img.frames", "image.img.index")}
         outcome = gateway.installer().install(str(manifest), links=links)

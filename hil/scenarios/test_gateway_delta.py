@@ -21,9 +21,8 @@ DELTA_LINE = re.compile(r"delta: fetched (?P<fetched>\d+) of (?P<full>\d+) bytes
 
 def test_an_update_by_delta_fetches_a_small_part_of_the_image(
         env: Any, gateway: Gateway, ddi: FilesDdiServer, bundle, version, device_id: str) -> None:  # noqa: ANN001
-    try:
-        files = Path(env.config.get_image_path("delta-files"))
-    except KeyError:
+    files = _delta_files(env)
+    if files is None:
         pytest.skip("the board has no update by delta (no images 'delta' and 'delta-files' in its YAML)")
     image = (files / "rootfs.img").stat().st_size
     ddi.files = files
@@ -66,3 +65,11 @@ def _reboot(gateway: Gateway, ddi: FilesDdiServer, action) -> str:  # noqa: ANN0
                 pytest.fail(f"the action closed before a reboot: {details(ddi, action)}")
             if time.monotonic() > deadline:
                 raise AssertionError("timed out waiting for the reboot") from None
+
+
+def _delta_files(env: Any) -> Path | None:
+    """Where the board's YAML says the delta update's image, frames and index are; None: nowhere."""
+    try:
+        return Path(env.config.get_image_path("delta-files"))
+    except KeyError:
+        return None
