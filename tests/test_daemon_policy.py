@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemon_process import DaemonProcess
@@ -65,6 +66,16 @@ def command(tmp_path: Path, name: str, body: str) -> str:
     return json.dumps([sys.executable, str(script)])
 
 
+def run_until_closed(gateway: Gateway, server: DdiServer, action: Any, tmp_path: Path) -> Running:
+    """A daemon run until the server has the action closed; stopped, its log kept."""
+    daemon = Running(gateway, server, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
+    finally:
+        daemon.stop()
+    return daemon
+
+
 def calls(tmp_path: Path, name: str) -> list[str]:
     path = tmp_path / f"{name}.calls"
     return path.read_text().splitlines() if path.exists() else []
@@ -74,11 +85,7 @@ def test_approval_commands_that_say_go_let_the_download_and_the_install_pass(
         gateway: Gateway, server: DdiServer, tmp_path: Path) -> None:
     with_policy(gateway, server, f"approve = [{command(tmp_path, 'ok', 'sys.exit(0)')}]")
     action = deploy(gateway, server)
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    run_until_closed(gateway, server, action, tmp_path)
     assert server.actions[action.id].result == "success", server.statuses(action.id)
     assert calls(tmp_path, "ok") == [f"download {action.id}", f"install {action.id}"]
     assert gateway.booted() == "B"
@@ -90,11 +97,7 @@ def test_an_approval_that_asks_to_wait_holds_the_action_then_lets_it_go(
     later = command(tmp_path, "later", "print(1) if count == 1 else None\nsys.exit(21 if count == 1 else 0)")
     with_policy(gateway, server, f"approve = [{later}]")
     action = deploy(gateway, server)
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    daemon = run_until_closed(gateway, server, action, tmp_path)
     assert server.actions[action.id].result == "success", server.statuses(action.id)
     assert calls(tmp_path, "later") == [f"download {action.id}"] * 2 + [f"install {action.id}"]
     assert "the approval command asked to wait until" in details(server, action.id)
@@ -108,11 +111,7 @@ def test_an_approval_that_refuses_closes_the_action_as_rejected_with_its_reason(
     with_policy(gateway, server, f"approve = [{refuse}]")
     before = gateway.slot_digest("B")
     action = deploy(gateway, server)
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    run_until_closed(gateway, server, action, tmp_path)
     assert server.actions[action.id].result == "failure"
     assert "rejected: battery low" in details(server, action.id)
     assert gateway.slot_digest("B") == before and gateway.booted() == "A"
@@ -128,11 +127,7 @@ def test_fwagent_defer_holds_an_action_then_it_goes(gateway: Gateway, server: Dd
     assert main(["defer", str(action.id), "--for", "3s", "--config", str(gateway.config_path)]) == 0
     assert f"action {action.id}: deferred until" in capsys.readouterr().out
     started = time.monotonic()
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    run_until_closed(gateway, server, action, tmp_path)
     assert time.monotonic() - started >= 2.5
     assert server.actions[action.id].result == "success"
     assert "deferred until" in details(server, action.id)
@@ -261,11 +256,7 @@ def test_a_download_that_keeps_failing_is_retried_then_reported(gateway: Gateway
     with_policy(gateway, server, "retries = 2\nretry_delay = 1")
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
                                                 "artifacts": {"u2.fwb": b"not a bundle at all" * 100}}])
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    daemon = run_until_closed(gateway, server, action, tmp_path)
     assert server.actions[action.id].result == "failure"
     assert "attempt 2 of 2 in 1 s" in details(server, action.id)
     fetched = [path for method, path in server.requests if method == "GET" and path.endswith("/u2.fwb")]
@@ -305,11 +296,7 @@ def test_an_install_that_keeps_failing_is_retried_then_reported(gateway: Gateway
     # The manifest at its head checks out; the payload is cut short: the install fails at write.
     action = server.create_deployment(DEVICE, [{"part": "os", "name": "gateway", "version": "2.0.0",
                                                 "artifacts": {"u2.fwb": bundle[:len(bundle) // 2]}}])
-    daemon = Running(gateway, server, tmp_path / "daemon.log")
-    try:
-        wait_for(lambda: server.actions[action.id].state == "closed", "the action to close", poke=daemon)
-    finally:
-        daemon.stop()
+    daemon = run_until_closed(gateway, server, action, tmp_path)
     assert server.actions[action.id].result == "failure"
     assert "the install failed (" in details(server, action.id) and "attempt 2 of 2 at" in details(server, action.id)
     assert daemon.log().count("event=install-retry") == 1
